@@ -1,0 +1,138 @@
+"""Command-line flags for both trainers and evaluators, generated from the one `Config` definition."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Literal, NoReturn, Sequence
+
+from common.config import Config, field_type
+from common.data import DATA_SOURCES
+from common.errors import ConfigError
+from common.presets import DEFAULT_PRESET, PRESETS, get_preset
+
+DEVICES = ("auto", "cpu", "gpu", "cuda")
+INIT_CHOICES = ("canonical", "native")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block) and exits with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run a recipe (not part of it): where, on what data, for how long, writing where."""
+
+    preset: str = DEFAULT_PRESET
+    max_steps: int | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    data_source: str = "auto"
+    out: str | None = None
+    overwrite: bool = False
+    init: str = "canonical"
+    init_weights: str | None = None
+    log_every: int = 50
+    print_config: bool = False
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One override flag per Config field (`--hidden-size 128`, `--bidirectional/--no-bidirectional`)."""
+    group = parser.add_argument_group("recipe overrides (default: the preset's value)")
+    for field in dataclasses.fields(Config):
+        if only is not None and field.name not in only:
+            continue
+        kind = field_type(field)
+        options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
+        if typing.get_origin(kind) is Literal:
+            options.update(choices=typing.get_args(kind), metavar="{" + ",".join(typing.get_args(kind)) + "}")
+        elif kind is bool:
+            options.update(action=argparse.BooleanOptionalAction)
+        else:
+            options.update(type=kind, metavar=field.name.upper())
+        group.add_argument(flag_name(field.name), **options)
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder with the four IDX files (also torchvision's MNIST/raw layout)")
+    parser.add_argument("--data-source", choices=DATA_SOURCES, default="auto",
+                        help="auto: --data-dir, else the bundled copy; tfds / torchvision on request")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto picks a GPU when there is one")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_train_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(prog=prog, description="Train a row-by-row MNIST recurrent classifier.")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    add_config_flags(parser)
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-steps", type=positive_int, help="stop after N training steps (smoke runs)")
+    add_data_flags(run)
+    run.add_argument("--out", help="output folder (default runs/<framework>-<preset>-<time>)")
+    run.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    run.add_argument("--init", choices=INIT_CHOICES, default="canonical",
+                     help="canonical: the shared NumPy initial weights for the seed; native: the framework's own")
+    run.add_argument("--init-weights", metavar="FILE", help="start from this canonical weights file")
+    run.add_argument("--log-every", type=positive_int, default=50, help="log (and JIT-chunk) every N steps")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return parser
+
+
+def resolve_config(namespace: argparse.Namespace, base: Config | None = None) -> Config:
+    """The preset (or `base`) with every config flag the user gave applied on top."""
+    config = base if base is not None else get_preset(namespace.preset)
+    overrides = {field.name: getattr(namespace, field.name)
+                 for field in dataclasses.fields(Config) if hasattr(namespace, field.name)}
+    return dataclasses.replace(config, **overrides)
+
+
+def parse_train_args(argv: Sequence[str] | None, prog: str) -> tuple[Config, RunOptions]:
+    """Parse the trainer's flags; a bad flag or value exits with code 2 and one line."""
+    parser = build_train_parser(prog)
+    namespace = parser.parse_args(argv)
+    try:
+        config = resolve_config(namespace)
+    except ConfigError as error:
+        parser.error(str(error))
+    options = RunOptions(**{field.name: getattr(namespace, field.name) for field in dataclasses.fields(RunOptions)})
+    return config, options
+
+
+def build_evaluate_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(prog=prog, description="Evaluate a weights file on the test set.")
+    parser.add_argument("--weights", required=True, metavar="FILE",
+                        help="canonical .safetensors (or, in torch_impl, a tutorial .pkl with --preset)")
+    parser.add_argument("--preset", help="the model a file without config metadata holds (tutorial checkpoints)")
+    add_config_flags(parser, only=("dataset", "dtype"))
+    add_data_flags(parser)
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N test images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (with every prediction)")
+    return parser
+
+
+def default_out_dir(framework: str, preset: str) -> Path:
+    import time  # noqa: PLC0415
+
+    return Path("runs") / f"{framework}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def fail(prog: str, message: str, code: int = 1) -> NoReturn:
+    """Print `prog: error: message` on stderr (one line) and exit."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)

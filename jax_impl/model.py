@@ -1,0 +1,143 @@
+"""The tutorials' network in Flax NNX, computing PyTorch's arithmetic with Flax's own recurrent blocks.
+
+Cells: `nnx.SimpleCell` (tanh RNN; its one bias sits on the input side), `nnx.OptimizedLSTMCell` (gates
+i,f,g,o; one bias, on the hidden side) and `TorchGRUCell` below, because `nnx.GRUCell` has no hidden-side
+bias for the candidate gate and so cannot hold PyTorch's `b_hn` inside `r * (W_hn h + b_hn)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from common.config import Config
+from common.weights import layer_input_size
+
+JAX_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+class TorchGRUCell(nnx.RNNCellBase):
+    """PyTorch's GRU cell (gates r, z, n; two biases), which `nnx.GRUCell` cannot express.
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr);  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, *, param_dtype=jnp.float32,
+                 kernel_init=nnx.initializers.lecun_normal(), recurrent_kernel_init=nnx.initializers.orthogonal(),
+                 rngs: nnx.Rngs):
+        self.in_features, self.hidden_features = in_features, hidden_features
+        self.dense_i = nnx.Linear(in_features, 3 * hidden_features, kernel_init=kernel_init,
+                                  param_dtype=param_dtype, rngs=rngs)
+        self.dense_h = nnx.Linear(hidden_features, 3 * hidden_features, kernel_init=recurrent_kernel_init,
+                                  param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        input_r, input_z, input_n = jnp.split(self.dense_i(inputs), 3, axis=-1)
+        hidden_r, hidden_z, hidden_n = jnp.split(self.dense_h(carry), 3, axis=-1)
+        reset = jax.nn.sigmoid(input_r + hidden_r)
+        update = jax.nn.sigmoid(input_z + hidden_z)
+        candidate = jnp.tanh(input_n + reset * hidden_n)
+        new_h = (1.0 - update) * candidate + update * carry
+        return new_h, new_h
+
+    def initialize_carry(self, input_shape, rngs=None):
+        return jnp.zeros(input_shape[:-1] + (self.hidden_features,), self.dense_h.kernel.value.dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+def identity_blocks(key, shape, dtype=jnp.float32):
+    """Kernel init `<dtype>[H, gates * H]` = [I, I, ...]: the transpose of PyTorch's identity weight_hh."""
+    hidden, width = shape
+    return jnp.tile(jnp.eye(hidden, dtype=dtype), (1, width // hidden))
+
+
+def make_cell(config: Config, in_features: int, rngs: nnx.Rngs) -> nnx.RNNCellBase:
+    """The Flax cell for `config.cell`, with Flax's own initialisers (identity recurrent kernel if asked)."""
+    options = {"param_dtype": JAX_DTYPES[config.dtype], "rngs": rngs}
+    if config.recurrent_init == "identity":
+        options["recurrent_kernel_init"] = identity_blocks
+    if config.cell == "lstm":
+        return nnx.OptimizedLSTMCell(in_features, config.hidden_size, **options)
+    if config.cell == "rnn":
+        return nnx.SimpleCell(in_features, config.hidden_size, dtype=JAX_DTYPES[config.dtype], **options)
+    return TorchGRUCell(in_features, config.hidden_size, **options)
+
+
+def zero_carry(config: Config, batch_size: int):
+    """Zero initial state for one direction of one layer: `(c, h)` for an LSTM, `h` otherwise."""
+    zeros = jnp.zeros((batch_size, config.hidden_size), JAX_DTYPES[config.dtype])
+    return (zeros, zeros) if config.cell == "lstm" else zeros
+
+
+class SequenceClassifier(nnx.Module):
+    """Rows of an image in, class logits out: `<float>[batch, 28, 28]` -> `<float>[batch, classes]`.
+
+    `layers[k]` is an `nnx.RNN` (or an `nnx.Bidirectional` of two) over time; `out` is the head.
+    """
+
+    def __init__(self, config: Config, rngs: nnx.Rngs):
+        self.config = config
+        layers = []
+        for layer in range(config.num_layers):
+            in_features = layer_input_size(config, layer)
+
+            def one_direction() -> nnx.RNN:
+                return nnx.RNN(make_cell(config, in_features, rngs), rngs=False)
+
+            if config.bidirectional:
+                # The backward RNN runs reversed with keep_order=True, so its output at step t is its state
+                # after reading rows T..t: at the last step, after the last row only (PyTorch's convention).
+                layers.append(nnx.Bidirectional(one_direction(), one_direction(), rngs=False))
+            else:
+                layers.append(one_direction())
+        self.layers = nnx.List(layers)
+        self.out = nnx.Linear(config.num_directions * config.hidden_size, config.num_classes,
+                              param_dtype=JAX_DTYPES[config.dtype], rngs=rngs)
+
+    def layer_outputs(self, rows: jax.Array) -> list[jax.Array]:
+        """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step)."""
+        outputs, sequence = [], rows
+        for layer in self.layers:
+            carry = zero_carry(self.config, rows.shape[0])
+            initial = (carry, carry) if self.config.bidirectional else carry
+            sequence = layer(sequence, initial_carry=initial)
+            outputs.append(sequence)
+        return outputs
+
+    def __call__(self, rows: jax.Array) -> jax.Array:
+        return self.out(last_time_step(self.layer_outputs(rows)[-1]))
+
+
+def last_time_step(output: jax.Array) -> jax.Array:
+    """`output[:, -1, :]`: for a bidirectional layer, [forward after all rows, backward after the last row]."""
+    return output[:, -1, :]
+
+
+def enable_dtype(dtype: str) -> None:
+    """float64 needs JAX's x64 mode, switched on before any array of the run is made."""
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+def build_model(config: Config, native_seed: int = 0) -> SequenceClassifier:
+    """The model with Flax's own initialisers, seeded (the canonical weights replace them in convert.py)."""
+    enable_dtype(config.dtype)
+    return SequenceClassifier(config, rngs=nnx.Rngs(native_seed))
+
+
+def logits_in_batches(model: SequenceClassifier, rows: jax.Array, batch_size: int = 2000) -> jax.Array:
+    """Logits of every row sequence in `rows`, batch by batch through one compiled forward pass."""
+    graphdef, state = nnx.split(model)
+    return jnp.concatenate([
+        _forward(graphdef, state, rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)
+    ])
+
+
+@jax.jit(static_argnums=0)
+def _forward(graphdef, state, rows):
+    return nnx.merge(graphdef, state)(rows)

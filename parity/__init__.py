@@ -1,0 +1,1 @@
+"""Checks that the PyTorch and Flax ports compute the same thing, against each other and a NumPy oracle."""

@@ -1,0 +1,107 @@
+"""Shared fixtures: real MNIST rows from the bundled copy, IDX files written on the spot, a CLI runner."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.data import IMAGES_MAGIC, LABELS_MAGIC, images_to_row_sequences, load_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the long checks (full trainings)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def idx_bytes(array: np.ndarray, kind: str) -> bytes:
+    """An IDX file's bytes for uint8 images `[N, 28, 28]` or labels `[N]`."""
+    magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.asarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx_dir(directory: Path, train: tuple, test: tuple, compress: bool = True) -> Path:
+    """Write the four standard IDX files (gzip'd or not) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"train-images-idx3-ubyte": idx_bytes(train[0], "images"), "train-labels-idx1-ubyte": idx_bytes(train[1], "labels"),
+             "t10k-images-idx3-ubyte": idx_bytes(test[0], "images"), "t10k-labels-idx1-ubyte": idx_bytes(test[1], "labels")}
+    for name, payload in files.items():
+        if compress:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
+        else:
+            (directory / name).write_bytes(payload)
+    return directory
+
+
+def small_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), rng.integers(0, 10, count).astype(np.int64)
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    """A folder with small, valid, gzip'd IDX files: 300 training and 100 test images."""
+    return write_idx_dir(tmp_path / "idx", small_split(300, 0), small_split(100, 1))
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return load_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_rows(mnist) -> np.ndarray:
+    """The first 32 real MNIST test images as float32 row sequences `[32, 28, 28]`."""
+    return images_to_row_sequences(mnist.test_images[:32])
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m ARGS...` from the repository root as a user would, under CI=true."""
+    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    """Non-zero exit `code`, no traceback, exactly one line on stderr containing every fragment."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Call a CLI's `main(argv)` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line(code: int, err: str, expected_code: int, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == expected_code, (code, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

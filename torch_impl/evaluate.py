@@ -1,0 +1,31 @@
+"""`python -m torch_impl.evaluate --weights FILE`: test accuracy and loss of canonical or tutorial weights."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from common.config import Config
+from common.run import EVAL_BATCH, evaluate_main
+from common.weights import Weights
+from torch_impl.convert import from_canonical, read_weights
+from torch_impl.model import logits_in_batches
+from torch_impl.train import resolve_device
+
+
+def predict_logits(config: Config, weights: Weights, rows: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """`<float>[n, classes]` logits of `rows` (`<float>[n, 28, 28]`) under `weights`."""
+    torch_device = resolve_device(device)
+    model = from_canonical(weights, config, torch_device)
+    return logits_in_batches(model, torch.from_numpy(rows).to(torch_device), EVAL_BATCH).cpu().numpy()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return evaluate_main(argv, framework="torch", read_weights=read_weights, predict_logits=predict_logits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`python -m torch_impl.train`: train a preset with PyTorch (Adam, cross-entropy) and write the run files."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.config import Config
+from common.data import Dataset, images_to_row_sequences
+from common.errors import SeqMnistError
+from common.run import EVAL_BATCH, train_main
+from common.weights import Weights
+from torch_impl.convert import from_canonical, to_canonical
+from torch_impl.model import build_model, logits_in_batches
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; `gpu`/`cuda` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise SeqMnistError(f"--device {requested}: PyTorch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One Adam step on the batch's mean cross-entropy; returns the (detached) loss before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(rows), labels)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+class TorchTrainer:
+    """Model, Adam and the whole dataset on one device; batches are index slices of device tensors."""
+
+    def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str):
+        self.torch_device = resolve_device(device)
+        self.device = describe_device(self.torch_device)
+        self.compile_seconds = 0.0
+        model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
+        self.model = model.to(self.torch_device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.train_rows = self._to_device(images_to_row_sequences(dataset.train_images, config.dtype))
+        self.train_labels = self._to_device(dataset.train_labels)
+        self.test_rows = self._to_device(images_to_row_sequences(dataset.test_images, config.dtype))
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.torch_device)
+
+    def train_steps(self, index_batches: Sequence[np.ndarray]) -> np.ndarray:
+        self.model.train()
+        losses = []
+        for indices in index_batches:
+            index = self._to_device(indices)
+            losses.append(train_step(self.model, self.optimizer, self.train_rows[index], self.train_labels[index]))
+        return torch.stack(losses).cpu().numpy()
+
+    def test_logits(self, count: int) -> np.ndarray:
+        return logits_in_batches(self.model, self.test_rows[:count], EVAL_BATCH).cpu().numpy()
+
+    def canonical_weights(self) -> Weights:
+        return to_canonical(self.model)
+
+
+def versions() -> dict:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return train_main(argv, framework="torch", make_trainer=TorchTrainer, versions=versions)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
