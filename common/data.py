@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import importlib.util
 import struct
+import sys
 import zlib
 from pathlib import Path
 from typing import Iterator, Literal
@@ -81,6 +82,8 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
     raw = _read_bytes(path)
     magic, dims = (IMAGES_MAGIC, 3) if kind == "images" else (LABELS_MAGIC, 1)
     header_size = 4 + 4 * dims
+    if not raw:
+        raise SeqMnistError(f"{path}: empty file (expected an IDX {kind} file)")
     if len(raw) < header_size:
         raise SeqMnistError(f"{path}: truncated IDX file ({len(raw)} bytes, header alone needs {header_size})")
     (found_magic,) = struct.unpack(">I", raw[:4])
@@ -196,6 +199,8 @@ def load_tfds(dataset: str, data_dir: Path | None) -> Dataset:
         raise SeqMnistError("--data-source tfds: tensorflow-datasets is not installed (pip install -e '.[tfds]')")
     import tensorflow_datasets as tfds  # noqa: PLC0415  (optional, heavy)
 
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()
     manual_dir = str(BUNDLED_DIR) if dataset == "mnist" else None
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:

@@ -27,9 +27,7 @@ from safetensors.numpy import load, save
 from common.config import Config
 from common.errors import SeqMnistError
 
-CONFIG_METADATA_KEY = "config"
-FORMAT_METADATA_KEY = "format"
-FORMAT_NAME = "seqmnist-canonical-v1"
+CONFIG_METADATA_KEY = "config"  # the only metadata key: safetensors orders several keys differently from run to run
 
 Weights = dict[str, np.ndarray]
 
@@ -110,7 +108,7 @@ def describe(config: Config) -> str:
 def save_weights(path: str | Path, weights: Weights, config: Config) -> None:
     """Write canonical weights + config atomically; the same weights and config give the same bytes."""
     check_weights(weights, config, str(path))
-    metadata = {FORMAT_METADATA_KEY: FORMAT_NAME, CONFIG_METADATA_KEY: config.to_json()}
+    metadata = {CONFIG_METADATA_KEY: config.to_json()}
     payload = save({name: np.ascontiguousarray(weights[name]) for name in canonical_shapes(config)}, metadata)
     write_atomically(Path(path), payload)
 

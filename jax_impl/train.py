@@ -46,6 +46,11 @@ def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> ja
     return optax.softmax_cross_entropy_with_integer_labels(model(rows), labels).mean()
 
 
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """optax Adam with PyTorch's defaults (b1 0.9, b2 0.999, eps 1e-8) at the recipe's learning rate."""
+    return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+
 def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation):
     """A jitted `(params, opt_state, all_rows, all_labels, index_batches) -> (params, opt_state, losses)`."""
 
@@ -68,7 +73,7 @@ class JaxTrainer:
     """Parameters, optax Adam state and the whole dataset on one device; compiled chunks of steps.
 
     Chunks of `chunk_steps` full batches run as one scan; shorter remainders run one step per call, so
-    only three shapes are ever compiled (all ahead of time, timed as `compile_seconds`).
+    at most three shapes are compiled (each ahead of its first use, timed apart as `compile_seconds`).
     """
 
     def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str,
@@ -79,22 +84,26 @@ class JaxTrainer:
         self.config, self.chunk_steps = config, chunk_steps
         model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
         self.graphdef, params = nnx.split(model)
-        self.optimizer = optax.adam(config.learning_rate)
+        self.optimizer = make_optimizer(config)
         put = lambda value: jax.device_put(value, self.jax_device)  # noqa: E731
         self.params = put(params)
         self.opt_state = put(self.optimizer.init(self.params))
         self.train_rows = put(images_to_row_sequences(dataset.train_images, config.dtype))
         self.train_labels = put(dataset.train_labels.astype(np.int32))
         self.test_rows = put(images_to_row_sequences(dataset.test_images, config.dtype))
-        self.compiled = {}
-        began = time.perf_counter()
         self.train_chunk = make_train_chunk(self.graphdef, self.optimizer)
-        batch, last_batch = config.batch_size, len(dataset.train_images) % config.batch_size
-        for shape in {(chunk_steps, batch), (1, batch)} | ({(1, last_batch)} if last_batch else set()):
+        self.compiled: dict[tuple[int, int], jax.stages.Compiled] = {}
+        self.compile_seconds = 0.0
+
+    def compiled_chunk(self, shape: tuple[int, int]) -> jax.stages.Compiled:
+        """The train chunk compiled for `[steps, batch]` index arrays; compile time adds to compile_seconds."""
+        if shape not in self.compiled:
+            began = time.perf_counter()
             self.compiled[shape] = self.train_chunk.lower(
                 self.params, self.opt_state, self.train_rows, self.train_labels,
                 jax.ShapeDtypeStruct(shape, jnp.int32)).compile()
-        self.compile_seconds = time.perf_counter() - began
+            self.compile_seconds += time.perf_counter() - began
+        return self.compiled[shape]
 
     def train_steps(self, index_batches: Sequence[np.ndarray]) -> np.ndarray:
         losses, position = [], 0
@@ -102,7 +111,7 @@ class JaxTrainer:
             width = len(index_batches[position])
             run = self.chunk_steps if self._full_chunk_at(index_batches, position) else 1
             indices = np.stack(index_batches[position : position + run]).astype(np.int32)
-            step = self.compiled.get((run, width), self.train_chunk)  # other shapes compile on first use
+            step = self.compiled_chunk((run, width))
             self.params, self.opt_state, chunk_losses = step(
                 self.params, self.opt_state, self.train_rows, self.train_labels, jax.device_put(indices, self.jax_device))
             losses.append(chunk_losses)

@@ -9,7 +9,9 @@ GRU r,z,n), so the mapping is the identity plus checks. Tutorial checkpoints dif
 from __future__ import annotations
 
 import pickle
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +39,7 @@ def from_canonical(weights: Weights, config: Config, device: str | torch.device 
     """A model holding exactly `weights` (checked name by name against the config first)."""
     check_weights(weights, config, "canonical weights")
     model = build_model(config)
-    state = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in weights.items()}
+    state = {name: torch.from_numpy(np.array(array, copy=True)) for name, array in weights.items()}
     model.load_state_dict(state, strict=True)
     return model.to(device)
 
@@ -48,11 +50,14 @@ def read_tutorial_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise SeqMnistError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; our errors are one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
+        culprit = re.search(r"(?:Unsupported global|Unsupported operand)[^.\n]*", str(error))
+        reason = culprit.group(0) if culprit else str(error).strip().splitlines()[0][:120]
         raise SeqMnistError(
-            f"{path}: refused: loading it would run code from the pickle (weights_only=True: {reason[:120]})"
+            f"{path}: refused: not a plain tensor pickle; loading it could run code, and weights_only=True says ({reason})"
         ) from None
     except Exception as error:  # torch raises RuntimeError / EOFError / zip errors for non-checkpoints
         raise SeqMnistError(f"{path}: not a PyTorch checkpoint ({str(error).strip().splitlines()[0][:160]})") from None

@@ -35,6 +35,11 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    """Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8) at the recipe's learning rate."""
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One Adam step on the batch's mean cross-entropy; returns the (detached) loss before the step."""
     optimizer.zero_grad(set_to_none=True)
@@ -53,7 +58,7 @@ class TorchTrainer:
         self.compile_seconds = 0.0
         model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
         self.model = model.to(self.torch_device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.optimizer = make_optimizer(self.model, config)
         self.train_rows = self._to_device(images_to_row_sequences(dataset.train_images, config.dtype))
         self.train_labels = self._to_device(dataset.train_labels)
         self.test_rows = self._to_device(images_to_row_sequences(dataset.test_images, config.dtype))

@@ -1,0 +1,169 @@
+"""The parity checks: each compares the sides on the same canonical weights and rows, and returns report rows.
+
+Tolerances are written here once and used both ways (a vs b and b vs a are the same number):
+
+- logits, float32: max |a - b| <= 1e-5 * max(1, max |logit|) (float32 rounding grows with the logits);
+  float64: max |a - b| <= 1e-12, absolute.
+- hidden states: the same, with max |h| <= 1 as the scale.
+- gradients: max |g_a - g_b| <= rtol * max |g| per tensor, rtol 1e-4 (float32) / 1e-10 (float64).
+- training at lr 1e-4, float64: per-step loss and the weights after every step within 1e-12 (the math).
+  float32: within ROUNDING_FACTOR x torch's own float32-vs-float64 drift on the same steps (running max),
+  floor 1e-6. Two float32 implementations each drift from the exact result, and XLA's float32 tanh on CPU
+  is less exact than torch's (measured: 4.5 ulp max, 0.77 mean, against 0.5 and 0.25), which over 100
+  steps of the 3-layer tanh RNN makes JAX's drift about 4x torch's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from common import metrics
+from common.config import Config
+from common.data import BatchSampler, Dataset, images_to_row_sequences
+from common.weights import Weights, initial_weights
+
+LOGIT_RTOL = {"float32": 1e-5, "float64": None}  # None: absolute tolerance below
+ABSOLUTE_FLOAT64 = 1e-12
+GRADIENT_RTOL = {"float32": 1e-4, "float64": 1e-10}
+TRAJECTORY_FLOAT64 = 1e-12  # loss and weights, every step
+ROUNDING_FACTOR = 10.0  # float32: framework drift allowed, in units of torch's float32-vs-float64 drift
+TRAJECTORY_FLOOR = 1e-6
+SMALL_LEARNING_RATE = 1e-4
+DIVERGENCE = 1e-3  # a loss gap this large means two runs have decorrelated
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report."""
+
+    preset: str
+    check: str
+    device: str
+    dtype: str
+    compared: str  # e.g. "torch vs numpy"
+    max_abs: float | None
+    scaled: float | None  # max_abs / scale, where the tolerance is relative
+    tolerance: str
+    passed: bool | None  # None: not run (e.g. no GPU)
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def random_weights(config: Config, seed: int = 1) -> Weights:
+    """Canonical initial weights plus noise of a tenth of their bound: no two units or gates alike.
+
+    The noise breaks the identity of the `rnn` preset's recurrent matrices (and every symmetry a gate-order
+    bug could hide behind) while keeping them well-conditioned: I + N(0, 0.1) on 150 units would have a
+    spectral radius near 2 and amplify float32 rounding 100-fold over 28 steps.
+    """
+    rng = np.random.default_rng(seed)
+    scale = 0.1 / np.sqrt(config.hidden_size)
+    return {name: (array + rng.normal(0, scale, array.shape)).astype(array.dtype)
+            for name, array in initial_weights(config, seed).items()}
+
+
+def test_rows(dataset: Dataset, count: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` real test images as row sequences, and their labels."""
+    return images_to_row_sequences(dataset.test_images[:count], dtype), dataset.test_labels[:count]
+
+
+def compare_logits(preset: str, config: Config, device: str, results: dict[str, np.ndarray], label: str) -> list[Row]:
+    """Every pair among the sides' logits; float32 tolerance scales with the largest logit."""
+    rows, names = [], list(results)
+    reference = results.get("numpy", next(iter(results.values())))
+    scale = max(1.0, float(np.abs(reference).max()))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            gap = float(np.abs(results[a].astype(np.float64) - results[b]).max())
+            if config.dtype == "float32":
+                tolerance, text = LOGIT_RTOL["float32"] * scale, f"1e-5 x {scale:.3g}"
+            else:
+                tolerance, text = ABSOLUTE_FLOAT64, "1e-12 abs"
+            rows.append(Row(preset, f"logits ({label})", device, config.dtype, f"{a} vs {b}", gap, gap / scale,
+                            text, gap <= tolerance))
+    return rows
+
+
+def first_divergence(a: list[np.ndarray], b: list[np.ndarray], tolerance: float, bidirectional: bool) -> str | None:
+    """The first (layer, step, direction, unit) where two sets of layer outputs differ by more than `tolerance`."""
+    for layer, (x, y) in enumerate(zip(a, b)):
+        diff = np.abs(x.astype(np.float64) - y)  # [batch, time, directions * hidden]
+        steps, width = diff.shape[1], diff.shape[2]
+        per_direction = diff.reshape(diff.shape[0], steps, 2 if bidirectional else 1, -1).max(axis=0)
+        for step in range(steps):
+            for direction in range(per_direction.shape[1]):
+                over = np.nonzero(per_direction[step, direction] > tolerance)[0]
+                if len(over):
+                    unit = int(over[0])
+                    name = "backward" if direction else "forward"
+                    return (f"layer {layer}, {name}, step {step}, unit {unit}: "
+                            f"|diff| {per_direction[step, direction, unit]:.3g} > {tolerance:.3g}")
+    return None
+
+
+def compare_hidden_states(preset: str, config: Config, device: str, results: dict[str, list[np.ndarray]]) -> list[Row]:
+    """Every layer, direction and time step; a failure names the first place it shows."""
+    rows, names = [], list(results)
+    tolerance = LOGIT_RTOL["float32"] if config.dtype == "float32" else ABSOLUTE_FLOAT64
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            gap = max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(results[a], results[b]))
+            where = first_divergence(results[a], results[b], tolerance, config.bidirectional)
+            rows.append(Row(preset, "hidden states", device, config.dtype, f"{a} vs {b}", gap, gap,
+                            f"{tolerance:.0e} abs", where is None, where or ""))
+    return rows
+
+
+def compare_gradients(preset: str, config: Config, device: str, torch_grads: Weights, jax_grads: Weights) -> Row:
+    """Per canonical tensor, relative to its largest gradient; Flax's summed-bias gradient equals each of torch's two."""
+    rtol, worst, worst_name = GRADIENT_RTOL[config.dtype], 0.0, ""
+    max_abs = 0.0
+    for name, torch_grad in torch_grads.items():
+        jax_name = name.replace("bias_hh", "bias_ih") if config.cell != "gru" else name
+        gap = float(np.abs(torch_grad.astype(np.float64) - jax_grads[jax_name]).max())
+        relative = gap / max(float(np.abs(torch_grad).max()), 1e-30)
+        max_abs = max(max_abs, gap)
+        if relative > worst:
+            worst, worst_name = relative, name
+    return Row(preset, "gradients", device, config.dtype, "torch vs jax", max_abs, worst, f"{rtol:.0e} rel",
+               worst <= rtol, f"worst tensor {worst_name}")
+
+
+def training_batches(dataset: Dataset, config: Config, steps: int) -> list[np.ndarray]:
+    """The first `steps` index batches of the shared sampler (the trainers' own batches)."""
+    sampler = BatchSampler(len(dataset.train_images), config.batch_size, config.seed)
+    return [sampler.batch(step // sampler.steps_per_epoch, step % sampler.steps_per_epoch) for step in range(steps)]
+
+
+def trajectory_gap(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: |loss_a - loss_b| and the max |weight difference| after that step."""
+    losses = np.abs(a.losses - b.losses)
+    weights = np.array([max(float(np.abs(x[name].astype(np.float64) - y[name]).max()) for name in x if "bias_hh" not in name)
+                        for x, y in zip(a.weights, b.weights)])
+    return losses, weights
+
+
+def first_step_over(gaps: np.ndarray, threshold: float) -> int | None:
+    over = np.nonzero(gaps > threshold)[0]
+    return int(over[0]) + 1 if len(over) else None
+
+
+def agreement(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """(accuracy a, accuracy b, share of images with the same predicted class)."""
+    same = float((metrics.predictions(logits_a) == metrics.predictions(logits_b)).mean())
+    return metrics.accuracy(logits_a, labels), metrics.accuracy(logits_b, labels), same
+
+
+def disagreements_are_near_ties(logits_a: np.ndarray, logits_b: np.ndarray) -> bool:
+    """Every image the two sides classify differently is a near-tie: its top two logits lie within the logit tolerance."""
+    differ = metrics.predictions(logits_a) != metrics.predictions(logits_b)
+    if not differ.any():
+        return True
+    tolerance = LOGIT_RTOL["float32"] * max(1.0, float(np.abs(logits_a).max()))
+    top_two = np.sort(logits_a[differ], axis=1)[:, -2:]
+    return bool((top_two[:, 1] - top_two[:, 0] <= 2 * tolerance).all())

@@ -1,0 +1,205 @@
+"""The two ports (and the NumPy oracle) behind one interface, everything in the canonical layout.
+
+Each side answers the same questions for canonical weights and the same rows: logits, every layer's
+hidden states, the loss gradients, and a run of Adam steps on given batches. `JaxSide` takes the
+conversion function as a parameter so that the tests can hand it a deliberately broken one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from common.config import Config
+from common.weights import Weights, layer_suffixes
+from parity import oracle
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """Losses of each step (before its update) and the canonical weights after every step."""
+
+    losses: np.ndarray  # <f64>[steps]
+    weights: list[Weights]
+
+
+class OracleSide:
+    name = "numpy"
+
+    def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
+        return oracle.logits(config, weights, rows)
+
+    def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
+        return oracle.hidden_states(config, weights, rows)
+
+
+class TorchSide:
+    """PyTorch's nn.LSTM/RNN/GRU through `torch_impl`, on `device` ("cpu" or "cuda")."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu"):
+        import torch  # noqa: PLC0415
+
+        self.torch, self.device = torch, torch.device(device)
+
+    def _model(self, config: Config, weights: Weights):
+        from torch_impl.convert import from_canonical  # noqa: PLC0415
+
+        return from_canonical(weights, config, self.device)
+
+    def _tensor(self, array: np.ndarray):
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self._model(config, weights)(self._tensor(rows)).cpu().numpy()
+
+    def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
+        """Each layer's output sequence, running the stacked layers one at a time (the same kernels)."""
+        from torch_impl.model import RECURRENT_MODULES, TORCH_DTYPES  # noqa: PLC0415
+
+        outputs, sequence = [], self._tensor(rows)
+        options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+        for layer in range(config.num_layers):
+            module = RECURRENT_MODULES[config.cell](sequence.shape[-1], config.hidden_size, batch_first=True,
+                                                    bidirectional=config.bidirectional, **options)
+            state = {f"{kind}_l0{direction}": self.torch.from_numpy(weights[f"rnn.{kind}_l{layer}{direction}"])
+                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                     for direction in ["", "_reverse"][: config.num_directions]}
+            module = module.to(TORCH_DTYPES[config.dtype])
+            module.load_state_dict(state)
+            with self.torch.no_grad():
+                sequence = module.to(self.device)(sequence)[0]
+            outputs.append(sequence.cpu().numpy())
+        return outputs
+
+    def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+        """Mean cross-entropy and its gradient for every canonical tensor."""
+        model = self._model(config, weights)
+        loss = self.torch.nn.functional.cross_entropy(model(self._tensor(rows)), self._tensor(labels))
+        loss.backward()
+        return float(loss.detach()), {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
+
+    def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
+              index_batches: list[np.ndarray]) -> Trajectory:
+        """Adam steps with the trainer's own `train_step`, one per batch of indices into `rows`."""
+        from torch_impl.convert import to_canonical  # noqa: PLC0415
+        from torch_impl.train import make_optimizer, train_step  # noqa: PLC0415
+
+        model = self._model(config, weights)
+        optimizer = make_optimizer(model, config)
+        all_rows, all_labels, losses, after = self._tensor(rows), self._tensor(labels), [], []
+        for indices in index_batches:
+            index = self._tensor(indices)
+            losses.append(float(train_step(model, optimizer, all_rows[index], all_labels[index])))
+            after.append(to_canonical(model))
+        return Trajectory(np.array(losses), after)
+
+
+class JaxSide:
+    """Flax NNX through `jax_impl`, with the canonical -> Flax conversion replaceable (for mutation tests)."""
+
+    name = "jax"
+
+    def __init__(self, device: str = "cpu", from_canonical: Callable | None = None):
+        import jax  # noqa: PLC0415
+
+        from jax_impl import convert  # noqa: PLC0415
+
+        self.jax = jax
+        self.device = jax.devices("gpu" if device in ("gpu", "cuda") else "cpu")[0]
+        self.from_canonical = from_canonical or convert.from_canonical
+        self.to_canonical = convert.to_canonical
+        self._chunks: dict = {}
+
+    def _model(self, config: Config, weights: Weights):
+        from jax_impl.model import enable_dtype  # noqa: PLC0415
+
+        enable_dtype(config.dtype)
+        return self.jax.device_put(self.from_canonical(weights, config), self.device)
+
+    def _put(self, array: np.ndarray):
+        return self.jax.device_put(array, self.device)
+
+    def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
+        from jax_impl.model import logits_in_batches  # noqa: PLC0415
+
+        return np.asarray(logits_in_batches(self._model(config, weights), self._put(rows)))
+
+    def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
+        from flax import nnx  # noqa: PLC0415
+
+        graphdef, state = nnx.split(self._model(config, weights))
+        outputs = _layer_outputs(graphdef, state, self._put(rows))
+        return [np.asarray(output) for output in outputs]
+
+    def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+        """Mean cross-entropy and its gradient, mapped to canonical names (summed biases: see jax_impl.convert)."""
+        from flax import nnx  # noqa: PLC0415
+
+        from jax_impl.train import loss_fn  # noqa: PLC0415
+
+        graphdef, params = nnx.split(self._model(config, weights))
+        rows, labels = self._put(rows), self._put(labels.astype(np.int32))
+        loss, grads = _value_and_grad(graphdef, params, rows, labels)
+        return float(loss), self.to_canonical(nnx.merge(graphdef, grads))
+
+    def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
+              index_batches: list[np.ndarray]) -> Trajectory:
+        """Adam steps with the trainer's own compiled chunk (one step per call, to read every step's weights)."""
+        from flax import nnx  # noqa: PLC0415
+
+        from jax_impl.train import make_optimizer, make_train_chunk  # noqa: PLC0415
+
+        graphdef, params = nnx.split(self._model(config, weights))
+        key = (graphdef, config.learning_rate)
+        if key not in self._chunks:  # one compiled train step per model and learning rate
+            optimizer = make_optimizer(config)
+            self._chunks[key] = (optimizer, make_train_chunk(graphdef, optimizer))
+        optimizer, train_chunk = self._chunks[key]
+        opt_state = optimizer.init(params)
+        all_rows, all_labels, losses, after = self._put(rows), self._put(labels.astype(np.int32)), [], []
+        for indices in index_batches:
+            params, opt_state, loss = train_chunk(params, opt_state, all_rows, all_labels,
+                                                  self._put(indices[None].astype(np.int32)))
+            losses.append(float(loss[0]))
+            after.append(self.to_canonical(nnx.merge(graphdef, params)))
+        return Trajectory(np.array(losses), after)
+
+
+def _jax_helpers():
+    """Jitted JAX functions, made on first use so that importing this module does not import JAX."""
+    import jax  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+
+    from jax_impl.train import loss_fn  # noqa: PLC0415
+
+    @jax.jit(static_argnums=0)
+    def layer_outputs(graphdef, state, rows):
+        return nnx.merge(graphdef, state).layer_outputs(rows)
+
+    @jax.jit(static_argnums=0)
+    def value_and_grad(graphdef, params, rows, labels):
+        return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
+
+    return layer_outputs, value_and_grad
+
+
+def _layer_outputs(graphdef, state, rows):
+    return _cached_helpers()[0](graphdef, state, rows)
+
+
+def _value_and_grad(graphdef, params, rows, labels):
+    return _cached_helpers()[1](graphdef, params, rows, labels)
+
+
+_HELPERS: list = []
+
+
+def _cached_helpers():
+    if not _HELPERS:
+        _HELPERS.extend(_jax_helpers())
+    return _HELPERS

@@ -1,0 +1,127 @@
+"""The parity suite: a fast pass over every preset, and proof that it catches broken conversions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jax_impl.model
+from common.presets import PRESETS, get_preset
+from jax_impl import convert
+from parity import checks
+from parity.sides import JaxSide, TorchSide
+from parity.suite import SuiteOptions, run_preset, train_rows
+from tests.conftest import run_cli
+
+FAST = SuiteOptions(checks=(1, 2, 3, 4, 5), images=16, small_lr_steps=8, recipe_lr_steps=12, eval_images=500)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_check_passes_for_every_preset(mnist, preset):
+    rows = run_preset(preset, mnist, "cpu", FAST)
+    failed = [(row.check, row.dtype, row.compared, row.max_abs, row.detail) for row in rows if not row.passed]
+    assert not failed
+    kinds = {row.check for row in rows}
+    assert {"logits (random weights)", "hidden states", "gradients", "trajectory lr 1e-4", "trajectory recipe lr",
+            "logits (trained by torch)", "cross-eval (trained by jax)"} <= kinds
+    assert {row.dtype for row in rows if row.check == "gradients"} == {"float32", "float64"}
+
+
+def swap_rows(array: np.ndarray, hidden: int, a: int, b: int) -> np.ndarray:
+    blocks = [array[i * hidden : (i + 1) * hidden] for i in range(len(array) // hidden)]
+    blocks[a], blocks[b] = blocks[b], blocks[a]
+    return np.concatenate(blocks)
+
+
+def gate_order_swapped(weights, config):
+    """A conversion that reads PyTorch's gates as f, i, g, o (i and f swapped)."""
+    swapped = {name: swap_rows(array, config.hidden_size, 0, 1) if name.startswith("rnn.") else array
+               for name, array in weights.items()}
+    return convert.from_canonical(swapped, config)
+
+
+def hidden_bias_dropped(weights, config):
+    """A conversion that loads b_ih but forgets b_hh (as one that forgets to sum them into Flax's one bias)."""
+    return convert.from_canonical({name: np.zeros_like(array) if ".bias_hh_" in name else array
+                                   for name, array in weights.items()}, config)
+
+
+def recurrent_matrix_untransposed(weights, config):
+    """A conversion that copies the square W_hh into the kernel without transposing it."""
+    return convert.from_canonical({name: array.T.copy() if ".weight_hh_" in name else array
+                                   for name, array in weights.items()}, config)
+
+
+@pytest.mark.parametrize("broken, preset, where", [
+    (gate_order_swapped, "lstm", "layer 0, forward, step 0"),
+    (hidden_bias_dropped, "bilstm", "layer 0, forward, step 0"),
+    (recurrent_matrix_untransposed, "rnn", "layer 0, forward, step 1"),
+])
+def test_a_broken_conversion_fails_and_the_report_points_at_the_first_place(mnist, broken, preset, where):
+    rows = run_preset(preset, mnist, "cpu", SuiteOptions(checks=(1, 2), images=16),
+                      jax_side=JaxSide(from_canonical=broken))
+    by = {(row.check, row.dtype, row.compared): row for row in rows}
+    for dtype in ("float32", "float64"):
+        assert by[("hidden states", dtype, "torch vs numpy")].passed  # the oracle sides with torch ...
+        for compared in ("torch vs jax", "jax vs numpy"):  # ... and both see the broken port
+            row = by[("hidden states", dtype, compared)]
+            assert not row.passed and row.detail.startswith(where), row.detail
+        assert not by[("logits (random weights)", dtype, "torch vs jax")].passed
+
+
+def one_bias_lstm(in_features, hidden_features, *, rngs, **options):
+    return nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=rngs, **options)
+
+
+def summed_from_canonical(weights, config):
+    """Flax's usual layout: one LSTM bias holding b_ih + b_hh."""
+    model = jax_impl.model.build_model(config)
+    for suffix, cell in convert.cells(model).items():
+        cell.dense_i.kernel.set_value(jnp.asarray(weights[f"rnn.weight_ih_{suffix}"].T))
+        cell.dense_h.kernel.set_value(jnp.asarray(weights[f"rnn.weight_hh_{suffix}"].T))
+        cell.dense_h.bias.set_value(jnp.asarray(weights[f"rnn.bias_ih_{suffix}"] + weights[f"rnn.bias_hh_{suffix}"]))
+    model.out.kernel.set_value(jnp.asarray(weights["out.weight"].T))
+    model.out.bias.set_value(jnp.asarray(weights["out.bias"]))
+    return model
+
+
+def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, monkeypatch):
+    """Why jax_impl keeps PyTorch's two biases: each Adam step moves both, so their sum moves twice as far."""
+    monkeypatch.setattr(jax_impl.model, "TorchLSTMCell", one_bias_lstm)
+    config = dataclasses.replace(get_preset("lstm"), learning_rate=checks.SMALL_LEARNING_RATE, dtype="float64")
+    weights = checks.random_weights(config)
+    side = JaxSide(from_canonical=summed_from_canonical)
+    side.to_canonical = lambda model: {}  # only losses are compared: the layouts differ
+    images, _ = checks.test_rows(mnist, 16, "float64")
+    same_function = np.abs(side.logits(config, weights, images) - TorchSide().logits(config, weights, images)).max()
+    assert same_function <= checks.ABSOLUTE_FLOAT64
+    pool, labels, batches = train_rows(mnist, config, 30)
+    torch_run = TorchSide().train(config, weights, pool, labels, batches)
+    torch_run.weights = [{}] * len(batches)
+    jax_run = side.train(config, weights, pool, labels, batches)
+    loss_gaps = np.abs(torch_run.losses - jax_run.losses)
+    assert loss_gaps[0] <= 1e-12  # step 1's loss is computed before any update
+    assert loss_gaps.max() > 1e6 * checks.TRAJECTORY_FLOAT64
+
+
+def test_parity_command_prints_a_table_and_json(tmp_path):
+    result = run_cli("parity", "--presets", "lstm", "--checks", "1,3", "--images", "8", "--device", "all",
+                     "--json", str(tmp_path / "rows.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "logits (random weights)" in result.stdout and "gradients" in result.stdout
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    cpu = [row for row in rows if row["device"] == "cpu"]
+    gpu = [row for row in rows if row["device"] == "gpu"]
+    assert cpu and all(row["passed"] for row in cpu)
+    if gpu and gpu[0]["passed"] is None:  # a CPU machine: GPU rows say why they did not run, never "pass"
+        assert all(row["detail"].startswith("not run: no GPU") for row in gpu)
+
+
+def test_parity_command_refuses_bad_flags():
+    result = run_cli("parity", "--presets", "nope")
+    assert result.returncode == 2 and "unknown preset 'nope'" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -1,0 +1,105 @@
+"""Both trainers and evaluators end to end on real MNIST: smoke runs, output files, determinism, cross-evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common.presets import PRESETS
+from common.weights import load_weights
+from tests.conftest import assert_one_line_error, run_cli
+
+FRAMEWORKS = ("torch", "jax")
+SUMMARY_KEYS = {"test_accuracy", "test_loss", "train_images_per_s", "wall_seconds", "compile_seconds", "device",
+                "versions", "steps", "config"}
+
+
+def train(framework, out, *args):
+    result = run_cli(f"{framework}_impl.train", "--out", str(out), *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framework, preset):
+    result = train(framework, tmp_path / "run", "--preset", preset, "--max-steps", "50")
+    assert "test accuracy" in result.stdout.strip().splitlines()[-1]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary) and summary["steps"] == 50
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_loss"] > 0 and summary["train_images_per_s"] > 0
+    assert summary["test_accuracy"] > 0.2  # 50 Adam steps already beat chance (0.1) on every recipe
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 50 and {"step", "epoch", "loss", "accuracy", "images_per_s", "elapsed"} <= set(records[-1])
+    if preset == "lstm2":  # its tutorial evaluates on the first 2000 test images every 50 steps
+        assert records[-1]["eval_images"] == 2000 and records[-1]["accuracy"] is not None
+    weights, config = load_weights(tmp_path / "run" / "model.safetensors")
+    assert config == PRESETS[preset]
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == config.to_dict()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_same_command_twice_gives_identical_weights(tmp_path, framework):
+    for name in ("a", "b"):
+        train(framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_both_frameworks_start_from_the_same_canonical_weights(tmp_path):
+    """A single step at a tiny learning rate: both are still (nearly) at the shared initial weights."""
+    weights = {}
+    for framework in FRAMEWORKS:
+        train(framework, tmp_path / framework, "--preset", "lstm", "--max-steps", "1", "--learning-rate", "1e-9")
+        weights[framework] = load_weights(tmp_path / framework / "model.safetensors")[0]
+    torch_w, jax_w = weights["torch"], weights["jax"]
+    for name in torch_w:
+        if "bias" in name and name.startswith("rnn."):
+            continue  # Flax keeps b_ih + b_hh in one bias (checked below)
+        np.testing.assert_allclose(torch_w[name], jax_w[name], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(torch_w["rnn.bias_ih_l0"] + torch_w["rnn.bias_hh_l0"], jax_w["rnn.bias_ih_l0"], atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short-trained model from each framework (200 steps of `lstm`)."""
+    root = tmp_path_factory.mktemp("trained")
+    for framework in FRAMEWORKS:
+        train(framework, root / framework, "--preset", "lstm", "--max-steps", "200")
+    return root
+
+
+@pytest.mark.parametrize("trained_by", FRAMEWORKS)
+def test_cross_evaluation_agrees_with_the_trainers_own_figure(trained, trained_by):
+    weights = trained / trained_by / "model.safetensors"
+    summary = json.loads((trained / trained_by / "summary.json").read_text())
+    results = {}
+    for framework in FRAMEWORKS:
+        result = run_cli(f"{framework}_impl.evaluate", "--weights", str(weights), "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        results[framework] = json.loads(result.stdout)
+    assert results["torch"]["n"] == results["jax"]["n"] == 10000
+    assert results["torch"]["accuracy"] == results["jax"]["accuracy"] == summary["test_accuracy"]
+    same = np.mean(np.array(results["torch"]["predictions"]) == np.array(results["jax"]["predictions"]))
+    assert same == 1.0
+    assert abs(results["torch"]["loss"] - results["jax"]["loss"]) < 1e-5
+
+
+def test_an_out_folder_holding_a_run_is_refused_and_left_untouched(trained):
+    before = (trained / "torch" / "model.safetensors").read_bytes()
+    result = run_cli("torch_impl.train", "--out", str(trained / "torch"), "--max-steps", "1")
+    assert_one_line_error(result, 1, "already holds a run", "--overwrite")
+    assert (trained / "torch" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_evaluate_refuses_weights_for_other_flags_and_bad_files(tmp_path, trained, framework):
+    weights = trained / "torch" / "model.safetensors"
+    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(weights), "--preset", "bilstm")
+    assert_one_line_error(result, 1, "holds bidirectional=False but the flags ask for True")
+    (tmp_path / "junk.safetensors").write_text("hello")
+    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(tmp_path / "junk.safetensors"))
+    assert_one_line_error(result, 1, "junk.safetensors: not a safetensors weights file")
+    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(tmp_path / "missing.safetensors"))
+    assert_one_line_error(result, 1, "missing.safetensors: weights file not found")
