@@ -36,6 +36,8 @@ class RunOptions:
     data_source: str = "auto"
     out: str | None = None
     overwrite: bool = False
+    resume: bool = False
+    checkpoint_every: int = 0
     init: str = "canonical"
     init_weights: str | None = None
     log_every: int = 50
@@ -85,7 +87,10 @@ def build_train_parser(prog: str) -> OneLineParser:
     run.add_argument("--max-steps", type=positive_int, help="stop after N training steps (smoke runs)")
     add_data_flags(run)
     run.add_argument("--out", help="output folder (default runs/<framework>-<preset>-<time>)")
-    run.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--checkpoint-every", type=positive_int, default=0, metavar="N",
+                     help="also checkpoint every N steps (always at the end of each epoch)")
     run.add_argument("--init", choices=INIT_CHOICES, default="canonical",
                      help="canonical: the shared NumPy initial weights for the seed; native: the framework's own")
     run.add_argument("--init-weights", metavar="FILE", help="start from this canonical weights file")
@@ -111,6 +116,10 @@ def parse_train_args(argv: Sequence[str] | None, prog: str) -> tuple[Config, Run
     except ConfigError as error:
         parser.error(str(error))
     options = RunOptions(**{field.name: getattr(namespace, field.name) for field in dataclasses.fields(RunOptions)})
+    if options.resume and options.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    if options.resume and not options.out:
+        parser.error("--resume needs --out DIR, the folder of the run to continue")
     return config, options
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from common import metrics
+from common.checkpoint import Checkpoint, checkpoint_paths, latest_checkpoint, save_checkpoint
 from common.cli import RunOptions, default_out_dir, fail, parse_train_args
 from common.config import Config
 from common.data import BatchSampler, Dataset, load_dataset
@@ -44,6 +46,16 @@ class Trainer(Protocol):
     def canonical_weights(self) -> Weights:
         """The current parameters in the canonical (PyTorch state_dict) layout."""
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments in canonical layout (`adam.exp_avg.<name>`, `adam.exp_avg_sq.<name>`) and `adam.step`."""
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `optimizer_state` returned, exactly."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C arrived; the run stopped at a chunk boundary after writing a checkpoint."""
+
 
 MakeTrainer = Callable[[Config, "Weights | None", Dataset, str], Trainer]
 
@@ -53,20 +65,35 @@ def show_progress() -> bool:
     return sys.stdout.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
 
 
+def progress(items, description: str):
+    """`items` with a tqdm bar on a terminal; the plain iterable under CI=true or when piped."""
+    if not show_progress():
+        return items
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(items, desc=description, dynamic_ncols=True)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write into a folder that already holds a run, unless --overwrite."""
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise SeqMnistError(f"--out {out} already holds a run ({existing[0]}); pass --overwrite or pick another folder")
+def prepare_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to write into a folder that already holds a run, unless --overwrite (or --resume)."""
     if out.exists() and not out.is_dir():
         raise SeqMnistError(f"--out {out} exists and is not a folder")
+    existing = [name for name in RUN_FILES if (out / name).exists()] + [p.name for p in checkpoint_paths(out)]
+    if resume:
+        if not (out / "config.json").is_file():
+            raise SeqMnistError(f"--out {out}: no run to resume there (no config.json)")
+        return
+    if existing and not overwrite:
+        raise SeqMnistError(f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder")
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         (out / "metrics.jsonl").unlink(missing_ok=True)
+        for path in checkpoint_paths(out):
+            path.unlink()
 
 
 def starting_weights(config: Config, options: RunOptions) -> Weights | None:
@@ -88,6 +115,7 @@ class Schedule:
     log_every: int
     eval_every: int
     max_steps: int | None
+    checkpoint_every: int = 0
 
     @property
     def total_steps(self) -> int:
@@ -98,9 +126,14 @@ class Schedule:
         """The first global step after `step` where the loop must hand back control."""
         stops = [self.total_steps, (step // self.steps_per_epoch + 1) * self.steps_per_epoch,
                  (step // self.log_every + 1) * self.log_every]
-        if self.eval_every:
-            stops.append((step // self.eval_every + 1) * self.eval_every)
+        for every in (self.eval_every, self.checkpoint_every):
+            if every:
+                stops.append((step // every + 1) * every)
         return min(stops)
+
+    def checkpoint_due(self, step: int) -> bool:
+        return (step % self.steps_per_epoch == 0 or step == self.total_steps
+                or bool(self.checkpoint_every and step % self.checkpoint_every == 0))
 
 
 class RunLog:
@@ -143,46 +176,86 @@ def evaluate_trainer(trainer: Trainer, dataset: Dataset, count: int) -> tuple[fl
     return metrics.cross_entropy(logits, labels), metrics.accuracy(logits, labels)
 
 
-def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Dataset, out: Path) -> dict:
-    """Run the schedule; write metrics.jsonl; return the summary's training figures."""
+class StopRequest:
+    """SIGINT sets a flag; the loop acts on it between chunks, where the state is whole."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self.requested = True
+            print("stopping after this chunk (Ctrl-C again to stop at once) ...", file=sys.stderr, flush=True)
+
+        self.previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def write_checkpoint(out: Path, config: Config, trainer: Trainer, step: int) -> None:
+    """Checkpoint the state after `step`, unless the weights are no longer finite (then keep the last good one)."""
+    weights = trainer.canonical_weights()
+    if not all(np.isfinite(array).all() for array in weights.values()):
+        kept = checkpoint_paths(out)
+        raise SeqMnistError(f"weights became NaN or inf by step {step}; stopped without saving them "
+                            f"({'last good checkpoint: ' + kept[-1].name if kept else 'no checkpoint yet'}); "
+                            "try a lower --learning-rate")
+    save_checkpoint(out, Checkpoint(step, weights, trainer.optimizer_state(), config))
+
+
+def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Dataset, out: Path,
+          start_step: int = 0) -> dict:
+    """Run the schedule from `start_step`; write metrics.jsonl and checkpoints; return the training figures."""
     sampler = BatchSampler(len(dataset.train_images), config.batch_size, config.seed)
     schedule = Schedule(sampler.steps_per_epoch, config.epochs, options.log_every,
-                        config.eval_every_steps, options.max_steps)
+                        config.eval_every_steps, options.max_steps, options.checkpoint_every)
     eval_count = config.eval_images or len(dataset.test_images)
     log = RunLog(out, schedule.total_steps, f"{options.preset}")
-    step, losses, timed_images, timed_seconds, first_chunk = 0, [], 0, 0.0, True
+    step, losses, timed_images, timed_seconds, first_chunk = start_step, [], 0, 0.0, True
     order: np.ndarray | None = None
     try:
-        while step < schedule.total_steps:
-            epoch, in_epoch = divmod(step, schedule.steps_per_epoch)
-            if in_epoch == 0 or order is None:
-                order = sampler.permutation(epoch)
-            stop = schedule.next_stop(step)
-            batches = [order[s * config.batch_size : (s + 1) * config.batch_size]
-                       for s in range(in_epoch, in_epoch + stop - step)]
-            began, compiling = time.perf_counter(), trainer.compile_seconds
-            chunk_losses = np.asarray(trainer.train_steps(batches), dtype=np.float64)
-            seconds = time.perf_counter() - began - (trainer.compile_seconds - compiling)
-            images = sum(len(batch) for batch in batches)
-            if not first_chunk or schedule.total_steps == stop:
-                timed_images, timed_seconds = timed_images + images, timed_seconds + seconds
-            first_chunk = False
-            if not np.isfinite(chunk_losses).all():
-                bad = step + int(np.argmax(~np.isfinite(chunk_losses)))
-                raise SeqMnistError(f"loss became {chunk_losses[bad - step]} at step {bad + 1}; stopping (lower --learning-rate?)")
-            losses.extend(chunk_losses.tolist())
-            step = stop
-            record = {"step": step, "epoch": epoch + 1, "loss": float(np.mean(chunk_losses)),
-                      "accuracy": None, "images_per_s": images / seconds if seconds > 0 else 0.0}
-            epoch_end = step % schedule.steps_per_epoch == 0
-            if epoch_end:
-                record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, len(dataset.test_images))
-                record["eval_images"] = len(dataset.test_images)
-            elif config.eval_every_steps and step % config.eval_every_steps == 0:
-                record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, eval_count)
-                record["eval_images"] = eval_count
-            if epoch_end or step % options.log_every == 0 or step == schedule.total_steps or "eval_images" in record:
+        with StopRequest() as stop_request:
+            while step < schedule.total_steps:
+                epoch, in_epoch = divmod(step, schedule.steps_per_epoch)
+                if in_epoch == 0 or order is None:
+                    order = sampler.permutation(epoch)
+                stop = schedule.next_stop(step)
+                batches = [order[s * config.batch_size : (s + 1) * config.batch_size]
+                           for s in range(in_epoch, in_epoch + stop - step)]
+                began, compiling = time.perf_counter(), trainer.compile_seconds
+                chunk_losses = np.asarray(trainer.train_steps(batches), dtype=np.float64)
+                seconds = time.perf_counter() - began - (trainer.compile_seconds - compiling)
+                images = sum(len(batch) for batch in batches)
+                if not first_chunk or schedule.total_steps == stop:
+                    timed_images, timed_seconds = timed_images + images, timed_seconds + seconds
+                first_chunk = False
+                if not np.isfinite(chunk_losses).all():
+                    bad = step + int(np.argmax(~np.isfinite(chunk_losses)))
+                    kept = checkpoint_paths(out)
+                    raise SeqMnistError(
+                        f"loss became {chunk_losses[bad - step]} at step {bad + 1}; stopped without saving it "
+                        f"({'last good checkpoint: ' + kept[-1].name if kept else 'no checkpoint yet'}); "
+                        "try a lower --learning-rate")
+                losses.extend(chunk_losses.tolist())
+                step = stop
+                record = {"step": step, "epoch": epoch + 1, "loss": float(np.mean(chunk_losses)),
+                          "accuracy": None, "images_per_s": images / seconds if seconds > 0 else 0.0}
+                if step % schedule.steps_per_epoch == 0:
+                    record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, len(dataset.test_images))
+                    record["eval_images"] = len(dataset.test_images)
+                elif config.eval_every_steps and step % config.eval_every_steps == 0:
+                    record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, eval_count)
+                    record["eval_images"] = eval_count
                 log.write(record, step)
+                if schedule.checkpoint_due(step) or stop_request.requested:
+                    write_checkpoint(out, config, trainer, step)
+                if stop_request.requested and step < schedule.total_steps:
+                    raise Interrupted(f"stopped at step {step} after writing a checkpoint")
     finally:
         log.close()
     return {
@@ -194,6 +267,27 @@ def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Datase
     }
 
 
+def resume_state(out: Path, config: Config) -> Checkpoint:
+    """The newest checkpoint of the run in `out`, which must be of the same config as the flags."""
+    stored = Config.from_json((out / "config.json").read_text(), str(out / "config.json"))
+    if stored != config:
+        changed = [f.name for f in dataclasses.fields(Config) if getattr(stored, f.name) != getattr(config, f.name)]
+        raise SeqMnistError(f"--resume: the run in {out} has {changed[0]}={getattr(stored, changed[0])!r}, "
+                            f"the flags say {getattr(config, changed[0])!r}; resume with the run's own flags")
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise SeqMnistError(f"--resume: {out} has no checkpoint yet; start it again with --overwrite")
+    return checkpoint
+
+
+def truncate_metrics(out: Path, step: int) -> None:
+    """Drop metrics.jsonl lines logged after `step` (written by the killed run after its last checkpoint)."""
+    path = out / "metrics.jsonl"
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        write_atomically(path, "".join(line + "\n" for line in kept).encode())
+
+
 def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: MakeTrainer,
                versions: Callable[[], dict]) -> int:
     """`python -m <framework>_impl.train`: parse, train, evaluate, write the four run files."""
@@ -203,22 +297,31 @@ def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: Make
         print(config.to_json())
         return 0
     started = time.perf_counter()
+    out = Path(options.out) if options.out else default_out_dir(framework, options.preset)
     try:
-        out = Path(options.out) if options.out else default_out_dir(framework, options.preset)
-        prepare_out_dir(out, options.overwrite)
-        weights = starting_weights(config, options)
+        prepare_out_dir(out, options.overwrite, options.resume)
+        checkpoint = resume_state(out, config) if options.resume else None
+        weights = checkpoint.weights if checkpoint else starting_weights(config, options)
         dataset = load_dataset(config.dataset, options.data_dir, options.data_source)
-        write_atomically(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+        if checkpoint:
+            truncate_metrics(out, checkpoint.step)
+            (out / "summary.json").unlink(missing_ok=True)
+        else:
+            write_atomically(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         trainer = make_trainer(config, weights, dataset, options.device)
-        figures = train(config, options, trainer, dataset, out)
+        if checkpoint:
+            trainer.load_optimizer_state(checkpoint.optimizer)
+        figures = train(config, options, trainer, dataset, out, checkpoint.step if checkpoint else 0)
         test_loss, test_accuracy = evaluate_trainer(trainer, dataset, len(dataset.test_images))
         save_weights(out / "model.safetensors", trainer.canonical_weights(), config)
     except ConfigError as error:
         fail(prog, str(error), code=2)
     except SeqMnistError as error:
         fail(prog, str(error))
+    except Interrupted as stopped:
+        fail(prog, f"{stopped}; continue with: {prog} {' '.join(resume_argv(argv, out))}", code=130)
     except KeyboardInterrupt:
-        fail(prog, "interrupted", code=130)
+        fail(prog, f"interrupted; continue from the last checkpoint with --resume --out {out}", code=130)
     summary = {
         "framework": framework, "preset": options.preset, "test_accuracy": test_accuracy, "test_loss": test_loss,
         **figures, "compile_seconds": trainer.compile_seconds, "wall_seconds": time.perf_counter() - started,
@@ -231,6 +334,14 @@ def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: Make
     print(f"{framework} {options.preset}: test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}) after "
           f"{figures['steps']} steps, {summary['wall_seconds']:.1f} s on {trainer.device}; wrote {out}")
     return 0
+
+
+def resume_argv(argv: Sequence[str] | None, out: Path) -> list[str]:
+    """The command line that continues this run: the same flags, plus --resume and --out."""
+    args = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg not in ("--overwrite", "--resume")]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    return [*args, "--resume"]
 
 
 PredictLogits = Callable[[Config, Weights, np.ndarray, str], np.ndarray]

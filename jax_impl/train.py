@@ -131,6 +131,25 @@ class JaxTrainer:
     def canonical_weights(self) -> Weights:
         return to_canonical(self.model())
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """optax Adam's moments (`mu`, `nu`) under canonical names, and its step count."""
+        adam = self.opt_state[0]
+        state = {"adam.step": np.array([int(adam.count)], dtype=np.int64)}
+        for key, moments in (("exp_avg", adam.mu), ("exp_avg_sq", adam.nu)):
+            for name, array in to_canonical(nnx.merge(self.graphdef, moments)).items():
+                state[f"adam.{key}.{name}"] = array
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        def moments(key: str):
+            prefix = f"adam.{key}."
+            weights = {name[len(prefix):]: array for name, array in state.items() if name.startswith(prefix)}
+            return jax.device_put(nnx.split(from_canonical(weights, self.config))[1], self.jax_device)
+
+        adam = self.opt_state[0]._replace(count=jnp.asarray(int(state["adam.step"][0]), dtype=jnp.int32),
+                                          mu=moments("exp_avg"), nu=moments("exp_avg_sq"))
+        self.opt_state = (adam, *self.opt_state[1:])
+
 
 def versions() -> dict:
     import flax  # noqa: PLC0415

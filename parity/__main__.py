@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +12,7 @@ from common.cli import OneLineParser, fail
 from common.data import load_dataset
 from common.errors import SeqMnistError
 from common.presets import PRESETS
+from common.run import progress
 from parity.suite import ALL_CHECKS, SuiteOptions, full_precision_on_gpu, gpu_available, not_run_rows, run_preset
 
 
@@ -76,9 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         rows += not_run_rows(preset, device, reason, options)
                     continue
                 full_precision_on_gpu()
-            for preset in args.presets.split(","):
-                if os.environ.get("CI", "").lower() != "true":
-                    print(f"[parity] {preset} on {device} ...", file=sys.stderr, flush=True)
+            for preset in progress(args.presets.split(","), f"parity ({device})"):
                 rows += run_preset(preset, dataset, device, options, on_curves=curves.append,
                                    on_logit_gaps=logit_gaps.__setitem__)
     except SeqMnistError as error:

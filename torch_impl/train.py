@@ -80,6 +80,31 @@ class TorchTrainer:
     def canonical_weights(self) -> Weights:
         return to_canonical(self.model)
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments under canonical names, and its step count (0 before the first step)."""
+        state, step = {}, 0
+        for name, parameter in self.model.named_parameters():
+            moments = self.optimizer.state.get(parameter, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = moments.get(key)
+                state[f"adam.{key}.{name}"] = (np.zeros(parameter.shape, parameter.detach().cpu().numpy().dtype)
+                                               if value is None else value.detach().cpu().numpy().copy())
+            step = int(moments["step"]) if "step" in moments else step
+        state["adam.step"] = np.array([step], dtype=np.int64)
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        step = int(state["adam.step"][0])
+        if step == 0:
+            return
+        for name, parameter in self.model.named_parameters():
+            self.optimizer.state[parameter] = {
+                # torch keeps Adam's step as a float32 CPU tensor (float64 under a float64 default dtype)
+                "step": torch.tensor(float(step), dtype=torch.get_default_dtype()),
+                "exp_avg": torch.from_numpy(state[f"adam.exp_avg.{name}"].copy()).to(self.torch_device),
+                "exp_avg_sq": torch.from_numpy(state[f"adam.exp_avg_sq.{name}"].copy()).to(self.torch_device),
+            }
+
 
 def versions() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None

@@ -1,0 +1,85 @@
+"""Training checkpoints: canonical weights + Adam state + position, one safetensors file each, written atomically.
+
+Layout of `OUT/checkpoints/step-00000500.safetensors`:
+
+    model.<canonical name>        the weights (the canonical format, e.g. model.rnn.weight_ih_l0)
+    adam.exp_avg.<canonical name> Adam's first moment, in the same layout as the weight
+    adam.exp_avg_sq.<...>         Adam's second moment
+    adam.step                     int64 [1]: Adam steps taken (its bias correction depends on it)
+
+with the config and the global step in the metadata. The sampler's position is the step itself (its
+batches are a pure function of seed, epoch and step) and training draws no other random numbers, so
+this is the whole state of a run: resuming from it continues the run bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
+
+from common.config import Config
+from common.errors import SeqMnistError
+from common.weights import Weights, check_weights, write_atomically
+
+CHECKPOINT_DIR = "checkpoints"
+NAME_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
+KEEP = 2
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    step: int
+    weights: Weights
+    optimizer: dict[str, np.ndarray]  # adam.exp_avg.<name>, adam.exp_avg_sq.<name>, adam.step
+    config: Config
+
+
+def checkpoint_paths(out: Path) -> list[Path]:
+    """Finished checkpoint files of a run, oldest first (temporary files of a killed write are ignored)."""
+    folder = Path(out) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted((path for path in folder.iterdir() if NAME_PATTERN.match(path.name)),
+                  key=lambda path: int(NAME_PATTERN.match(path.name).group(1)))
+
+
+def save_checkpoint(out: Path, checkpoint: Checkpoint) -> Path:
+    """Write one checkpoint atomically (temporary file, fsync, rename), then keep only the newest two."""
+    check_weights(checkpoint.weights, checkpoint.config, "checkpoint")
+    tensors = {f"model.{name}": np.ascontiguousarray(array) for name, array in checkpoint.weights.items()}
+    tensors.update({name: np.ascontiguousarray(array) for name, array in checkpoint.optimizer.items()})
+    metadata = {"checkpoint": json.dumps({"step": checkpoint.step, "config": checkpoint.config.to_dict()})}
+    path = Path(out) / CHECKPOINT_DIR / f"step-{checkpoint.step:08d}.safetensors"
+    write_atomically(path, save(tensors, metadata))
+    for old in checkpoint_paths(out)[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read one checkpoint, checking its tensors against its own config."""
+    try:
+        payload = path.read_bytes()
+        tensors = load(payload)
+        header = json.loads(payload[8 : 8 + int.from_bytes(payload[:8], "little")])
+        info = json.loads(header["__metadata__"]["checkpoint"])
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as error:
+        raise SeqMnistError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    config = Config.from_dict(info["config"], str(path))
+    weights = {name[len("model."):]: array for name, array in tensors.items() if name.startswith("model.")}
+    check_weights(weights, config, str(path))
+    optimizer = {name: array for name, array in tensors.items() if name.startswith("adam.")}
+    if "adam.step" not in optimizer:
+        raise SeqMnistError(f"{path}: checkpoint has no optimizer state")
+    return Checkpoint(int(info["step"]), weights, optimizer, config)
+
+
+def latest_checkpoint(out: Path) -> Checkpoint | None:
+    paths = checkpoint_paths(out)
+    return load_checkpoint(paths[-1]) if paths else None

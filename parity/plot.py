@@ -1,0 +1,99 @@
+"""`python -m parity.plot RUN_DIR [RUN_DIR ...]`: loss and accuracy against step for runs of either framework,
+overlaid, and a grid of the test digits the first run's model gets wrong.
+
+    python -m parity.plot runs/torch-lstm-... runs/jax-lstm-... --out lstm.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.cli import OneLineParser, fail
+from common.data import images_to_row_sequences, load_dataset
+from common.errors import SeqMnistError
+from common.weights import load_weights
+
+
+def read_run(run: Path) -> tuple[str, list[dict]]:
+    """A label (`torch lstm`) and the metrics.jsonl records of a run folder."""
+    metrics, summary = run / "metrics.jsonl", run / "summary.json"
+    if not metrics.is_file():
+        raise SeqMnistError(f"{run}: not a run folder (no metrics.jsonl)")
+    try:
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise SeqMnistError(f"{metrics}: not JSON lines ({error.msg})") from None
+    label = run.name
+    if summary.is_file():
+        info = json.loads(summary.read_text())
+        label = f"{info.get('framework', '?')} {info.get('preset', '?')} ({info.get('test_accuracy', 0):.2%})"
+    return label, records
+
+
+def misclassified(run: Path, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to `count` test images the run's model gets wrong: images, true labels, predicted labels."""
+    from torch_impl.evaluate import predict_logits  # noqa: PLC0415  (either framework gives the same classes)
+
+    weights, config = load_weights(run / "model.safetensors")
+    dataset = load_dataset(config.dataset)
+    predictions = predict_logits(config, weights, images_to_row_sequences(dataset.test_images, config.dtype)).argmax(1)
+    wrong = np.nonzero(predictions != dataset.test_labels)[0][:count]
+    return dataset.test_images[wrong], dataset.test_labels[wrong], predictions[wrong]
+
+
+def plot_runs(runs: list[Path], out: Path, digits: int = 24) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    series = [read_run(run) for run in runs]
+    images, truth, predicted = misclassified(runs[0], digits)
+    figure = plt.figure(figsize=(13, 7.5))
+    grid = figure.add_gridspec(2, 2, height_ratios=[1, 1.05])
+    loss_axis, accuracy_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
+    for (label, records), style in zip(series, ["-", "--", ":", "-."] * 4):
+        steps = [r["step"] for r in records]
+        loss_axis.plot(steps, [r["loss"] for r in records], style, label=label)
+        evaluated = [r for r in records if r.get("accuracy") is not None]
+        accuracy_axis.plot([r["step"] for r in evaluated], [r["accuracy"] for r in evaluated], style, marker="o",
+                           markersize=3, label=label)
+    loss_axis.set(xlabel="step", ylabel="training loss (mean since last log point)", title="Training loss")
+    accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    digit_grid = grid[1, :].subgridspec(2, max(1, (len(images) + 1) // 2))
+    for index, image in enumerate(images):
+        axis = figure.add_subplot(digit_grid[index % 2, index // 2])
+        axis.imshow(image, cmap="gray_r")
+        axis.set_title(f"true {truth[index]}, said {predicted[index]}", fontsize=7)
+        axis.axis("off")
+    figure.suptitle(f"Misclassified test digits ({series[0][0]})", y=0.47, fontsize=10)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m parity.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders written by torch_impl.train / jax_impl.train")
+    parser.add_argument("--out", default="runs.png", help="the PNG to write (default runs.png)")
+    parser.add_argument("--digits", type=int, default=24, help="how many misclassified digits to show")
+    args = parser.parse_args(argv)
+    try:
+        plot_runs([Path(run) for run in args.runs], Path(args.out), args.digits)
+    except SeqMnistError as error:
+        fail("python -m parity.plot", str(error))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
