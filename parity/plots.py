@@ -21,7 +21,7 @@ def plot_trajectories(curves: list, path: Path) -> None:
     if not curves:
         return
     plt = _pyplot()
-    figure, axes = plt.subplots(2, len(curves), figsize=(4.2 * len(curves), 6.5), squeeze=False)
+    figure, axes = plt.subplots(2, len(curves), figsize=(max(7.0, 4.2 * len(curves)), 6.5), squeeze=False)
     for column, curve in enumerate(curves):
         steps = np.arange(1, len(curve.torch32) + 1)
         top, bottom = axes[0, column], axes[1, column]
@@ -31,13 +31,14 @@ def plot_trajectories(curves: list, path: Path) -> None:
         top.set_xlabel("step")
         top.set_ylabel("training loss")
         top.legend(fontsize=8)
+        # + 1e-12 so that steps where the two agree exactly stay on the log axis
         bottom.semilogy(steps, np.abs(curve.torch32 - curve.jax32) + 1e-12, label="|torch - flax| (float32)")
         bottom.semilogy(steps, np.abs(curve.torch32 - curve.torch64) + 1e-12, label="|float32 - float64| (torch)")
         bottom.axhline(1e-3, color="grey", linewidth=0.8, linestyle=":")
         bottom.set_xlabel("step")
         bottom.set_ylabel("loss gap")
         bottom.legend(fontsize=8)
-    figure.suptitle("Same weights, same batches, recipe learning rate: framework drift vs rounding drift")
+    figure.suptitle("Same weights and batches at the recipe's lr:\nframework drift vs rounding drift", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
