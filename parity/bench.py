@@ -8,7 +8,6 @@ each timed over the same number of steps after a warm-up chunk (and, for JAX, af
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -16,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 from common.cli import OneLineParser, fail
 from common.data import BatchSampler, load_dataset

@@ -93,7 +93,7 @@ def first_divergence(a: list[np.ndarray], b: list[np.ndarray], tolerance: float,
     """The first (layer, step, direction, unit) where two sets of layer outputs differ by more than `tolerance`."""
     for layer, (x, y) in enumerate(zip(a, b)):
         diff = np.abs(x.astype(np.float64) - y)  # [batch, time, directions * hidden]
-        steps, width = diff.shape[1], diff.shape[2]
+        steps = diff.shape[1]
         per_direction = diff.reshape(diff.shape[0], steps, 2 if bidirectional else 1, -1).max(axis=0)
         for step in range(steps):
             for direction in range(per_direction.shape[1]):

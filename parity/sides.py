@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from common.config import Config
-from common.weights import Weights, layer_suffixes
+from common.weights import Weights
 from parity import oracle
 
 
@@ -140,7 +140,6 @@ class JaxSide:
         """Mean cross-entropy and its gradient, mapped to canonical names (summed biases: see jax_impl.convert)."""
         from flax import nnx  # noqa: PLC0415
 
-        from jax_impl.train import loss_fn  # noqa: PLC0415
 
         graphdef, params = nnx.split(self._model(config, weights))
         rows, labels = self._put(rows), self._put(labels.astype(np.int32))

@@ -15,7 +15,7 @@ from common.weights import canonical_shapes, initial_weights
 from jax_impl.convert import cells, from_canonical, to_canonical
 from jax_impl.model import build_model
 from parity import oracle
-from tests.test_torch_model import random_weights
+from parity.checks import random_weights
 
 GRU = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2)
 

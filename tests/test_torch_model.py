@@ -11,17 +11,12 @@ import torch
 
 from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
-from common.weights import canonical_shapes, initial_weights
+from common.weights import canonical_shapes
 from parity import oracle
+from parity.checks import random_weights
 from tests.conftest import assert_one_line_error, run_cli
 from torch_impl.convert import from_canonical, read_weights, to_canonical, tutorial_to_canonical, read_tutorial_checkpoint
 from torch_impl.model import build_model
-
-
-def random_weights(config, seed=1):
-    """Canonical initial weights plus noise: every unit and gate different (no symmetric shortcut)."""
-    rng = np.random.default_rng(seed)
-    return {k: (v + rng.normal(0, 0.1, v.shape)).astype(v.dtype) for k, v in initial_weights(config).items()}
 
 
 @pytest.mark.parametrize("name", PRESETS)
