@@ -36,8 +36,12 @@ def describe_device(device: torch.device) -> str:
 
 
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    """Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8) at the recipe's learning rate."""
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    """Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8) at the recipe's learning rate.
+
+    `fused=True`: one kernel updates every parameter (same update rule, rounding within the parity
+    tolerances); measured +8-11% training throughput on `lstm`/`bilstm` on a 2-core CPU (README, Performance).
+    """
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -99,8 +103,8 @@ class TorchTrainer:
             return
         for name, parameter in self.model.named_parameters():
             self.optimizer.state[parameter] = {
-                # torch keeps Adam's step as a float32 CPU tensor (float64 under a float64 default dtype)
-                "step": torch.tensor(float(step), dtype=torch.get_default_dtype()),
+                # fused Adam keeps its step as a float32 tensor on the parameter's device
+                "step": torch.tensor(float(step), dtype=torch.float32, device=parameter.device),
                 "exp_avg": torch.from_numpy(state[f"adam.exp_avg.{name}"].copy()).to(self.torch_device),
                 "exp_avg_sq": torch.from_numpy(state[f"adam.exp_avg_sq.{name}"].copy()).to(self.torch_device),
             }

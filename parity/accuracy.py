@@ -1,0 +1,221 @@
+"""Check 6, `python -m parity.accuracy`: full trainings over seeds, both frameworks, test accuracy compared.
+
+For each preset and seed, five full trainings, each by the trainers' own command line (a subprocess, just
+as a user runs it):
+
+- `torch`, `jax`: float32 from the same canonical initial weights and the same batches;
+- `torch64`: torch in float64 from those same weights (upcast exactly), so `torch - torch64` is the gap
+  that rounding alone makes in this recipe, the yardstick for `torch - jax`;
+- `torch-native`, `jax-native`: each framework's own initialisation for the seed (PyTorch's default
+  distributions; Flax's lecun-normal / orthogonal), reported as mean +- spread next to the tutorial.
+
+Passes when the mean float32 accuracies of torch and JAX over the seeds differ by at most 0.5 percentage
+points. Every run's folder is kept under `--work`; a run whose `summary.json` exists is not run again, so
+an interrupted check resumes where it stopped (these take hours on a CPU).
+
+    python -m parity.accuracy --presets lstm,bilstm --seeds 5 --work runs/check6 --json check6.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.cli import OneLineParser, fail
+from common.errors import SeqMnistError
+from common.presets import PRESETS, get_preset
+from common.weights import initial_weights, save_weights
+
+MEAN_GAP_TOLERANCE_PP = 0.5
+# Test accuracy (%) each recipe's tutorial reports, and that tutorial's own code run on a 2-core CPU (one seed).
+TUTORIAL_ACCURACY = {
+    "lstm": (95.2, 96.5), "bilstm": (97.1, 95.1), "rnn": (96.6, 96.4),
+    "lstm2": (96.0, 96.0), "lstm2x128": (96.0, 97.1), "bilstm2x128": (98.0, 97.3),
+}
+RUNS = {  # name -> (framework, dtype, init)
+    "torch": ("torch", "float32", "canonical"),
+    "jax": ("jax", "float32", "canonical"),
+    "torch64": ("torch", "float64", "canonical"),
+    "torch-native": ("torch", "float32", "native"),
+    "jax-native": ("jax", "float32", "native"),
+}
+
+
+@dataclasses.dataclass
+class SeedResult:
+    preset: str
+    seed: int
+    accuracy: dict[str, float]  # run name -> test accuracy in percent
+    wall_seconds: dict[str, float]
+
+    def gap(self, a: str, b: str) -> float | None:
+        if a in self.accuracy and b in self.accuracy:
+            return self.accuracy[a] - self.accuracy[b]
+        return None
+
+
+def start_weights(preset: str, seed: int, folder: Path) -> dict[str, Path]:
+    """The float32 canonical initial weights for the seed, and the same values upcast to float64."""
+    config32 = dataclasses.replace(get_preset(preset), seed=seed)
+    config64 = dataclasses.replace(config32, dtype="float64")
+    weights = initial_weights(config32)
+    paths = {"float32": folder / "init-float32.safetensors", "float64": folder / "init-float64.safetensors"}
+    save_weights(paths["float32"], weights, config32)
+    save_weights(paths["float64"], {name: array.astype(np.float64) for name, array in weights.items()}, config64)
+    return paths
+
+
+def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[str, Path],
+               data_dir: str | None, device: str) -> dict:
+    """One full training by the framework's CLI into `folder/name`; its summary (read back if already there)."""
+    out = folder / name
+    summary = out / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())
+    framework, dtype, init = RUNS[name]
+    command = [sys.executable, "-m", f"{framework}_impl.train", "--preset", preset, "--seed", str(seed),
+               "--dtype", dtype, "--out", str(out), "--overwrite", "--device", device]
+    command += ["--init", "native"] if init == "native" else ["--init-weights", str(weights[dtype])]
+    if data_dir:
+        command += ["--data-dir", data_dir]
+    log = folder / f"{name}.log"
+    with log.open("w") as stream:
+        finished = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "CI": "true"}, check=False)
+    if finished.returncode != 0:
+        last = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise SeqMnistError(f"{' '.join(command[2:4])} (seed {seed}, {name}) exited {finished.returncode}: {last[0]}")
+    return json.loads(summary.read_text())
+
+
+def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Sequence[str],
+              data_dir: str | None = None, device: str = "cpu", echo=print) -> list[SeedResult]:
+    results = []
+    for preset in presets:
+        for seed in seeds:
+            folder = work / preset / f"seed-{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            weights = start_weights(preset, seed, folder)
+            result = SeedResult(preset, seed, {}, {})
+            for name in runs:
+                began = time.perf_counter()
+                summary = train_once(preset, seed, name, folder, weights, data_dir, device)
+                result.accuracy[name] = 100.0 * summary["test_accuracy"]
+                result.wall_seconds[name] = summary["wall_seconds"]
+                echo(f"check 6: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
+                     f"({time.perf_counter() - began:.0f} s)")
+            results.append(result)
+    return results
+
+
+def mean_spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +- {spread:.2f}"
+
+
+def summarize(results: Sequence[SeedResult]) -> list[dict]:
+    """One row per preset: means, the mean gap and its verdict, the per-seed gaps beside rounding's."""
+    rows = []
+    for preset in dict.fromkeys(r.preset for r in results):
+        mine = [r for r in results if r.preset == preset]
+        column = lambda name: [r.accuracy[name] for r in mine if name in r.accuracy]  # noqa: E731
+        torch_acc, jax_acc = column("torch"), column("jax")
+        mean_gap = statistics.mean(torch_acc) - statistics.mean(jax_acc) if torch_acc and jax_acc else None
+        reported, here = TUTORIAL_ACCURACY[preset]
+        rows.append({
+            "preset": preset, "seeds": [r.seed for r in mine],
+            "torch": torch_acc, "jax": jax_acc, "torch64": column("torch64"),
+            "gap_torch_jax_pp": [r.gap("torch", "jax") for r in mine],
+            "gap_rounding_pp": [r.gap("torch", "torch64") for r in mine],
+            "mean_gap_pp": mean_gap,
+            "passed": None if mean_gap is None or len(mine) < 2 else abs(mean_gap) <= MEAN_GAP_TOLERANCE_PP,
+            "torch_native": column("torch-native"), "jax_native": column("jax-native"),
+            "tutorial_reported": reported, "tutorial_here": here,
+            "wall_seconds": {name: sum(r.wall_seconds.get(name, 0.0) for r in mine) for name in RUNS},
+        })
+    return rows
+
+
+def gaps(values: Sequence[float | None]) -> str:
+    return " ".join("-" if v is None else f"{v:+.2f}" for v in values)
+
+
+def print_report(rows: Sequence[dict]) -> None:
+    print(f"check 6: test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
+          f"{MEAN_GAP_TOLERANCE_PP} pp (same init, same batches, float32)")
+    header = ("preset", "seeds", "torch (canonical)", "jax (canonical)", "mean gap", "per-seed torch-jax",
+              "per-seed torch32-torch64", "torch native", "jax native", "tutorial (reported/here)", "result")
+    lines = []
+    for r in rows:
+        lines.append((
+            r["preset"], str(len(r["seeds"])), mean_spread(r["torch"]), mean_spread(r["jax"]),
+            "-" if r["mean_gap_pp"] is None else f"{r['mean_gap_pp']:+.2f}",
+            gaps(r["gap_torch_jax_pp"]), gaps(r["gap_rounding_pp"]),
+            mean_spread(r["torch_native"]), mean_spread(r["jax_native"]),
+            f"{r['tutorial_reported']}/{r['tutorial_here']}",
+            {True: "pass", False: "FAIL", None: "not enough seeds"}[r["passed"]],
+        ))
+    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
+    for line in [header, *lines]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`5` -> seeds 0..4; `3,7,11` -> those seeds."""
+    parts = text.split(",")
+    if len(parts) == 1 and parts[0].isdigit() and int(parts[0]) > 0:
+        return list(range(int(parts[0])))
+    if all(p.isdigit() for p in parts):
+        return [int(p) for p in parts]
+    raise ValueError(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m parity.accuracy", description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
+    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a comma-separated list")
+    parser.add_argument("--work", default="runs/check6", help="folder for every run (kept; reused on a rerun)")
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"which trainings, from {', '.join(RUNS)}")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
+    parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
+    args = parser.parse_args(argv)
+    presets = args.presets.split(",")
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        parser.error(f"--presets: unknown preset {unknown[0]!r}; expected some of {', '.join(PRESETS)}")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError:
+        parser.error(f"--seeds: expected a positive count or a comma-separated list of seeds, got {args.seeds!r}")
+    runs = args.runs.split(",")
+    if not runs or any(r not in RUNS for r in runs):
+        parser.error(f"--runs: expected some of {', '.join(RUNS)}, got {args.runs!r}")
+    work = Path(args.work)
+    if work.exists() and not work.is_dir():
+        parser.error(f"--work: {work} exists and is not a folder")
+    try:
+        results = run_check(presets, seeds, work, runs, args.data_dir, args.device)
+    except SeqMnistError as error:
+        fail("python -m parity.accuracy", str(error))
+    rows = summarize(results)
+    print_report(rows)
+    if args.json:
+        payload = {"per_seed": [dataclasses.asdict(r) for r in results], "summary": rows}
+        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+    return 1 if any(row["passed"] is False for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
