@@ -52,6 +52,9 @@ class Trainer(Protocol):
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what `optimizer_state` returned, exactly."""
 
+    def peak_device_mb(self) -> float | None:
+        """Peak accelerator memory in MiB, or None on a CPU (where the run's peak RSS is the figure)."""
+
 
 class Interrupted(Exception):
     """Ctrl-C arrived; the run stopped at a chunk boundary after writing a checkpoint."""
@@ -327,6 +330,7 @@ def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: Make
         **figures, "compile_seconds": trainer.compile_seconds, "wall_seconds": time.perf_counter() - started,
         "device": trainer.device, "init": "file" if options.init_weights else options.init,
         "data_source": dataset.source, "peak_rss_mb": peak_rss_mb(),
+        "peak_device_mb": trainer.peak_device_mb(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions()},
         "config": config.to_dict(),
     }

@@ -131,6 +131,13 @@ class JaxTrainer:
     def canonical_weights(self) -> Weights:
         return to_canonical(self.model())
 
+    def peak_device_mb(self) -> float | None:
+        """Peak bytes in use on the accelerator, when its client reports it (None on the CPU)."""
+        if self.jax_device.platform == "cpu":
+            return None
+        stats = self.jax_device.memory_stats() or {}
+        return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """optax Adam's moments (`mu`, `nu`) under canonical names, and its step count."""
         adam = self.opt_state[0]

@@ -75,18 +75,21 @@ def start_weights(preset: str, seed: int, folder: Path) -> dict[str, Path]:
 
 
 def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[str, Path],
-               data_dir: str | None, device: str) -> dict:
+               data_dir: str | None, device: str, max_steps: int | None = None) -> dict:
     """One full training by the framework's CLI into `folder/name`; its summary (read back if already there)."""
     out = folder / name
     summary = out / "summary.json"
-    if summary.exists():
-        return json.loads(summary.read_text())
     framework, dtype, init = RUNS[name]
     command = [sys.executable, "-m", f"{framework}_impl.train", "--preset", preset, "--seed", str(seed),
                "--dtype", dtype, "--out", str(out), "--overwrite", "--device", device]
     command += ["--init", "native"] if init == "native" else ["--init-weights", str(weights[dtype])]
     if data_dir:
         command += ["--data-dir", data_dir]
+    if max_steps:
+        command += ["--max-steps", str(max_steps)]
+    done = folder / f"{name}.command"  # written after a successful run: reuse its summary for the same command
+    if summary.exists() and done.exists() and done.read_text() == " ".join(command[1:]):
+        return json.loads(summary.read_text())
     log = folder / f"{name}.log"
     with log.open("w") as stream:
         finished = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
@@ -94,11 +97,13 @@ def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[st
     if finished.returncode != 0:
         last = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         raise SeqMnistError(f"{' '.join(command[2:4])} (seed {seed}, {name}) exited {finished.returncode}: {last[0]}")
+    done.write_text(" ".join(command[1:]))
     return json.loads(summary.read_text())
 
 
 def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Sequence[str],
-              data_dir: str | None = None, device: str = "cpu", echo=print) -> list[SeedResult]:
+              data_dir: str | None = None, device: str = "cpu", max_steps: int | None = None,
+              echo=print) -> list[SeedResult]:
     results = []
     for preset in presets:
         for seed in seeds:
@@ -108,7 +113,7 @@ def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Se
             result = SeedResult(preset, seed, {}, {})
             for name in runs:
                 began = time.perf_counter()
-                summary = train_once(preset, seed, name, folder, weights, data_dir, device)
+                summary = train_once(preset, seed, name, folder, weights, data_dir, device, max_steps)
                 result.accuracy[name] = 100.0 * summary["test_accuracy"]
                 result.wall_seconds[name] = summary["wall_seconds"]
                 echo(f"check 6: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
@@ -173,12 +178,14 @@ def print_report(rows: Sequence[dict]) -> None:
 
 def parse_seeds(text: str) -> list[int]:
     """`5` -> seeds 0..4; `3,7,11` -> those seeds."""
-    parts = text.split(",")
-    if len(parts) == 1 and parts[0].isdigit() and int(parts[0]) > 0:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(text)
+    if len(parts) == 1:
+        if int(parts[0]) == 0:
+            raise ValueError(text)
         return list(range(int(parts[0])))
-    if all(p.isdigit() for p in parts):
-        return [int(p) for p in parts]
-    raise ValueError(text)
+    return [int(part) for part in parts]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS), help=f"which trainings, from {', '.join(RUNS)}")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
+    parser.add_argument("--max-steps", type=int, help="stop each training after N steps (smoke runs, not check 6)")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
@@ -199,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError:
         parser.error(f"--seeds: expected a positive count or a comma-separated list of seeds, got {args.seeds!r}")
+    if args.max_steps is not None and args.max_steps <= 0:
+        parser.error(f"--max-steps must be positive, got {args.max_steps}")
     runs = args.runs.split(",")
     if not runs or any(r not in RUNS for r in runs):
         parser.error(f"--runs: expected some of {', '.join(RUNS)}, got {args.runs!r}")
@@ -206,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if work.exists() and not work.is_dir():
         parser.error(f"--work: {work} exists and is not a folder")
     try:
-        results = run_check(presets, seeds, work, runs, args.data_dir, args.device)
+        results = run_check(presets, seeds, work, runs, args.data_dir, args.device, args.max_steps)
     except SeqMnistError as error:
         fail("python -m parity.accuracy", str(error))
     rows = summarize(results)

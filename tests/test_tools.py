@@ -17,6 +17,74 @@ def test_bench_reports_positive_throughput_for_all_three_loops(tmp_path):
     assert "tutorial loop" in result.stdout and "x tutorial" in result.stdout
 
 
+def test_bench_levers_and_sweep_report_every_row_and_write_a_plot(tmp_path):
+    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices"
+    result = run_cli("parity.bench", "--presets", "lstm", "--steps", "4", "--reps", "1", "--levers", levers,
+                     "--sweep", "batch", "--sweep-sizes", "32,128", "--sweep-images", "256",
+                     "--plot", str(tmp_path / "sweep.png"), "--json", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [row for row in json.loads((tmp_path / "b.json").read_text()) if row["runner"] != "(process)"]
+    timed = [row for row in rows if "sweep" not in row]
+    assert [row["runner"] for row in timed] == ["tutorial loop", "torch trainer", "jax trainer", *levers.split(",")]
+    swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
+    assert swept == [(32, "torch trainer", 32), (32, "jax trainer", 32), (128, "torch trainer", 128), (128, "jax trainer", 128)]
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["memory_mb"] > -1000
+        assert (row["eval_images_per_s"] is None) == (row["runner"] == "tutorial loop")
+        assert row["runner"] == "tutorial loop" or row["eval_images_per_s"] > 0
+        assert 0 < row["bound_share"] < 2 and row["matmul_bound_gflops"] > 0
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout
+
+
+def test_bench_flops_count_matches_the_lstm_equations():
+    from common.presets import get_preset
+    from parity.bench import train_flops_per_image
+
+    # lstm: 28 steps x 2 FLOPs x 4 gates x 64 x (28 + 64), plus the head 2 x 64 x 10; training = 3x forward
+    assert train_flops_per_image(get_preset("lstm")) == 3 * (28 * 2 * 4 * 64 * (28 + 64) + 2 * 64 * 10)
+    bilstm2 = get_preset("bilstm2x128")
+    layer0, layer1 = 2 * 28 * 2 * 4 * 128 * (28 + 128), 2 * 28 * 2 * 4 * 128 * (256 + 128)
+    assert train_flops_per_image(bilstm2) == 3 * (layer0 + layer1 + 2 * 256 * 10)
+
+
+def test_bench_refuses_unknown_levers_and_bad_sweep_sizes():
+    assert_one_line_error(run_cli("parity.bench", "--levers", "jax: warp drive"), 2, "--levers: expected")
+    assert_one_line_error(run_cli("parity.bench", "--sweep", "batch", "--sweep-sizes", "32,x"), 2, "--sweep-sizes")
+
+
+def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):
+    work, report = tmp_path / "work", tmp_path / "c6.json"
+    arguments = ("parity.accuracy", "--presets", "lstm", "--seeds", "2", "--runs", "torch,jax,torch64",
+                 "--max-steps", "3", "--work", str(work), "--json", str(report))
+    result = run_cli(*arguments)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    payload = json.loads(report.read_text())
+    assert [(r["seed"], sorted(r["accuracy"])) for r in payload["per_seed"]] == [(0, ["jax", "torch", "torch64"])] * 1 + [
+        (1, ["jax", "torch", "torch64"])]
+    (summary,) = payload["summary"]
+    for seed_result, gap in zip(payload["per_seed"], summary["gap_torch_jax_pp"]):
+        assert gap == seed_result["accuracy"]["torch"] - seed_result["accuracy"]["jax"]
+    assert abs(summary["mean_gap_pp"] - (sum(summary["torch"]) - sum(summary["jax"])) / 2) < 1e-9
+    assert summary["passed"] == (abs(summary["mean_gap_pp"]) <= 0.5)
+    assert result.returncode == (0 if summary["passed"] else 1)
+    # the float64 run started from the float32 weights, exactly
+    from common.weights import load_weights
+    start32, _ = load_weights(work / "lstm" / "seed-0" / "init-float32.safetensors")
+    start64, _ = load_weights(work / "lstm" / "seed-0" / "init-float64.safetensors")
+    assert all((start64[name] == start32[name].astype("float64")).all() for name in start32)
+    logs = {path: path.stat().st_mtime_ns for path in work.rglob("*.log")}
+    again = run_cli(*arguments)
+    assert again.returncode == result.returncode
+    assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs  # nothing trained again
+    assert "lstm" in again.stdout and "per-seed torch32-torch64" in again.stdout
+
+
+def test_check6_refuses_bad_seeds_and_runs(tmp_path):
+    assert_one_line_error(run_cli("parity.accuracy", "--seeds", "0"), 2, "--seeds")
+    assert_one_line_error(run_cli("parity.accuracy", "--runs", "torch,mxnet"), 2, "--runs")
+
+
 def test_plot_overlays_runs_of_both_frameworks(tmp_path):
     for framework in ("torch", "jax"):
         result = run_cli(f"{framework}_impl.train", "--max-steps", "40", "--log-every", "10", "--out",

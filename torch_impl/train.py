@@ -57,6 +57,7 @@ class TorchTrainer:
     """Model, Adam and the whole dataset on one device; batches are index slices of device tensors."""
 
     def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str):
+        self.config = config
         self.torch_device = resolve_device(device)
         self.device = describe_device(self.torch_device)
         self.compile_seconds = 0.0
@@ -83,6 +84,12 @@ class TorchTrainer:
 
     def canonical_weights(self) -> Weights:
         return to_canonical(self.model)
+
+    def peak_device_mb(self) -> float | None:
+        """Peak memory allocated by torch on the GPU (None on the CPU: see the run's peak RSS)."""
+        if self.torch_device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.torch_device) / 2**20
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's moments under canonical names, and its step count (0 before the first step)."""
