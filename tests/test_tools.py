@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -98,3 +100,14 @@ def test_plot_overlays_runs_of_both_frameworks(tmp_path):
 def test_plot_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_cli("parity.plot", str(tmp_path), "--out", str(tmp_path / "p.png")), 1,
                           "not a run folder (no metrics.jsonl)")
+
+
+@pytest.mark.slow
+def test_check6_full_training_of_lstm_over_five_seeds_agrees_within_half_a_point(tmp_path):
+    """Check 6 for real on the cheapest preset (about 3 minutes on 2 cores): torch and Flax, 5 seeds."""
+    report = tmp_path / "c6.json"
+    result = run_cli("parity.accuracy", "--presets", "lstm", "--seeds", "5", "--runs", "torch,jax",
+                     "--work", str(tmp_path / "work"), "--json", str(report), timeout=3600)
+    (summary,) = json.loads(report.read_text())["summary"]
+    assert result.returncode == 0 and summary["passed"], (summary["torch"], summary["jax"], result.stderr[-2000:])
+    assert min(summary["torch"] + summary["jax"]) > 94.0  # every seed learned the task

@@ -39,7 +39,8 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     """Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8) at the recipe's learning rate.
 
     `fused=True`: one kernel updates every parameter (same update rule, rounding within the parity
-    tolerances); measured +8-11% training throughput on `lstm`/`bilstm` on a 2-core CPU (README, Performance).
+    tolerances); measured 1.08x / 1.05x training throughput on `lstm` / `bilstm` on a 2-core CPU in one
+    round-robin, within noise in another (README, Performance).
     """
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
 
