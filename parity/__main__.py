@@ -20,7 +20,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m parity", description=__doc__)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
     parser.add_argument("--checks", default=",".join(map(str, ALL_CHECKS)),
-                        help="comma-separated from 1 logits, 2 hidden states, 3 gradients, 4 trajectory, 5 cross-eval")
+                        help="comma-separated from 1 logits, 2 hidden states, 3 gradients, 4 trajectory, 5 cross-eval "
+                             "(default); 6 accuracy over seeds from full trainings only when named (hours on a CPU)")
     parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
     parser.add_argument("--steps", type=int, default=100, help="check 4a: training steps at lr 1e-4 (>= 100 to pass as specified)")
     parser.add_argument("--recipe-steps", type=int, default=150, help="check 4b/5: training steps at the recipe's lr")
@@ -28,6 +29,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
+    parser.add_argument("--seeds", default="5", help="check 6: a seed count or a comma-separated list")
+    parser.add_argument("--work", default="runs/check6", help="check 6: folder for its trainings (reused on a rerun)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.presets.split(",") if name not in PRESETS]
     if unknown:
@@ -35,9 +38,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         args.check_list = tuple(sorted({int(c) for c in args.checks.split(",")}))
     except ValueError:
-        parser.error(f"--checks must be numbers from 1 to 5, got {args.checks!r}")
-    if not set(args.check_list) <= set(ALL_CHECKS):
-        parser.error(f"--checks must be numbers from 1 to 5, got {args.checks!r}")
+        parser.error(f"--checks must be numbers from 1 to 6, got {args.checks!r}")
+    if not set(args.check_list) <= {*ALL_CHECKS, 6}:
+        parser.error(f"--checks must be numbers from 1 to 6, got {args.checks!r}")
     for flag in ("steps", "recipe_steps", "images"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -62,6 +65,8 @@ def print_table(rows) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    check6 = 6 in args.check_list
+    args.check_list = tuple(c for c in args.check_list if c != 6)
     options = SuiteOptions(checks=args.check_list, images=args.images, small_lr_steps=args.steps,
                            recipe_lr_steps=args.recipe_steps)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
@@ -90,9 +95,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_trajectories(curves, Path(args.plot) / "trajectories.png")
         plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png")
     failed = [row for row in rows if row.passed is False]
-    print(f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
-          f"{sum(row.passed is None for row in rows)} not run")
-    return 1 if failed else 0
+    if rows:
+        print(f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
+              f"{sum(row.passed is None for row in rows)} not run")
+    check6_failed = False
+    if check6:
+        from parity import accuracy  # noqa: PLC0415
+
+        for device in devices:
+            command = ["--presets", args.presets, "--seeds", args.seeds, "--work", str(Path(args.work) / device),
+                       "--device", device]
+            if device == "gpu" and not gpu_available()[0]:
+                print(f"check 6 on gpu: not run: {gpu_available()[1]}")
+                continue
+            check6_failed |= accuracy.main(command + (["--data-dir", args.data_dir] if args.data_dir else [])) != 0
+    return 1 if failed or check6_failed else 0
 
 
 if __name__ == "__main__":

@@ -111,3 +111,10 @@ def test_check6_full_training_of_lstm_over_five_seeds_agrees_within_half_a_point
     (summary,) = json.loads(report.read_text())["summary"]
     assert result.returncode == 0 and summary["passed"], (summary["torch"], summary["jax"], result.stderr[-2000:])
     assert min(summary["torch"] + summary["jax"]) > 94.0  # every seed learned the task
+
+
+def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
+    # named: the suite hands --seeds to check 6, whose one-line refusal shows it got there
+    assert_one_line_error(run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0",
+                                  "--work", str(tmp_path)), 2, "python -m parity.accuracy", "--seeds")
+    assert_one_line_error(run_cli("parity", "--checks", "7"), 2, "--checks must be numbers from 1 to 6")
