@@ -14,6 +14,10 @@ points. Every run's folder is kept under `--work`; a run whose `summary.json` ex
 an interrupted check resumes where it stopped (these take hours on a CPU).
 
     python -m parity.accuracy --presets lstm,bilstm --seeds 5 --work runs/check6 --json check6.json
+    python -m parity.accuracy --work runs/check6 --report-only --plot check6.png   # the table from what is there
+
+Runs are independent, so several invocations may share one `--work` folder (say, one per framework, each on
+its own core); `--report-only` then prints the table from every finished run without training anything.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 from common.cli import OneLineParser, fail
 from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
-from common.weights import initial_weights, save_weights
+from common.weights import initial_weights, save_weights, write_atomically
 
 MEAN_GAP_TOLERANCE_PP = 0.5
 # Test accuracy (%) each recipe's tutorial reports, and that tutorial's own code run on a 2-core CPU (one seed).
@@ -63,20 +67,29 @@ class SeedResult:
         return None
 
 
+def start_weight_paths(folder: Path) -> dict[str, Path]:
+    """Where a seed's folder keeps its starting weights, by dtype."""
+    return {"float32": folder / "init-float32.safetensors", "float64": folder / "init-float64.safetensors"}
+
+
 def start_weights(preset: str, seed: int, folder: Path) -> dict[str, Path]:
     """The float32 canonical initial weights for the seed, and the same values upcast to float64."""
     config32 = dataclasses.replace(get_preset(preset), seed=seed)
     config64 = dataclasses.replace(config32, dtype="float64")
     weights = initial_weights(config32)
-    paths = {"float32": folder / "init-float32.safetensors", "float64": folder / "init-float64.safetensors"}
+    paths = start_weight_paths(folder)
     save_weights(paths["float32"], weights, config32)
     save_weights(paths["float64"], {name: array.astype(np.float64) for name, array in weights.items()}, config64)
     return paths
 
 
 def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[str, Path],
-               data_dir: str | None, device: str, max_steps: int | None = None) -> dict:
-    """One full training by the framework's CLI into `folder/name`; its summary (read back if already there)."""
+               data_dir: str | None, device: str, max_steps: int | None = None,
+               report_only: bool = False) -> dict | None:
+    """One full training by the framework's CLI into `folder/name`; its summary (read back if already there).
+
+    With `report_only`, a run not finished before returns None instead of being trained.
+    """
     out = folder / name
     summary = out / "summary.json"
     framework, dtype, init = RUNS[name]
@@ -90,6 +103,8 @@ def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[st
     done = folder / f"{name}.command"  # written after a successful run: reuse its summary for the same command
     if summary.exists() and done.exists() and done.read_text() == " ".join(command[1:]):
         return json.loads(summary.read_text())
+    if report_only:
+        return None
     log = folder / f"{name}.log"
     with log.open("w") as stream:
         finished = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
@@ -103,30 +118,51 @@ def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[st
 
 def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Sequence[str],
               data_dir: str | None = None, device: str = "cpu", max_steps: int | None = None,
-              echo=print) -> list[SeedResult]:
+              echo=print, report_only: bool = False) -> list[SeedResult]:
+    """Every (preset, seed, run), trained or read back; with `report_only`, only the finished ones."""
     results = []
     for preset in presets:
         for seed in seeds:
             folder = work / preset / f"seed-{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            weights = start_weights(preset, seed, folder)
+            if report_only and not folder.is_dir():
+                continue
+            weights = start_weight_paths(folder) if report_only else start_weights(preset, seed, folder)
             result = SeedResult(preset, seed, {}, {})
             for name in runs:
                 began = time.perf_counter()
-                summary = train_once(preset, seed, name, folder, weights, data_dir, device, max_steps)
+                summary = train_once(preset, seed, name, folder, weights, data_dir, device, max_steps,
+                                     report_only)
+                if summary is None:
+                    continue
                 result.accuracy[name] = 100.0 * summary["test_accuracy"]
                 result.wall_seconds[name] = summary["wall_seconds"]
-                echo(f"check 6: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
-                     f"({time.perf_counter() - began:.0f} s)")
-            results.append(result)
+                if not report_only:
+                    echo(f"check 6: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
+                         f"({time.perf_counter() - began:.0f} s)")
+            if result.accuracy:
+                results.append(result)
     return results
 
 
-def mean_spread(values: Sequence[float]) -> str:
+def mean_spread(values: Sequence[float], seeds: int | None = None) -> str:
+    """`mean +- sample standard deviation`, with `(n=K)` when only K of the preset's `seeds` have it."""
     if not values:
         return "-"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +- {spread:.2f}"
+    count = f" (n={len(values)})" if seeds is not None and len(values) != seeds else ""
+    return f"{statistics.mean(values):.2f} +- {spread:.2f}{count}"
+
+
+def mean_abs(values: Sequence[float | None]) -> float | None:
+    """Mean size of the per-seed gaps that exist: how far apart one seed's two runs typically end."""
+    present = [abs(v) for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def standard_error(values: Sequence[float | None]) -> float | None:
+    """Standard error of the mean of the per-seed gaps (paired by seed), or None under two seeds."""
+    present = [v for v in values if v is not None]
+    return statistics.stdev(present) / len(present) ** 0.5 if len(present) > 1 else None
 
 
 def summarize(results: Sequence[SeedResult]) -> list[dict]:
@@ -136,20 +172,32 @@ def summarize(results: Sequence[SeedResult]) -> list[dict]:
         mine = [r for r in results if r.preset == preset]
         column = lambda name: [r.accuracy[name] for r in mine if name in r.accuracy]  # noqa: E731
         torch_acc, jax_acc = column("torch"), column("jax")
+        framework_gaps = [r.gap("torch", "jax") for r in mine]
+        rounding_gaps = [r.gap("torch", "torch64") for r in mine]
         mean_gap = statistics.mean(torch_acc) - statistics.mean(jax_acc) if torch_acc and jax_acc else None
+        paired = sum(gap is not None for gap in framework_gaps)
         reported, here = TUTORIAL_ACCURACY[preset]
         rows.append({
             "preset": preset, "seeds": [r.seed for r in mine],
             "torch": torch_acc, "jax": jax_acc, "torch64": column("torch64"),
-            "gap_torch_jax_pp": [r.gap("torch", "jax") for r in mine],
-            "gap_rounding_pp": [r.gap("torch", "torch64") for r in mine],
+            "gap_torch_jax_pp": framework_gaps,
+            "gap_rounding_pp": rounding_gaps,
             "mean_gap_pp": mean_gap,
-            "passed": None if mean_gap is None or len(mine) < 2 else abs(mean_gap) <= MEAN_GAP_TOLERANCE_PP,
+            "mean_gap_standard_error_pp": standard_error(framework_gaps),
+            "mean_abs_gap_torch_jax_pp": mean_abs(framework_gaps),
+            "mean_abs_gap_rounding_pp": mean_abs(rounding_gaps),
+            "passed": None if mean_gap is None or paired < 2 else abs(mean_gap) <= MEAN_GAP_TOLERANCE_PP,
             "torch_native": column("torch-native"), "jax_native": column("jax-native"),
             "tutorial_reported": reported, "tutorial_here": here,
             "wall_seconds": {name: sum(r.wall_seconds.get(name, 0.0) for r in mine) for name in RUNS},
         })
     return rows
+
+
+def signed(value: float | None, error: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" + ("" if error is None else f" +- {error:.2f}")
 
 
 def gaps(values: Sequence[float | None]) -> str:
@@ -159,21 +207,26 @@ def gaps(values: Sequence[float | None]) -> str:
 def print_report(rows: Sequence[dict]) -> None:
     print(f"check 6: test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
           f"{MEAN_GAP_TOLERANCE_PP} pp (same init, same batches, float32)")
-    header = ("preset", "seeds", "torch (canonical)", "jax (canonical)", "mean gap", "per-seed torch-jax",
-              "per-seed torch32-torch64", "torch native", "jax native", "tutorial (reported/here)", "result")
+    header = ("preset", "seeds", "torch (canonical)", "jax (canonical)", "mean gap (+- s.e.)", "per-seed torch-jax",
+              "per-seed torch32-torch64", "mean |gap| torch-jax / rounding", "torch native", "jax native",
+              "tutorial (reported/here)", "result")
     lines = []
     for r in rows:
+        seeds = len(r["seeds"])
+        typical = f"{signed(r['mean_abs_gap_torch_jax_pp']).lstrip('+')} / {signed(r['mean_abs_gap_rounding_pp']).lstrip('+')}"
         lines.append((
-            r["preset"], str(len(r["seeds"])), mean_spread(r["torch"]), mean_spread(r["jax"]),
-            "-" if r["mean_gap_pp"] is None else f"{r['mean_gap_pp']:+.2f}",
-            gaps(r["gap_torch_jax_pp"]), gaps(r["gap_rounding_pp"]),
-            mean_spread(r["torch_native"]), mean_spread(r["jax_native"]),
+            r["preset"], str(seeds), mean_spread(r["torch"], seeds), mean_spread(r["jax"], seeds),
+            signed(r["mean_gap_pp"], r["mean_gap_standard_error_pp"]),
+            gaps(r["gap_torch_jax_pp"]), gaps(r["gap_rounding_pp"]), typical,
+            mean_spread(r["torch_native"], seeds), mean_spread(r["jax_native"], seeds),
             f"{r['tutorial_reported']}/{r['tutorial_here']}",
             {True: "pass", False: "FAIL", None: "not enough seeds"}[r["passed"]],
         ))
     widths = [max(len(x) for x in column) for column in zip(header, *lines)]
     for line in [header, *lines]:
         print("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+    print("  s.e.: standard error of the mean of the per-seed (paired) gaps; mean |gap|: how far one seed's "
+          "torch and jax runs typically end apart, beside torch float32 vs float64 from the same start")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -198,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
     parser.add_argument("--max-steps", type=int, help="stop each training after N steps (smoke runs, not check 6)")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="also write a PNG: every seed's accuracy, and the gaps")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the table from the runs already finished under --work")
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]
@@ -215,15 +271,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(args.work)
     if work.exists() and not work.is_dir():
         parser.error(f"--work: {work} exists and is not a folder")
+    if args.report_only and not work.is_dir():
+        parser.error(f"--report-only: {work} is not a folder of check-6 runs (set --work)")
     try:
-        results = run_check(presets, seeds, work, runs, args.data_dir, args.device, args.max_steps)
+        results = run_check(presets, seeds, work, runs, args.data_dir, args.device, args.max_steps,
+                            report_only=args.report_only)
     except SeqMnistError as error:
         fail("python -m parity.accuracy", str(error))
+    if not results:
+        fail("python -m parity.accuracy", f"{work}: no finished check-6 run for these presets, seeds and runs")
     rows = summarize(results)
     print_report(rows)
     if args.json:
         payload = {"per_seed": [dataclasses.asdict(r) for r in results], "summary": rows}
-        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+        write_atomically(Path(args.json), (json.dumps(payload, indent=1) + "\n").encode())
+    if args.plot:
+        from parity.plots import plot_check6  # noqa: PLC0415
+
+        plot_check6(rows, Path(args.plot), MEAN_GAP_TOLERANCE_PP)
     return 1 if any(row["passed"] is False for row in rows) else 0
 
 

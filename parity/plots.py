@@ -63,3 +63,58 @@ def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+CHECK6_SERIES = (  # summary key, label, colour, filled
+    ("torch", "torch (shared init)", "tab:blue", True),
+    ("jax", "flax (shared init)", "tab:orange", True),
+    ("torch64", "torch float64 (shared init)", "tab:green", True),
+    ("torch_native", "torch (own init)", "tab:blue", False),
+    ("jax_native", "flax (own init)", "tab:orange", False),
+)
+
+
+def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
+    """Check 6: every seed's test accuracy per preset and run, and the per-seed gaps (framework vs rounding)."""
+    if not rows:
+        return
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(max(10.0, 2.4 * len(rows) + 4), 5.6),
+                                         gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(CHECK6_SERIES)
+    for index, row in enumerate(rows):
+        for offset, (key, label, colour, filled) in enumerate(CHECK6_SERIES):
+            values = row[key]
+            if not values:
+                continue
+            x = index - 0.4 + width * (offset + 0.5)
+            left.scatter([x] * len(values), values, s=18, label=label if index == 0 else None,
+                         facecolors=colour if filled else "none", edgecolors=colour, linewidths=1.0)
+            left.hlines(np.mean(values), x - width / 2, x + width / 2, colors=colour, linewidth=2)
+        left.hlines(row["tutorial_reported"], index - 0.45, index + 0.45, colors="black", linestyles="--",
+                    linewidth=1, label="tutorial reports" if index == 0 else None)
+        left.hlines(row["tutorial_here"], index - 0.45, index + 0.45, colors="grey", linestyles=":",
+                    linewidth=1.5, label="tutorial's code, one seed, here" if index == 0 else None)
+    left.set_xticks(range(len(rows)), [row["preset"] for row in rows])
+    left.set_ylabel("test accuracy (%), 10,000 images")
+    left.set_title("Every seed's full training (bars: means)")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
+    for index, row in enumerate(rows):
+        for shift, key, colour, label in ((-0.12, "gap_torch_jax_pp", "tab:purple", "torch - flax (float32)"),
+                                          (0.12, "gap_rounding_pp", "tab:green", "torch float32 - float64")):
+            values = [v for v in row[key] if v is not None]
+            if values:
+                right.scatter([index + shift] * len(values), values, s=18, color=colour,
+                              label=label if index == 0 else None)
+                right.hlines(np.mean(values), index + shift - 0.1, index + shift + 0.1, colors=colour, linewidth=2)
+    right.axhline(0, color="grey", linewidth=0.8)
+    right.axhspan(-tolerance_pp, tolerance_pp, color="tab:purple", alpha=0.08,
+                  label=f"tolerance on the mean torch - flax gap (+-{tolerance_pp} pp)")
+    right.set_xticks(range(len(rows)), [row["preset"] for row in rows])
+    right.set_ylabel("per-seed accuracy gap (percentage points)")
+    right.set_title("Framework gap vs rounding's own gap (bars: means)")
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

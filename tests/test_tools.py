@@ -80,11 +80,31 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
     assert again.returncode == result.returncode
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs  # nothing trained again
     assert "lstm" in again.stdout and "per-seed torch32-torch64" in again.stdout
+    # report-only: asks for more seeds and runs than exist, trains none of them, reports what is there
+    partial, plot = tmp_path / "partial.json", tmp_path / "c6.png"
+    only = run_cli("parity.accuracy", "--presets", "lstm", "--seeds", "3", "--runs", "torch,jax,jax-native",
+                   "--max-steps", "3", "--work", str(work), "--json", str(partial), "--plot", str(plot), "--report-only")
+    assert only.returncode == result.returncode, only.stderr[-2000:]
+    assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs
+    assert not (work / "lstm" / "seed-2").exists() and not list(work.rglob("jax-native*"))
+    reported = json.loads(partial.read_text())
+    assert [(r["seed"], sorted(r["accuracy"])) for r in reported["per_seed"]] == [(0, ["jax", "torch"]), (1, ["jax", "torch"])]
+    assert reported["summary"][0]["mean_gap_pp"] == summary["mean_gap_pp"]
+    assert abs(reported["summary"][0]["mean_abs_gap_torch_jax_pp"]
+               - sum(abs(g) for g in summary["gap_torch_jax_pp"]) / 2) < 1e-9
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_check6_refuses_bad_seeds_and_runs(tmp_path):
     assert_one_line_error(run_cli("parity.accuracy", "--seeds", "0"), 2, "--seeds")
     assert_one_line_error(run_cli("parity.accuracy", "--runs", "torch,mxnet"), 2, "--runs")
+
+
+def test_check6_report_only_refuses_a_folder_without_runs(tmp_path):
+    assert_one_line_error(run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path / "none")), 2,
+                          "--report-only", "is not a folder")
+    assert_one_line_error(run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path)), 1,
+                          "no finished check-6 run")
 
 
 def test_plot_overlays_runs_of_both_frameworks(tmp_path):
