@@ -29,6 +29,8 @@ LEVERS = {
     "jax: chunk 200": "200 train steps per compiled lax.scan call (default 50)",
     "jax: unroll 2": "nnx.RNN(unroll=2): two time steps per iteration of the time scan",
     "jax: hoisted input projection": "x W_i + b_i for all 28 rows in one matmul, only h W_h + b_h in the time scan",
+    "jax: both directions in one scan": "a bidirectional layer's two directions stepped in one lax.scan (two dots "
+                                        "per step); other layers as default",
     "jax: 2 CPU devices": "jax_num_cpu_devices=2, each batch split over two devices (GSPMD data parallel)",
 }
 
@@ -56,30 +58,40 @@ def torch_lever(name: str, trainer) -> Callable[[Callable[[], float]], float]:
     return lambda run: run()
 
 
+def recurrence_step(config: Config, cell):
+    """`(carry, x W_i + b_i) -> (carry, h)`: one time step of `cell` given its input projection."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    def lstm_step(carry, x_part):
+        c, h = carry
+        i, f, g, o = jnp.split(x_part + cell.dense_h(h), 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+    def rnn_step(h, x_part):
+        h = jnp.tanh(x_part + cell.dense_h(h))
+        return h, h
+
+    if config.cell not in ("lstm", "rnn"):
+        raise ValueError(f"the scan levers cover the lstm and rnn cells, got {config.cell!r}")
+    return lstm_step if config.cell == "lstm" else rnn_step
+
+
 def hoisted_layer_outputs(model, rows):
     """`SequenceClassifier.layer_outputs` with each layer's input projection taken out of the time scan."""
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
+    from jax_impl.model import zero_carry  # noqa: PLC0415
+
     config = model.config
 
     def direction(cell, sequence, reverse: bool):
         projected = jnp.swapaxes(cell.dense_i(sequence), 0, 1)  # [time, batch, gates * hidden]
-        zeros = jnp.zeros((sequence.shape[0], config.hidden_size), projected.dtype)
-
-        def lstm_step(carry, x_part):
-            c, h = carry
-            i, f, g, o = jnp.split(x_part + cell.dense_h(h), 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (c, h), h
-
-        def rnn_step(h, x_part):
-            h = jnp.tanh(x_part + cell.dense_h(h))
-            return h, h
-
-        step, carry = (lstm_step, (zeros, zeros)) if config.cell == "lstm" else (rnn_step, zeros)
-        _, outputs = jax.lax.scan(step, carry, projected, reverse=reverse)
+        carry = zero_carry(config, sequence.shape[0])
+        _, outputs = jax.lax.scan(recurrence_step(config, cell), carry, projected, reverse=reverse)
         return jnp.swapaxes(outputs, 0, 1)
 
     outputs, sequence = [], rows
@@ -93,26 +105,74 @@ def hoisted_layer_outputs(model, rows):
     return outputs
 
 
+def fused_directions_layer_outputs(model, rows):
+    """`SequenceClassifier.layer_outputs` with both directions of a bidirectional layer in one time scan.
+
+    Scan step s feeds row s to the forward cell and row T-1-s to the backward cell; the backward outputs are
+    then put back in row order, so position t holds its state after rows T-1..t (PyTorch's convention).
+    """
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from jax_impl.model import zero_carry  # noqa: PLC0415
+
+    config = model.config
+    outputs, sequence = [], rows
+    for layer in model.layers:
+        if not config.bidirectional:
+            sequence = layer(sequence, initial_carry=zero_carry(config, rows.shape[0]))
+            outputs.append(sequence)
+            continue
+        forward, backward = layer.forward_rnn.cell, layer.backward_rnn.cell
+        forward_step, backward_step = recurrence_step(config, forward), recurrence_step(config, backward)
+
+        def both(carry, rows_pair, forward=forward, backward=backward, forward_step=forward_step,
+                 backward_step=backward_step):
+            forward_carry, forward_h = forward_step(carry[0], forward.dense_i(rows_pair[0]))
+            backward_carry, backward_h = backward_step(carry[1], backward.dense_i(rows_pair[1]))
+            return (forward_carry, backward_carry), (forward_h, backward_h)
+
+        time_major = jnp.swapaxes(sequence, 0, 1)  # [time, batch, features]
+        zeros = zero_carry(config, rows.shape[0])
+        _, (forward_h, backward_h) = jax.lax.scan(both, (zeros, zeros), (time_major, time_major[::-1]))
+        sequence = jnp.swapaxes(jnp.concatenate([forward_h, backward_h[::-1]], axis=-1), 0, 1)
+        outputs.append(sequence)
+    return outputs
+
+
+LAYER_OUTPUTS_LEVERS = {
+    "jax: hoisted input projection": hoisted_layer_outputs,
+    "jax: both directions in one scan": fused_directions_layer_outputs,
+}
+
+
+def with_layer_outputs(model, name: str):
+    """`model`, its class swapped for one whose `layer_outputs` is the lever's (same parameters, same tree)."""
+    from jax_impl import model as jax_model  # noqa: PLC0415
+
+    class Levered(jax_model.SequenceClassifier):
+        layer_outputs = LAYER_OUTPUTS_LEVERS[name]
+
+    model.__class__ = Levered
+    return model
+
+
 def jax_trainer_for_lever(name: str, config: Config, dataset: Dataset, device: str):
     """A JaxTrainer changed for the lever."""
     from flax import nnx  # noqa: PLC0415
 
-    from jax_impl import model as jax_model  # noqa: PLC0415
     from jax_impl.train import JaxTrainer, make_train_chunk  # noqa: PLC0415
 
     chunk = int(name.split()[-1]) if name.startswith("jax: chunk") else 50
     trainer = JaxTrainer(config, initial_weights(config), dataset, device, chunk_steps=chunk)
-    if name in ("jax: unroll 2", "jax: hoisted input projection"):
+    if name == "jax: unroll 2" or name in LAYER_OUTPUTS_LEVERS:
         model = trainer.model()
         if name == "jax: unroll 2":
             for path, module in nnx.iter_graph(model):
                 if isinstance(module, nnx.RNN):
                     module.unroll = 2
         else:
-            class Hoisted(jax_model.SequenceClassifier):
-                layer_outputs = hoisted_layer_outputs
-
-            model.__class__ = Hoisted
+            with_layer_outputs(model, name)
         trainer.graphdef, trainer.params = nnx.split(model)
         trainer.train_chunk = make_train_chunk(trainer.graphdef, trainer.optimizer)
     if name == "jax: 2 CPU devices":
