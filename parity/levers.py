@@ -25,6 +25,7 @@ LEVERS = {
     "torch: Adam foreach": "torch.optim.Adam(foreach=True): multi-tensor update",
     "torch: 1 thread": "torch.set_num_threads(1) around the timed steps (default: one per core)",
     "torch: torch.compile": "torch.compile(model.forward) (inductor), fused Adam",
+    "torch: flush denormals": "torch.set_flush_denormal(True) around the timed steps (subnormal floats read as 0)",
     "jax: chunk 25": "25 train steps per compiled lax.scan call (default 50)",
     "jax: chunk 200": "200 train steps per compiled lax.scan call (default 50)",
     "jax: unroll 2": "nnx.RNN(unroll=2): two time steps per iteration of the time scan",
@@ -46,16 +47,22 @@ def torch_lever(name: str, trainer) -> Callable[[Callable[[], float]], float]:
     elif name == "torch: torch.compile":
         trainer.model.forward = torch.compile(trainer.model.forward)
     elif name == "torch: 1 thread":
-        def one_thread(run: Callable[[], float]) -> float:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return run()
-            finally:
-                torch.set_num_threads(threads)
-
-        return one_thread
+        return around(lambda: torch.set_num_threads(1), torch.set_num_threads, torch.get_num_threads())
+    elif name == "torch: flush denormals":
+        return around(lambda: torch.set_flush_denormal(True), lambda _: torch.set_flush_denormal(False), None)
     return lambda run: run()
+
+
+def around(switch_on: Callable[[], object], restore: Callable[[object], object], saved: object):
+    """A wrapper that runs the timed steps with a process-wide setting switched on, restoring it after."""
+    def wrapped(run: Callable[[], float]) -> float:
+        switch_on()
+        try:
+            return run()
+        finally:
+            restore(saved)
+
+    return wrapped
 
 
 def recurrence_step(config: Config, cell):
