@@ -100,6 +100,19 @@ def test_check6_refuses_bad_seeds_and_runs(tmp_path):
     assert_one_line_error(run_cli("parity.accuracy", "--runs", "torch,mxnet"), 2, "--runs")
 
 
+def test_check6_mean_gap_pairs_seeds_when_a_run_is_missing():
+    from parity.accuracy import SeedResult, summarize
+
+    results = [SeedResult("lstm", 0, {"torch": 96.0, "jax": 95.0}, {}),
+               SeedResult("lstm", 1, {"torch": 97.0, "jax": 97.5}, {}),
+               SeedResult("lstm", 2, {"jax": 90.0}, {})]  # torch for seed 2 not finished (yet)
+    (row,) = summarize(results)
+    assert row["gap_torch_jax_pp"] == [1.0, -0.5, None]
+    assert row["mean_gap_pp"] == 0.25  # the difference of the unpaired means would be 96.5 - 94.17 = 2.33
+    assert row["mean_abs_gap_torch_jax_pp"] == 0.75 and row["passed"] is True
+    assert abs(row["mean_gap_standard_error_pp"] - 0.75) < 1e-12  # stdev(1.0, -0.5) / sqrt(2)
+
+
 def test_check6_report_only_refuses_a_folder_without_runs(tmp_path):
     assert_one_line_error(run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path / "none")), 2,
                           "--report-only", "is not a folder")
