@@ -29,7 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
-    parser.add_argument("--seeds", default="5", help="check 6: a seed count or a comma-separated list")
+    parser.add_argument("--seeds", default="5", help="check 6: a seed count N (0..N-1), a list 3,7 or a range 5-9")
     parser.add_argument("--work", default="runs/check6", help="check 6: folder for its trainings (reused on a rerun)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.presets.split(",") if name not in PRESETS]

@@ -232,21 +232,25 @@ def print_report(rows: Sequence[dict]) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`5` -> seeds 0..4; `3,7,11` -> those seeds."""
+    """`5` -> seeds 0..4 (a count); `3,7,11` -> those seeds; `5-9` -> seeds 5..9 (`2-2`: seed 2 alone)."""
     parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise ValueError(text)
-    if len(parts) == 1:
+    if len(parts) == 1 and parts[0].isdigit():
         if int(parts[0]) == 0:
             raise ValueError(text)
         return list(range(int(parts[0])))
-    return [int(part) for part in parts]
+    seeds = []
+    for part in parts:
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
+            raise ValueError(text)
+        seeds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+    return list(dict.fromkeys(seeds))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m parity.accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
-    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a comma-separated list")
+    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1), a list 3,7 or a range 5-9 (2-2: seed 2 alone)")
     parser.add_argument("--work", default="runs/check6", help="folder for every run (kept; reused on a rerun)")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"which trainings, from {', '.join(RUNS)}")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -264,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError:
-        parser.error(f"--seeds: expected a positive count or a comma-separated list of seeds, got {args.seeds!r}")
+        parser.error(f"--seeds: expected a positive count, a list 3,7 or a range 5-9, got {args.seeds!r}")
     if args.max_steps is not None and args.max_steps <= 0:
         parser.error(f"--max-steps must be positive, got {args.max_steps}")
     runs = args.runs.split(",")

@@ -100,6 +100,17 @@ def test_check6_refuses_bad_seeds_and_runs(tmp_path):
     assert_one_line_error(run_cli("parity.accuracy", "--runs", "torch,mxnet"), 2, "--runs")
 
 
+def test_check6_seeds_are_a_count_a_list_or_a_range():
+    from parity.accuracy import parse_seeds
+
+    assert parse_seeds("5") == [0, 1, 2, 3, 4]  # a lone number is a count, as in "over 5 seeds"
+    assert parse_seeds("3,7") == [3, 7] and parse_seeds("5-9") == [5, 6, 7, 8, 9] and parse_seeds("2-2") == [2]
+    assert parse_seeds("0-1,4") == [0, 1, 4] and parse_seeds("1,1") == [1]
+    for bad in ("0", "x", "3-", "9-5", "-2", "1,,2"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+
+
 def test_check6_mean_gap_pairs_seeds_when_a_run_is_missing():
     from parity.accuracy import SeedResult, summarize
 
