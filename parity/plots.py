@@ -69,6 +69,7 @@ CHECK6_SERIES = (  # summary key, label, colour, filled
     ("torch", "torch (shared init)", "tab:blue", True),
     ("jax", "flax (shared init)", "tab:orange", True),
     ("torch64", "torch float64 (shared init)", "tab:green", True),
+    ("jax64", "flax float64 (shared init)", "tab:red", True),
     ("torch_native", "torch (own init)", "tab:blue", False),
     ("jax_native", "flax (own init)", "tab:orange", False),
 )
@@ -100,13 +101,14 @@ def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
     left.set_title("Every seed's full training (bars: means)")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
     for index, row in enumerate(rows):
-        for shift, key, colour, label in ((-0.12, "gap_torch_jax_pp", "tab:purple", "torch - flax (float32)"),
-                                          (0.12, "gap_rounding_pp", "tab:green", "torch float32 - float64")):
+        for shift, key, colour, label in ((-0.2, "gap_torch_jax_pp", "tab:purple", "torch - flax (float32)"),
+                                          (0.0, "gap_rounding_pp", "tab:green", "torch float32 - float64"),
+                                          (0.2, "gap_jax_rounding_pp", "tab:red", "flax float32 - float64")):
             values = [v for v in row[key] if v is not None]
             if values:
                 right.scatter([index + shift] * len(values), values, s=18, color=colour,
                               label=label if index == 0 else None)
-                right.hlines(np.mean(values), index + shift - 0.1, index + shift + 0.1, colors=colour, linewidth=2)
+                right.hlines(np.mean(values), index + shift - 0.08, index + shift + 0.08, colors=colour, linewidth=2)
     right.axhline(0, color="grey", linewidth=0.8)
     right.axhspan(-tolerance_pp, tolerance_pp, color="tab:purple", alpha=0.08,
                   label=f"tolerance on the mean torch - flax gap (+-{tolerance_pp} pp)")

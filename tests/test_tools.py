@@ -57,16 +57,18 @@ def test_bench_refuses_unknown_levers_and_bad_sweep_sizes():
 
 def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):
     work, report = tmp_path / "work", tmp_path / "c6.json"
-    arguments = ("parity.accuracy", "--presets", "lstm", "--seeds", "2", "--runs", "torch,jax,torch64",
+    arguments = ("parity.accuracy", "--presets", "lstm", "--seeds", "2", "--runs", "torch,jax,torch64,jax64",
                  "--max-steps", "3", "--work", str(work), "--json", str(report))
     result = run_cli(*arguments)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     payload = json.loads(report.read_text())
-    assert [(r["seed"], sorted(r["accuracy"])) for r in payload["per_seed"]] == [(0, ["jax", "torch", "torch64"])] * 1 + [
-        (1, ["jax", "torch", "torch64"])]
+    assert [(r["seed"], sorted(r["accuracy"])) for r in payload["per_seed"]] == [
+        (0, ["jax", "jax64", "torch", "torch64"]), (1, ["jax", "jax64", "torch", "torch64"])]
     (summary,) = payload["summary"]
-    for seed_result, gap in zip(payload["per_seed"], summary["gap_torch_jax_pp"]):
+    for seed_result, gap, jax_rounding in zip(payload["per_seed"], summary["gap_torch_jax_pp"],
+                                              summary["gap_jax_rounding_pp"]):
         assert gap == seed_result["accuracy"]["torch"] - seed_result["accuracy"]["jax"]
+        assert jax_rounding == seed_result["accuracy"]["jax"] - seed_result["accuracy"]["jax64"]
     assert abs(summary["mean_gap_pp"] - (sum(summary["torch"]) - sum(summary["jax"])) / 2) < 1e-9
     assert summary["passed"] == (abs(summary["mean_gap_pp"]) <= 0.5)
     assert result.returncode == (0 if summary["passed"] else 1)
