@@ -170,7 +170,7 @@ def matmul_gflops(framework: str, device: str, size: int = 1024, reps: int = 10,
 @dataclasses.dataclass
 class Runner:
     name: str
-    framework: str  # "torch" or "jax": whose matmul bound applies
+    framework: str  # "torch" or "jax" (both now share one matmul bound: the better framework's)
     run: Callable[[], float]
     trainer: object = None
     memory_mb: float = 0.0  # resident memory its setup and warm-up added
