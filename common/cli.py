@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import typing
-from pathlib import Path
-from typing import Literal, NoReturn, Sequence
+from typing import Iterator, Literal, NoReturn, Sequence
 
 from common.config import Config, field_type
 from common.data import DATA_SOURCES
-from common.errors import ConfigError
+from common.errors import ConfigError, SeqMnistError
 from common.presets import DEFAULT_PRESET, PRESETS, get_preset
 
 DEVICES = ("auto", "cpu", "gpu", "cuda")
@@ -135,13 +135,18 @@ def build_evaluate_parser(prog: str) -> OneLineParser:
     return parser
 
 
-def default_out_dir(framework: str, preset: str) -> Path:
-    import time  # noqa: PLC0415
-
-    return Path("runs") / f"{framework}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def fail(prog: str, message: str, code: int = 1) -> NoReturn:
     """Print `prog: error: message` on stderr (one line) and exit."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def cli_errors(prog: str) -> Iterator[None]:
+    """Turn the project's errors into one line on stderr: a bad flag value exits 2, any other error 1."""
+    try:
+        yield
+    except ConfigError as error:
+        fail(prog, str(error), code=2)
+    except SeqMnistError as error:
+        fail(prog, str(error))

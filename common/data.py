@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST as NumPy arrays, and the seeded batch sampler both frameworks share.
+"""MNIST and Fashion-MNIST as NumPy arrays, from the first source that has them.
 
 Images are uint8 `[N, 28, 28]`, labels int64 `[N]`. `images_to_row_sequences` turns images into what
 the networks read: `<float>[N, 28, 28]` in [0, 1] (exactly `ToTensor`'s scaling, no normalisation), where
@@ -17,31 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import hashlib
 import importlib.util
-import struct
 import sys
-import zlib
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
 from common.errors import SeqMnistError
+from common.idx import SPLIT_FILES, check_split, find_idx_file, read_idx
 
 DataSource = Literal["auto", "idx", "bundled", "tfds", "torchvision"]
 DATA_SOURCES: tuple[str, ...] = ("auto", "idx", "bundled", "tfds", "torchvision")
 
-IMAGE_SIDE = 28
-IMAGES_MAGIC = 0x00000803  # 2051: unsigned bytes, 3 dimensions
-LABELS_MAGIC = 0x00000801  # 2049: unsigned bytes, 1 dimension
-NUM_CLASSES = 10
-
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 BUNDLED_SHA256 = {
@@ -71,65 +60,6 @@ def images_to_row_sequences(images: np.ndarray, dtype: str = "float32") -> np.nd
     Division (not multiplication by 1/255) so the values equal `ToTensor`'s bit for bit.
     """
     return images.astype(dtype) / np.asarray(255, dtype=dtype)
-
-
-# --- IDX files ------------------------------------------------------------------------------------
-
-
-def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
-    """Read one IDX file (`.gz` or not), checking its magic number, dimensions and length."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    magic, dims = (IMAGES_MAGIC, 3) if kind == "images" else (LABELS_MAGIC, 1)
-    header_size = 4 + 4 * dims
-    if not raw:
-        raise SeqMnistError(f"{path}: empty file (expected an IDX {kind} file)")
-    if len(raw) < header_size:
-        raise SeqMnistError(f"{path}: truncated IDX file ({len(raw)} bytes, header alone needs {header_size})")
-    (found_magic,) = struct.unpack(">I", raw[:4])
-    if found_magic != magic:
-        raise SeqMnistError(
-            f"{path}: not an IDX {kind} file (magic number {found_magic:#010x}, expected {magic:#010x})"
-        )
-    shape = struct.unpack(f">{dims}I", raw[4:header_size])
-    if kind == "images" and shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise SeqMnistError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIDE}x{IMAGE_SIDE}")
-    expected = header_size + int(np.prod(shape))
-    if len(raw) != expected:
-        problem = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise SeqMnistError(f"{path}: {problem}: {len(raw)} bytes, header {shape} needs {expected}")
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
-    return array.copy() if kind == "images" else array.astype(np.int64)
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise SeqMnistError(f"{path}: file not found")
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:
-        raise SeqMnistError(f"{path}: cannot read ({error})") from None
-
-
-def check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
-    """Images and labels must agree in count, and labels lie in 0..9."""
-    if len(images) != len(labels):
-        raise SeqMnistError(f"{where}: {len(images)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise SeqMnistError(
-            f"{where}: labels must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}"
-        )
-
-
-def find_idx_file(directory: Path, stem: str) -> Path | None:
-    """`directory/stem`, `directory/stem.gz`, or None."""
-    for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def idx_directory(data_dir: Path, dataset: str) -> Path:
@@ -270,36 +200,3 @@ def load_dataset(dataset: str = "mnist", data_dir: str | None = None, source: st
     if source == "idx":
         raise SeqMnistError("--data-source idx needs --data-dir DIR holding the four IDX files")
     return load_bundled(dataset)
-
-
-# --- batching -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchSampler:
-    """Seeded, shuffled index batches: the same sequence for the same (seed, epoch) in every framework.
-
-    Each epoch is a fresh permutation drawn from `np.random.default_rng([seed, epoch])`; the last,
-    partial batch is kept, as the tutorials' `DataLoader(shuffle=True)` does.
-    """
-
-    num_examples: int
-    batch_size: int
-    seed: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-self.num_examples // self.batch_size)
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-
-    def epoch_batches(self, epoch: int, start_step: int = 0) -> Iterator[np.ndarray]:
-        """Index batches of `epoch`, resuming at `start_step` (0-based, within the epoch)."""
-        order = self.permutation(epoch)
-        for step in range(start_step, self.steps_per_epoch):
-            yield order[step * self.batch_size : (step + 1) * self.batch_size]
-
-    def batch(self, epoch: int, step: int) -> np.ndarray:
-        order = self.permutation(epoch)
-        return order[step * self.batch_size : (step + 1) * self.batch_size]

@@ -12,13 +12,16 @@ the model's docstring). So the mapping is one-to-one, and both round trips are b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from common.config import Config
-from common.weights import Weights, check_weights, layer_suffixes
-from jax_impl.model import JAX_DTYPES, SequenceClassifier, build_model
+from common.errors import SeqMnistError
+from common.weights import Weights, check_weights, layer_suffixes, load_weights
+from jax_impl.model import DTYPES, SequenceClassifier, build_model
 
 # canonical kind -> (Flax Linear inside the cell, its parameter, transposed?)
 CELL_TABLE = {
@@ -61,11 +64,22 @@ def to_canonical(model: SequenceClassifier) -> Weights:
     return weights
 
 
-def from_canonical(weights: Weights, config: Config) -> SequenceClassifier:
-    """A Flax model holding `weights` (checked name by name against the config first)."""
+def from_canonical(weights: Weights, config: Config, **model_options) -> SequenceClassifier:
+    """A Flax model holding `weights` (checked name by name against the config first).
+
+    `model_options` (`recurrence`, `unroll`) go to `build_model`: how the time loop is scheduled.
+    """
     check_weights(weights, config, "canonical weights")
-    model = nnx.eval_shape(lambda: build_model(config))  # structure only: every value is set below
+    model = nnx.eval_shape(lambda: build_model(config, **model_options))  # structure only: values set below
     for name, (parameter, transposed) in parameters(model).items():
         array = weights[name].T if transposed else weights[name]
-        parameter.set_value(jnp.asarray(np.ascontiguousarray(array), dtype=JAX_DTYPES[config.dtype]))
+        parameter.set_value(jnp.asarray(np.ascontiguousarray(array), dtype=DTYPES[config.dtype]))
     return model
+
+
+def read_weights(path: str, preset: Config | None) -> tuple[Weights, Config]:
+    """A canonical .safetensors file; tutorial pickles need torch, so they go through torch_impl.convert."""
+    if Path(path).suffix in (".pkl", ".pt", ".pth", ".bin"):
+        raise SeqMnistError(f"{path}: a PyTorch pickle; convert it first: python -m torch_impl.convert {path} "
+                            "--preset NAME --out FILE.safetensors")
+    return load_weights(path, preset)

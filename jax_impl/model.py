@@ -17,9 +17,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import Config
+from common.errors import ConfigError
 from common.weights import layer_input_size
+from jax_impl import recurrence as schedules
 
-JAX_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+RECURRENCES = ("flax", "hoisted", "fused-directions")  # see jax_impl/recurrence.py
 
 
 class TorchGRUCell(nnx.RNNCellBase):
@@ -86,18 +89,18 @@ def identity_blocks(key, shape, dtype=jnp.float32):
 
 def make_cell(config: Config, in_features: int, rngs: nnx.Rngs) -> nnx.RNNCellBase:
     """The Flax cell for `config.cell`, with Flax's own initialisers (identity recurrent kernel if asked)."""
-    options = {"param_dtype": JAX_DTYPES[config.dtype], "rngs": rngs}
+    options = {"param_dtype": DTYPES[config.dtype], "rngs": rngs}
     if config.recurrent_init == "identity":
         options["recurrent_kernel_init"] = identity_blocks
     if config.cell == "rnn":  # SimpleCell computes in float32 unless told otherwise
-        options["dtype"] = JAX_DTYPES[config.dtype]
+        options["dtype"] = DTYPES[config.dtype]
     cell = {"lstm": TorchLSTMCell, "rnn": TorchRNNCell, "gru": TorchGRUCell}[config.cell]
     return cell(in_features, config.hidden_size, **options)
 
 
 def zero_carry(config: Config, batch_size: int):
     """Zero initial state for one direction of one layer: `(c, h)` for an LSTM, `h` otherwise."""
-    zeros = jnp.zeros((batch_size, config.hidden_size), JAX_DTYPES[config.dtype])
+    zeros = jnp.zeros((batch_size, config.hidden_size), DTYPES[config.dtype])
     return (zeros, zeros) if config.cell == "lstm" else zeros
 
 
@@ -105,16 +108,21 @@ class SequenceClassifier(nnx.Module):
     """Rows of an image in, class logits out: `<float>[batch, 28, 28]` -> `<float>[batch, classes]`.
 
     `layers[k]` is an `nnx.RNN` (or an `nnx.Bidirectional` of two) over time; `out` is the head.
+    `recurrence` and `unroll` choose how the time loop is scheduled (never what it computes).
     """
 
-    def __init__(self, config: Config, rngs: nnx.Rngs):
-        self.config = config
+    def __init__(self, config: Config, rngs: nnx.Rngs, recurrence: str = "flax", unroll: int = 1):
+        if recurrence not in RECURRENCES:
+            raise ConfigError(f"recurrence must be one of {', '.join(RECURRENCES)}, got {recurrence!r}")
+        if recurrence != "flax" and config.cell == "gru":
+            raise ConfigError(f"recurrence {recurrence!r} covers the lstm and rnn cells, not gru")
+        self.config, self.recurrence = config, recurrence
         layers = []
         for layer in range(config.num_layers):
             in_features = layer_input_size(config, layer)
 
             def one_direction() -> nnx.RNN:
-                return nnx.RNN(make_cell(config, in_features, rngs), rngs=False)
+                return nnx.RNN(make_cell(config, in_features, rngs), unroll=unroll, rngs=False)
 
             if config.bidirectional:
                 # The backward RNN runs reversed with keep_order=True, so its output at step t is its state
@@ -124,10 +132,12 @@ class SequenceClassifier(nnx.Module):
                 layers.append(one_direction())
         self.layers = nnx.List(layers)
         self.out = nnx.Linear(config.num_directions * config.hidden_size, config.num_classes,
-                              param_dtype=JAX_DTYPES[config.dtype], rngs=rngs)
+                              param_dtype=DTYPES[config.dtype], rngs=rngs)
 
     def layer_outputs(self, rows: jax.Array) -> list[jax.Array]:
         """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step)."""
+        if self.recurrence != "flax":
+            return schedules.SCHEDULES[self.recurrence](self, rows, zero_carry)
         outputs, sequence = [], rows
         for layer in self.layers:
             carry = zero_carry(self.config, rows.shape[0])
@@ -151,10 +161,10 @@ def enable_dtype(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def build_model(config: Config, native_seed: int = 0) -> SequenceClassifier:
-    """The model with Flax's own initialisers, seeded (the canonical weights replace them in convert.py)."""
+def build_model(config: Config, native_seed: int = 0, *, recurrence: str = "flax", unroll: int = 1) -> SequenceClassifier:
+    """The model with Flax's own initialisers drawn from seed `native_seed` (convert.py replaces them)."""
     enable_dtype(config.dtype)
-    return SequenceClassifier(config, rngs=nnx.Rngs(native_seed))
+    return SequenceClassifier(config, rngs=nnx.Rngs(native_seed), recurrence=recurrence, unroll=unroll)
 
 
 def logits_in_batches(model: SequenceClassifier, rows: jax.Array, batch_size: int = 2000) -> jax.Array:

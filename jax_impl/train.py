@@ -1,12 +1,13 @@
 """`python -m jax_impl.train`: train a preset with Flax NNX + optax (Adam, cross-entropy), same files as torch.
 
-The train step is a pure function `(params, opt_state, rows, labels) -> (params, opt_state, loss)`;
-`lax.scan` runs a chunk of steps in one compiled call, gathering each batch from the training set that
-lives on the device, so the host only sends index batches and reads back losses.
+`train_step` is a pure function `(params, opt_state, rows, labels) -> (params, opt_state, loss)`;
+`make_train_chunk` runs a chunk of them in one compiled `lax.scan`, gathering each batch from the training
+set that lives on the device, so the host only sends index batches and reads back losses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Sequence
@@ -16,29 +17,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
+from common.commands import train_main
 from common.config import Config
 from common.data import Dataset, images_to_row_sequences
-from common.errors import SeqMnistError
-from common.run import EVAL_BATCH, train_main
+from common.errors import ConfigError
+from common.trainer import EVAL_BATCH
 from common.weights import Weights
 from jax_impl.convert import from_canonical, to_canonical
+from jax_impl.device import describe_device, peak_memory_mb, resolve_device
 from jax_impl.model import SequenceClassifier, build_model, enable_dtype, logits_in_batches
 
 
-def resolve_device(requested: str) -> jax.Device:
-    """`auto` -> the first GPU when JAX has one, else the CPU; `gpu`/`cuda` without a GPU is an error."""
-    if requested in ("auto", "gpu", "cuda"):
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError:
-            if requested != "auto":
-                raise SeqMnistError(f"--device {requested}: JAX sees no GPU (is the CUDA plugin installed?)") from None
-    return jax.devices("cpu")[0]
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How the JAX trainer computes, never what: the speed levers `python -m bench --levers` compares."""
 
-
-def describe_device(device: jax.Device) -> str:
-    return f"{device.platform} ({device.device_kind})"
+    chunk_steps: int = 50  # training steps per compiled lax.scan call
+    recurrence: str = "flax"  # how the time loop is scheduled: jax_impl.model.RECURRENCES
+    unroll: int = 1  # time steps per iteration of the time scan
+    cpu_devices: int = 1  # >1: each batch split over this many CPU devices (jax_num_cpu_devices set first)
 
 
 def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> jax.Array:
@@ -51,22 +50,40 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
 
 
+def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, params, opt_state,
+               rows: jax.Array, labels: jax.Array):
+    """One Adam step on the batch's mean cross-entropy: `(params, opt_state, loss before the step)`."""
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
 def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation):
     """A jitted `(params, opt_state, all_rows, all_labels, index_batches) -> (params, opt_state, losses)`."""
 
     @jax.jit
     def train_chunk(params, opt_state, all_rows, all_labels, index_batches):
-        def train_step(state, indices):
-            params, opt_state = state
-            rows, labels = all_rows[indices], all_labels[indices]
-            loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+        def step(state, indices):
+            params, opt_state, loss = train_step(graphdef, optimizer, *state, all_rows[indices], all_labels[indices])
+            return (params, opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(train_step, (params, opt_state), index_batches)
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), index_batches)
         return params, opt_state, losses
 
     return train_chunk
+
+
+def placements(device: jax.Device, cpu_devices: int):
+    """(where parameters and data go, where index batches go): one device, or replicated / split over a mesh."""
+    if cpu_devices == 1:
+        return device, device
+    devices = jax.devices("cpu")
+    if device.platform != "cpu" or len(devices) < cpu_devices:
+        raise ConfigError(f"cpu_devices={cpu_devices} needs jax_num_cpu_devices >= {cpu_devices} set before "
+                          f"JAX starts (it sees {len(devices)} CPU devices, and the run is on {device.platform})")
+    mesh = jax.make_mesh((cpu_devices,), ("data",), devices=devices[:cpu_devices],
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(None, "data"))
 
 
 class JaxTrainer:
@@ -77,15 +94,18 @@ class JaxTrainer:
     """
 
     def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str,
-                 chunk_steps: int = 50):
+                 options: TrainOptions = TrainOptions()):
         enable_dtype(config.dtype)
         self.jax_device = resolve_device(device)
         self.device = describe_device(self.jax_device)
-        self.config, self.chunk_steps = config, chunk_steps
-        model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
+        self.config, self.options = config, options
+        model_options = {"recurrence": options.recurrence, "unroll": options.unroll}
+        model = (build_model(config, native_seed=config.seed, **model_options) if weights is None
+                 else from_canonical(weights, config, **model_options))
         self.graphdef, params = nnx.split(model)
         self.optimizer = make_optimizer(config)
-        put = lambda value: jax.device_put(value, self.jax_device)  # noqa: E731
+        self.placement, self.index_placement = placements(self.jax_device, options.cpu_devices)
+        put = lambda value: jax.device_put(value, self.placement)  # noqa: E731
         self.params = put(params)
         self.opt_state = put(self.optimizer.init(self.params))
         self.train_rows = put(images_to_row_sequences(dataset.train_images, config.dtype))
@@ -99,9 +119,10 @@ class JaxTrainer:
         """The train chunk compiled for `[steps, batch]` index arrays; compile time adds to compile_seconds."""
         if shape not in self.compiled:
             began = time.perf_counter()
+            sharding = None if self.options.cpu_devices == 1 else self.index_placement
             self.compiled[shape] = self.train_chunk.lower(
                 self.params, self.opt_state, self.train_rows, self.train_labels,
-                jax.ShapeDtypeStruct(shape, jnp.int32)).compile()
+                jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding)).compile()
             self.compile_seconds += time.perf_counter() - began
         return self.compiled[shape]
 
@@ -109,34 +130,34 @@ class JaxTrainer:
         losses, position = [], 0
         while position < len(index_batches):
             width = len(index_batches[position])
-            run = self.chunk_steps if self._full_chunk_at(index_batches, position) else 1
+            run = self.options.chunk_steps if self._full_chunk_at(index_batches, position) else 1
             indices = np.stack(index_batches[position : position + run]).astype(np.int32)
             step = self.compiled_chunk((run, width))
             self.params, self.opt_state, chunk_losses = step(
-                self.params, self.opt_state, self.train_rows, self.train_labels, jax.device_put(indices, self.jax_device))
+                self.params, self.opt_state, self.train_rows, self.train_labels,
+                jax.device_put(indices, self.index_placement))
             losses.append(chunk_losses)
             position += run
         return np.concatenate([np.asarray(loss) for loss in losses])
 
     def _full_chunk_at(self, index_batches: Sequence[np.ndarray], position: int) -> bool:
-        window = index_batches[position : position + self.chunk_steps]
-        return len(window) == self.chunk_steps and all(len(batch) == self.config.batch_size for batch in window)
+        window = index_batches[position : position + self.options.chunk_steps]
+        return (len(window) == self.options.chunk_steps
+                and all(len(batch) == self.config.batch_size for batch in window))
 
+    @property
     def model(self) -> SequenceClassifier:
+        """A model holding the current parameters."""
         return nnx.merge(self.graphdef, self.params)
 
     def test_logits(self, count: int) -> np.ndarray:
-        return np.asarray(logits_in_batches(self.model(), self.test_rows[:count], EVAL_BATCH))
+        return np.asarray(logits_in_batches(self.model, self.test_rows[:count], EVAL_BATCH))
 
     def canonical_weights(self) -> Weights:
-        return to_canonical(self.model())
+        return to_canonical(self.model)
 
     def peak_device_mb(self) -> float | None:
-        """Peak bytes in use on the accelerator, when its client reports it (None on the CPU)."""
-        if self.jax_device.platform == "cpu":
-            return None
-        stats = self.jax_device.memory_stats() or {}
-        return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+        return peak_memory_mb(self.jax_device)
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """optax Adam's moments (`mu`, `nu`) under canonical names, and its step count."""
@@ -151,7 +172,7 @@ class JaxTrainer:
         def moments(key: str):
             prefix = f"adam.{key}."
             weights = {name[len(prefix):]: array for name, array in state.items() if name.startswith(prefix)}
-            return jax.device_put(nnx.split(from_canonical(weights, self.config))[1], self.jax_device)
+            return jax.device_put(nnx.split(from_canonical(weights, self.config))[1], self.placement)
 
         adam = self.opt_state[0]._replace(count=jnp.asarray(int(state["adam.step"][0]), dtype=jnp.int32),
                                           mu=moments("exp_avg"), nu=moments("exp_avg_sq"))
@@ -159,7 +180,7 @@ class JaxTrainer:
 
 
 def versions() -> dict:
-    import flax  # noqa: PLC0415
+    import flax
 
     return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
             "flax": flax.__version__, "optax": optax.__version__}

@@ -12,7 +12,7 @@ from common.cli import OneLineParser, fail
 from common.data import load_dataset
 from common.errors import SeqMnistError
 from common.presets import PRESETS
-from common.run import progress
+from common.console import progress
 from parity.suite import ALL_CHECKS, SuiteOptions, full_precision_on_gpu, gpu_available, not_run_rows, run_preset
 
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([row.as_dict() for row in rows], indent=1) + "\n")
     if args.plot:
-        from parity.plots import plot_logit_gaps, plot_trajectories  # noqa: PLC0415
+        from parity.plots import plot_logit_gaps, plot_trajectories
 
         plot_trajectories(curves, Path(args.plot) / "trajectories.png")
         plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png")
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{sum(row.passed is None for row in rows)} not run")
     check6_failed = False
     if check6:
-        from parity import accuracy  # noqa: PLC0415
+        from parity import accuracy
 
         for device in devices:
             command = ["--presets", args.presets, "--seeds", args.seeds, "--work", str(Path(args.work) / device),

@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {"per_seed": [dataclasses.asdict(r) for r in results], "summary": rows}
         write_atomically(Path(args.json), (json.dumps(payload, indent=1) + "\n").encode())
     if args.plot:
-        from parity.plots import plot_check6  # noqa: PLC0415
+        from parity.plots import plot_check6
 
         plot_check6(rows, Path(args.plot), MEAN_GAP_TOLERANCE_PP)
     return 1 if any(row["passed"] is False for row in rows) else 0

@@ -22,7 +22,8 @@ import numpy as np
 
 from common import metrics
 from common.config import Config
-from common.data import BatchSampler, Dataset, images_to_row_sequences
+from common.data import Dataset, images_to_row_sequences
+from common.sampler import BatchSampler
 from common.weights import Weights, initial_weights
 
 LOGIT_RTOL = {"float32": 1e-5, "float64": None}  # None: absolute tolerance below

@@ -41,12 +41,12 @@ class TorchSide:
     name = "torch"
 
     def __init__(self, device: str = "cpu"):
-        import torch  # noqa: PLC0415
+        import torch
 
         self.torch, self.device = torch, torch.device(device)
 
     def _model(self, config: Config, weights: Weights):
-        from torch_impl.convert import from_canonical  # noqa: PLC0415
+        from torch_impl.convert import from_canonical
 
         return from_canonical(weights, config, self.device)
 
@@ -58,36 +58,24 @@ class TorchSide:
             return self._model(config, weights)(self._tensor(rows)).cpu().numpy()
 
     def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
-        """Each layer's output sequence, running the stacked layers one at a time (the same kernels)."""
-        from torch_impl.model import RECURRENT_MODULES, TORCH_DTYPES  # noqa: PLC0415
-
-        outputs, sequence = [], self._tensor(rows)
-        options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
-        for layer in range(config.num_layers):
-            module = RECURRENT_MODULES[config.cell](sequence.shape[-1], config.hidden_size, batch_first=True,
-                                                    bidirectional=config.bidirectional, **options)
-            state = {f"{kind}_l0{direction}": self.torch.from_numpy(weights[f"rnn.{kind}_l{layer}{direction}"])
-                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                     for direction in ["", "_reverse"][: config.num_directions]}
-            module = module.to(TORCH_DTYPES[config.dtype])
-            module.load_state_dict(state)
-            with self.torch.no_grad():
-                sequence = module.to(self.device)(sequence)[0]
-            outputs.append(sequence.cpu().numpy())
-        return outputs
+        """Each layer's output sequence (`SequenceClassifier.layer_outputs`: the layers one at a time)."""
+        outputs = self._model(config, weights).layer_outputs(self._tensor(rows))
+        return [output.cpu().numpy() for output in outputs]
 
     def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
         """Mean cross-entropy and its gradient for every canonical tensor."""
+        from torch_impl.train import loss_fn
+
         model = self._model(config, weights)
-        loss = self.torch.nn.functional.cross_entropy(model(self._tensor(rows)), self._tensor(labels))
+        loss = loss_fn(model, self._tensor(rows), self._tensor(labels))
         loss.backward()
         return float(loss.detach()), {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
 
     def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
               index_batches: list[np.ndarray]) -> Trajectory:
         """Adam steps with the trainer's own `train_step`, one per batch of indices into `rows`."""
-        from torch_impl.convert import to_canonical  # noqa: PLC0415
-        from torch_impl.train import make_optimizer, train_step  # noqa: PLC0415
+        from torch_impl.convert import to_canonical
+        from torch_impl.train import make_optimizer, train_step
 
         model = self._model(config, weights)
         optimizer = make_optimizer(model, config)
@@ -105,9 +93,9 @@ class JaxSide:
     name = "jax"
 
     def __init__(self, device: str = "cpu", from_canonical: Callable | None = None):
-        import jax  # noqa: PLC0415
+        import jax
 
-        from jax_impl import convert  # noqa: PLC0415
+        from jax_impl import convert
 
         self.jax = jax
         self.device = jax.devices("gpu" if device in ("gpu", "cuda") else "cpu")[0]
@@ -116,7 +104,7 @@ class JaxSide:
         self._chunks: dict = {}
 
     def _model(self, config: Config, weights: Weights):
-        from jax_impl.model import enable_dtype  # noqa: PLC0415
+        from jax_impl.model import enable_dtype
 
         enable_dtype(config.dtype)
         return self.jax.device_put(self.from_canonical(weights, config), self.device)
@@ -125,12 +113,12 @@ class JaxSide:
         return self.jax.device_put(array, self.device)
 
     def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
-        from jax_impl.model import logits_in_batches  # noqa: PLC0415
+        from jax_impl.model import logits_in_batches
 
         return np.asarray(logits_in_batches(self._model(config, weights), self._put(rows)))
 
     def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
-        from flax import nnx  # noqa: PLC0415
+        from flax import nnx
 
         graphdef, state = nnx.split(self._model(config, weights))
         outputs = _layer_outputs(graphdef, state, self._put(rows))
@@ -138,8 +126,7 @@ class JaxSide:
 
     def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
         """Mean cross-entropy and its gradient, mapped to canonical names (summed biases: see jax_impl.convert)."""
-        from flax import nnx  # noqa: PLC0415
-
+        from flax import nnx
 
         graphdef, params = nnx.split(self._model(config, weights))
         rows, labels = self._put(rows), self._put(labels.astype(np.int32))
@@ -149,9 +136,9 @@ class JaxSide:
     def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
               index_batches: list[np.ndarray]) -> Trajectory:
         """Adam steps with the trainer's own compiled chunk (one step per call, to read every step's weights)."""
-        from flax import nnx  # noqa: PLC0415
+        from flax import nnx
 
-        from jax_impl.train import make_optimizer, make_train_chunk  # noqa: PLC0415
+        from jax_impl.train import make_optimizer, make_train_chunk
 
         graphdef, params = nnx.split(self._model(config, weights))
         key = (graphdef, config.learning_rate)
@@ -171,10 +158,10 @@ class JaxSide:
 
 def _jax_helpers():
     """Jitted JAX functions, made on first use so that importing this module does not import JAX."""
-    import jax  # noqa: PLC0415
-    from flax import nnx  # noqa: PLC0415
+    import jax
+    from flax import nnx
 
-    from jax_impl.train import loss_fn  # noqa: PLC0415
+    from jax_impl.train import loss_fn
 
     @jax.jit(static_argnums=0)
     def layer_outputs(graphdef, state, rows):

@@ -44,8 +44,8 @@ class Curves:
 
 def gpu_available() -> tuple[bool, str]:
     """Both frameworks must see a GPU for the GPU rows to run."""
-    import jax  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import jax
+    import torch
 
     if not torch.cuda.is_available():
         return False, "no GPU (torch sees no CUDA device)"
@@ -58,8 +58,8 @@ def gpu_available() -> tuple[bool, str]:
 
 def full_precision_on_gpu() -> None:
     """TF32 off in both frameworks, so that GPU results are held to the CPU tolerances."""
-    import jax  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import jax
+    import torch
 
     try:  # torch >= 2.9: the fp32_precision settings (mixing them with allow_tf32 is an error)
         torch.backends.cudnn.rnn.fp32_precision = "ieee"

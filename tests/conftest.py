@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data import IMAGES_MAGIC, LABELS_MAGIC, images_to_row_sequences, load_dataset
+from common.data import images_to_row_sequences, load_dataset
+from common.idx import IMAGES_MAGIC, LABELS_MAGIC
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,3 +106,26 @@ def assert_one_line(code: int, err: str, expected_code: int, *fragments: str) ->
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def matmul_flops(jaxpr, inside_scan_only: bool = False, _in_scan: bool = False) -> int:
+    """Multiply-add FLOPs (2 per product) of every `dot_general` in a JAX program, loops counted per iteration.
+
+    An independent count of a model's matmul work, read from what JAX will run rather than from a formula.
+    `inside_scan_only`: count only the products inside a `lax.scan` body (the time loop).
+    """
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    total = 0
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "dot_general" and (_in_scan or not inside_scan_only):
+            (contracting, _), _ = equation.params["dimension_numbers"]
+            left = equation.invars[0].aval.shape
+            total += 2 * int(np.prod(equation.outvars[0].aval.shape)) * int(np.prod([left[d] for d in contracting]))
+        repeats = equation.params.get("length", 1) if equation.primitive.name == "scan" else 1
+        for value in equation.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                inner = inner.jaxpr if isinstance(inner, ClosedJaxpr) else inner
+                if isinstance(inner, Jaxpr):
+                    total += repeats * matmul_flops(inner, inside_scan_only, _in_scan or equation.primitive.name == "scan")
+    return total

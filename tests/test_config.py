@@ -112,22 +112,3 @@ def test_bad_flags_exit_2_with_one_line(main, args, fragment, capsys):
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_bad_flag_on_the_real_command_line_exits_2(framework):
     assert_one_line_error(run_cli(f"{framework}_impl.train", "--preset", "nope"), 2, "unknown preset 'nope'")
-
-
-def test_common_imports_no_framework():
-    code = ("import sys, common, common.config, common.presets, common.data, common.weights, common.errors, "
-            "common.cli, common.metrics, common.run\n"
-            "loaded = sorted(m for m in ('torch', 'jax', 'flax', 'tensorflow', 'tensorflow_datasets') if m in sys.modules)\n"
-            "print(','.join(loaded))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
-
-
-@pytest.mark.parametrize("package, forbidden", [("torch_impl", "jax"), ("jax_impl", "torch")])
-def test_framework_packages_never_import_each_other(package, forbidden):
-    code = (f"import sys, {package}.model, {package}.convert, {package}.train, {package}.evaluate\n"
-            f"print('{forbidden}' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.data import (BUNDLED_DIR, DEBIAN_FASHION_DIR, BatchSampler, images_to_row_sequences, load_dataset,
-                         read_idx, verify_bundled)
+from common.data import BUNDLED_DIR, DEBIAN_FASHION_DIR, images_to_row_sequences, load_dataset, verify_bundled
+from common.idx import read_idx
+from common.sampler import BatchSampler
 from common.errors import SeqMnistError
 from jax_impl.train import main as jax_main
 from tests.conftest import assert_one_line, idx_bytes, run_main, small_split, write_idx_dir
@@ -129,11 +130,11 @@ def test_fashion_mnist_from_debians_package():
 
 def test_sampler_is_a_seeded_shuffle_keeping_the_last_partial_batch():
     sampler = BatchSampler(num_examples=1000, batch_size=64, seed=3)
-    batches = list(sampler.epoch_batches(0))
+    batches = list(sampler.batches(0))
     assert sampler.steps_per_epoch == 16 == len(batches) and len(batches[-1]) == 1000 - 15 * 64
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     assert not np.array_equal(np.concatenate(batches), np.arange(1000))
-    again = list(BatchSampler(1000, 64, 3).epoch_batches(0))
+    again = list(BatchSampler(1000, 64, 3).batches(0))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
     assert not np.array_equal(sampler.permutation(1), sampler.permutation(0))
     assert not np.array_equal(BatchSampler(1000, 64, 4).permutation(0), sampler.permutation(0))
@@ -141,8 +142,8 @@ def test_sampler_is_a_seeded_shuffle_keeping_the_last_partial_batch():
 
 def test_sampler_resumes_from_an_epoch_and_step():
     sampler = BatchSampler(num_examples=500, batch_size=32, seed=0)
-    whole = list(sampler.epoch_batches(2))
-    resumed = list(sampler.epoch_batches(2, start_step=5))
+    whole = list(sampler.batches(2))
+    resumed = list(sampler.batches(2, start_step=5))
     assert len(resumed) == len(whole) - 5
     assert all(np.array_equal(a, b) for a, b in zip(whole[5:], resumed))
     assert np.array_equal(sampler.batch(2, 7), whole[7])

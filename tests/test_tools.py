@@ -1,4 +1,4 @@
-"""The benchmark and the plot command run on tiny settings and report sane numbers / pictures."""
+"""Check 6 and the run plotter, on tiny settings: their bookkeeping, figures and refusals."""
 
 from __future__ import annotations
 
@@ -7,52 +7,6 @@ import json
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-
-
-def test_bench_reports_positive_throughput_for_all_three_loops(tmp_path):
-    result = run_cli("parity.bench", "--presets", "lstm", "--steps", "5", "--reps", "2", "--json", str(tmp_path / "b.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [row for row in json.loads((tmp_path / "b.json").read_text()) if row["runner"] != "(process)"]
-    assert {row["runner"] for row in rows} == {"tutorial loop", "torch trainer", "jax trainer"}
-    for row in rows:
-        assert 0 < row["min"] <= row["images_per_s"] <= row["max"] and row["vs_tutorial"] > 0
-    assert "tutorial loop" in result.stdout and "x tutorial" in result.stdout
-
-
-def test_bench_levers_and_sweep_report_every_row_and_write_a_plot(tmp_path):
-    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices"
-    result = run_cli("parity.bench", "--presets", "lstm", "--steps", "4", "--reps", "1", "--levers", levers,
-                     "--sweep", "batch", "--sweep-sizes", "32,128", "--sweep-images", "256",
-                     "--plot", str(tmp_path / "sweep.png"), "--json", str(tmp_path / "b.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [row for row in json.loads((tmp_path / "b.json").read_text()) if row["runner"] != "(process)"]
-    timed = [row for row in rows if "sweep" not in row]
-    assert [row["runner"] for row in timed] == ["tutorial loop", "torch trainer", "jax trainer", *levers.split(",")]
-    swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
-    assert swept == [(32, "torch trainer", 32), (32, "jax trainer", 32), (128, "torch trainer", 128), (128, "jax trainer", 128)]
-    for row in rows:
-        assert row["images_per_s"] > 0 and row["memory_mb"] > -1000
-        assert (row["eval_images_per_s"] is None) == (row["runner"] == "tutorial loop")
-        assert row["runner"] == "tutorial loop" or row["eval_images_per_s"] > 0
-        assert 0 < row["bound_share"] < 2 and row["matmul_bound_gflops"] > 0
-    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout
-
-
-def test_bench_flops_count_matches_the_lstm_equations():
-    from common.presets import get_preset
-    from parity.bench import train_flops_per_image
-
-    # lstm: 28 steps x 2 FLOPs x 4 gates x 64 x (28 + 64), plus the head 2 x 64 x 10; training = 3x forward
-    assert train_flops_per_image(get_preset("lstm")) == 3 * (28 * 2 * 4 * 64 * (28 + 64) + 2 * 64 * 10)
-    bilstm2 = get_preset("bilstm2x128")
-    layer0, layer1 = 2 * 28 * 2 * 4 * 128 * (28 + 128), 2 * 28 * 2 * 4 * 128 * (256 + 128)
-    assert train_flops_per_image(bilstm2) == 3 * (layer0 + layer1 + 2 * 256 * 10)
-
-
-def test_bench_refuses_unknown_levers_and_bad_sweep_sizes():
-    assert_one_line_error(run_cli("parity.bench", "--levers", "jax: warp drive"), 2, "--levers: expected")
-    assert_one_line_error(run_cli("parity.bench", "--sweep", "batch", "--sweep-sizes", "32,x"), 2, "--sweep-sizes")
 
 
 def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):
@@ -138,13 +92,13 @@ def test_plot_overlays_runs_of_both_frameworks(tmp_path):
         result = run_cli(f"{framework}_impl.train", "--max-steps", "40", "--log-every", "10", "--out",
                          str(tmp_path / framework))
         assert result.returncode == 0, result.stderr[-2000:]
-    result = run_cli("parity.plot", str(tmp_path / "torch"), str(tmp_path / "jax"), "--out", str(tmp_path / "p.png"))
+    result = run_cli("jax_impl.plot", str(tmp_path / "torch"), str(tmp_path / "jax"), "--out", str(tmp_path / "p.png"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "p.png").stat().st_size > 20000
 
 
 def test_plot_refuses_a_folder_that_is_not_a_run(tmp_path):
-    assert_one_line_error(run_cli("parity.plot", str(tmp_path), "--out", str(tmp_path / "p.png")), 1,
+    assert_one_line_error(run_cli("torch_impl.plot", str(tmp_path), "--out", str(tmp_path / "p.png")), 1,
                           "not a run folder (no metrics.jsonl)")
 
 

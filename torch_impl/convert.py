@@ -18,12 +18,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, fail
+from common.cli import OneLineParser, cli_errors
 from common.config import Config
 from common.errors import ConfigError, SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import Weights, check_weights, load_weights, save_weights
-from torch_impl.model import TORCH_DTYPES, SequenceClassifier, build_model
+from torch_impl.model import DTYPES, SequenceClassifier, build_model
 
 # Attribute names the classic tutorials give their two modules (first component of a state_dict key).
 TUTORIAL_RECURRENT_NAMES = ("rnn", "lstm", "birnn", "basic_rnn")
@@ -94,7 +94,7 @@ def tutorial_to_canonical(state: dict[str, torch.Tensor], config: Config, source
             raise SeqMnistError(f"{source}: two tensors map to {key}")
         if not tensor.is_floating_point():
             raise SeqMnistError(f"{source}: tensor {name} has dtype {tensor.dtype}, expected floating point")
-        weights[key] = tensor.detach().to(TORCH_DTYPES[config.dtype]).numpy().copy()
+        weights[key] = tensor.detach().to(DTYPES[config.dtype]).numpy().copy()
     check_weights(weights, config, source)
     return weights
 
@@ -115,14 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", required=True, help=f"the model it holds: one of {', '.join(PRESETS)}")
     parser.add_argument("--out", required=True, help="the .safetensors file to write")
     namespace = parser.parse_args(argv)
-    try:
+    with cli_errors(prog):
         config = get_preset(namespace.preset)
         weights = tutorial_to_canonical(read_tutorial_checkpoint(namespace.source), config, namespace.source)
         save_weights(namespace.out, weights, config)
-    except ConfigError as error:
-        fail(prog, str(error), code=2)
-    except SeqMnistError as error:
-        fail(prog, str(error))
     print(f"wrote {namespace.out}: {len(weights)} tensors, preset {namespace.preset}")
     return 0
 

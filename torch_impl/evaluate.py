@@ -8,12 +8,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from common.commands import evaluate_main
 from common.config import Config
-from common.run import EVAL_BATCH, evaluate_main
+from common.trainer import EVAL_BATCH
 from common.weights import Weights
 from torch_impl.convert import from_canonical, read_weights
+from torch_impl.device import resolve_device
 from torch_impl.model import logits_in_batches
-from torch_impl.train import resolve_device
 
 
 def predict_logits(config: Config, weights: Weights, rows: np.ndarray, device: str = "cpu") -> np.ndarray:

@@ -8,7 +8,7 @@ from torch import nn
 from common.config import Config
 
 RECURRENT_MODULES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class SequenceClassifier(nn.Module):
@@ -19,6 +19,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, config: Config):
         super().__init__()
+        self.config = config
         recurrent = RECURRENT_MODULES[config.cell]
         options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
         self.rnn = recurrent(config.input_size, config.hidden_size, num_layers=config.num_layers,
@@ -29,6 +30,27 @@ class SequenceClassifier(nn.Module):
         output, _ = self.rnn(rows)  # initial states are zeros; output: [batch, time, directions * hidden]
         return self.out(last_time_step(output))
 
+    @torch.no_grad()
+    def layer_outputs(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step).
+
+        A stacked `nn.LSTM` returns only its last layer's, so each layer runs alone here: a one-layer
+        module of the same kind holding that layer's parameters (the same library kernel).
+        """
+        config, outputs, sequence = self.config, [], rows
+        options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+        for layer in range(config.num_layers):
+            single = RECURRENT_MODULES[config.cell](sequence.shape[-1], config.hidden_size, batch_first=True,
+                                                    bidirectional=config.bidirectional, **options)
+            single = single.to(device=rows.device, dtype=rows.dtype)
+            parameters = dict(self.rnn.named_parameters())
+            single.load_state_dict({f"{kind}_l0{direction}": parameters[f"{kind}_l{layer}{direction}"]
+                                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                                    for direction in ["", "_reverse"][: config.num_directions]})
+            sequence = single(sequence)[0]
+            outputs.append(sequence)
+        return outputs
+
 
 def last_time_step(output: torch.Tensor) -> torch.Tensor:
     """`output[:, -1, :]`, as the tutorials read it.
@@ -38,14 +60,15 @@ def last_time_step(output: torch.Tensor) -> torch.Tensor:
     return output[:, -1, :]
 
 
-def build_model(config: Config, native_seed: int | None = None) -> SequenceClassifier:
-    """The model in the config's dtype, with PyTorch's own initialisers (seeded when `native_seed` is given).
+def build_model(config: Config, native_seed: int = 0) -> SequenceClassifier:
+    """The model in the config's dtype, with PyTorch's own initialisers drawn from seed `native_seed`.
 
+    The draw uses a forked RNG, so building a model leaves torch's global random state as it was.
     Identity recurrent init (`recurrent_init="identity"`) sets every gate block of `weight_hh` to I.
     """
-    if native_seed is not None:
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(native_seed)
-    model = SequenceClassifier(config).to(TORCH_DTYPES[config.dtype])
+        model = SequenceClassifier(config).to(DTYPES[config.dtype])
     if config.recurrent_init == "identity":
         with torch.no_grad():
             for name, parameter in model.rnn.named_parameters():

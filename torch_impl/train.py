@@ -2,69 +2,89 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
-from typing import Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from common.commands import train_main
 from common.config import Config
 from common.data import Dataset, images_to_row_sequences
-from common.errors import SeqMnistError
-from common.run import EVAL_BATCH, train_main
+from common.trainer import EVAL_BATCH
 from common.weights import Weights
 from torch_impl.convert import from_canonical, to_canonical
-from torch_impl.model import build_model, logits_in_batches
+from torch_impl.device import describe_device, peak_memory_mb, resolve_device
+from torch_impl.model import SequenceClassifier, build_model, logits_in_batches
+
+AdamImplementation = Literal["fused", "foreach", "for-loop"]
 
 
-def resolve_device(requested: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `gpu`/`cuda` without a GPU is an error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise SeqMnistError(f"--device {requested}: PyTorch sees no CUDA device")
-        return torch.device("cuda")
-    return torch.device("cpu")
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How the torch trainer computes, never what: the speed levers `python -m bench --levers` compares."""
+
+    adam: AdamImplementation = "fused"  # one kernel for every parameter; "for-loop" is the tutorials' CPU Adam
+    threads: int | None = None  # torch.set_num_threads during training steps (None: torch's default)
+    compile: bool = False  # torch.compile the model for the training steps
+    flush_denormal: bool = False  # torch.set_flush_denormal(True) during training steps
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: Config, adam: AdamImplementation = "fused") -> torch.optim.Optimizer:
     """Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8) at the recipe's learning rate.
 
-    `fused=True`: one kernel updates every parameter (same update rule, rounding within the parity
-    tolerances); measured 1.08x / 1.05x training throughput on `lstm` / `bilstm` on a 2-core CPU in one
-    round-robin, within noise in another (README, Performance).
+    The three implementations apply the same update rule; they differ in how many kernels they launch.
     """
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
+    implementation = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[adam]
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, **implementation)
+
+
+def loss_fn(model: nn.Module, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over the batch (`nn.CrossEntropyLoss()`, as the tutorials use it)."""
+    return nn.functional.cross_entropy(model(rows), labels)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One Adam step on the batch's mean cross-entropy; returns the (detached) loss before the step."""
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(rows), labels)
+    loss = loss_fn(model, rows, labels)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
+@contextlib.contextmanager
+def process_settings(options: TrainOptions) -> Iterator[None]:
+    """torch's process-wide thread count and denormal flushing as `options` ask, restored afterwards."""
+    threads = torch.get_num_threads()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    if options.flush_denormal:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if options.flush_denormal:
+            torch.set_flush_denormal(False)
+
+
 class TorchTrainer:
     """Model, Adam and the whole dataset on one device; batches are index slices of device tensors."""
 
-    def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str):
-        self.config = config
+    def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str,
+                 options: TrainOptions = TrainOptions()):
+        self.config, self.options = config, options
         self.torch_device = resolve_device(device)
         self.device = describe_device(self.torch_device)
         self.compile_seconds = 0.0
         model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
-        self.model = model.to(self.torch_device)
-        self.optimizer = make_optimizer(self.model, config)
+        self.model: SequenceClassifier = model.to(self.torch_device)
+        self.optimizer = make_optimizer(self.model, config, options.adam)
+        self.step_model: nn.Module = torch.compile(self.model) if options.compile else self.model
         self.train_rows = self._to_device(images_to_row_sequences(dataset.train_images, config.dtype))
         self.train_labels = self._to_device(dataset.train_labels)
         self.test_rows = self._to_device(images_to_row_sequences(dataset.test_images, config.dtype))
@@ -75,9 +95,11 @@ class TorchTrainer:
     def train_steps(self, index_batches: Sequence[np.ndarray]) -> np.ndarray:
         self.model.train()
         losses = []
-        for indices in index_batches:
-            index = self._to_device(indices)
-            losses.append(train_step(self.model, self.optimizer, self.train_rows[index], self.train_labels[index]))
+        with process_settings(self.options):
+            for indices in index_batches:
+                index = self._to_device(indices)
+                losses.append(train_step(self.step_model, self.optimizer, self.train_rows[index],
+                                         self.train_labels[index]))
         return torch.stack(losses).cpu().numpy()
 
     def test_logits(self, count: int) -> np.ndarray:
@@ -87,10 +109,7 @@ class TorchTrainer:
         return to_canonical(self.model)
 
     def peak_device_mb(self) -> float | None:
-        """Peak memory allocated by torch on the GPU (None on the CPU: see the run's peak RSS)."""
-        if self.torch_device.type != "cuda":
-            return None
-        return torch.cuda.max_memory_allocated(self.torch_device) / 2**20
+        return peak_memory_mb(self.torch_device)
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's moments under canonical names, and its step count (0 before the first step)."""
@@ -109,10 +128,10 @@ class TorchTrainer:
         step = int(state["adam.step"][0])
         if step == 0:
             return
+        fused = self.options.adam == "fused"  # fused Adam keeps its step as a float32 tensor on the device
         for name, parameter in self.model.named_parameters():
             self.optimizer.state[parameter] = {
-                # fused Adam keeps its step as a float32 tensor on the parameter's device
-                "step": torch.tensor(float(step), dtype=torch.float32, device=parameter.device),
+                "step": torch.tensor(float(step), dtype=torch.float32, device=parameter.device if fused else "cpu"),
                 "exp_avg": torch.from_numpy(state[f"adam.exp_avg.{name}"].copy()).to(self.torch_device),
                 "exp_avg_sq": torch.from_numpy(state[f"adam.exp_avg_sq.{name}"].copy()).to(self.torch_device),
             }

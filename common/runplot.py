@@ -1,19 +1,20 @@
-"""`python -m parity.plot RUN_DIR [RUN_DIR ...]`: loss and accuracy against step for runs of either framework,
-overlaid, and a grid of the test digits the first run's model gets wrong.
+"""Plots of training runs: loss and accuracy against step for runs of either framework, overlaid, and a grid
+of the test digits the first run's model gets wrong. Run as `python -m torch_impl.plot` or `jax_impl.plot`
+(the framework that classifies the digits; either gives the same picture):
 
-    python -m parity.plot runs/torch-lstm-... runs/jax-lstm-... --out lstm.png
+    python -m torch_impl.plot runs/torch-lstm-... runs/jax-lstm-... --out lstm.png
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from common.cli import OneLineParser, fail
+from common.cli import OneLineParser, cli_errors
+from common.commands import PredictLogits
 from common.data import images_to_row_sequences, load_dataset
 from common.errors import SeqMnistError
 from common.weights import load_weights
@@ -35,25 +36,24 @@ def read_run(run: Path) -> tuple[str, list[dict]]:
     return label, records
 
 
-def misclassified(run: Path, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def misclassified(run: Path, count: int, predict_logits: PredictLogits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `count` test images the run's model gets wrong: images, true labels, predicted labels."""
-    from torch_impl.evaluate import predict_logits  # noqa: PLC0415  (either framework gives the same classes)
-
     weights, config = load_weights(run / "model.safetensors")
     dataset = load_dataset(config.dataset)
-    predictions = predict_logits(config, weights, images_to_row_sequences(dataset.test_images, config.dtype)).argmax(1)
+    rows = images_to_row_sequences(dataset.test_images, config.dtype)
+    predictions = predict_logits(config, weights, rows, "cpu").argmax(1)
     wrong = np.nonzero(predictions != dataset.test_labels)[0][:count]
     return dataset.test_images[wrong], dataset.test_labels[wrong], predictions[wrong]
 
 
-def plot_runs(runs: list[Path], out: Path, digits: int = 24) -> None:
-    import matplotlib  # noqa: PLC0415
+def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits: int = 24) -> None:
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     series = [read_run(run) for run in runs]
-    images, truth, predicted = misclassified(runs[0], digits)
+    images, truth, predicted = misclassified(runs[0], digits, predict_logits)
     figure = plt.figure(figsize=(13, 7.5))
     grid = figure.add_gridspec(2, 2, height_ratios=[1, 1.05])
     loss_axis, accuracy_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
@@ -81,19 +81,15 @@ def plot_runs(runs: list[Path], out: Path, digits: int = 24) -> None:
     plt.close(figure)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m parity.plot", description=__doc__.splitlines()[0])
+def plot_main(argv: Sequence[str] | None, *, framework: str, predict_logits: PredictLogits) -> int:
+    """`python -m <framework>_impl.plot RUN_DIR ...`: the runs' curves and misclassified digits in one PNG."""
+    prog = f"python -m {framework}_impl.plot"
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders written by torch_impl.train / jax_impl.train")
     parser.add_argument("--out", default="runs.png", help="the PNG to write (default runs.png)")
     parser.add_argument("--digits", type=int, default=24, help="how many misclassified digits to show")
     args = parser.parse_args(argv)
-    try:
-        plot_runs([Path(run) for run in args.runs], Path(args.out), args.digits)
-    except SeqMnistError as error:
-        fail("python -m parity.plot", str(error))
+    with cli_errors(prog):
+        plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

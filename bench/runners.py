@@ -1,0 +1,197 @@
+"""The runners the benchmark times: the tutorials' own loop and both trainers (with any lever's options).
+
+All run in one process, round-robin over repetitions (so that machine noise hits them alike), each timed
+over the same number of steps after a warm-up chunk (and, for JAX, after compilation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from typing import Callable, Sequence
+
+from bench.bound import train_flops_per_image
+from bench.levers import LEVERS
+from common.commands import peak_rss_mb
+from common.console import progress
+from common.presets import get_preset
+from common.sampler import BatchSampler
+from common.trainer import Trainer
+from common.weights import initial_weights
+
+
+def tutorial_loop(config, dataset, steps: int) -> tuple[Callable[[], float], Callable[[], int]]:
+    """The tutorials' own loop: DataLoader(TensorDataset, shuffle=True), explicit zero h0/c0, nn.LSTM + Linear, Adam.
+
+    Returns a function that trains `steps` more steps and returns the seconds they took, and one that
+    reads how many steps Adam has taken.
+    """
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class TutorialRNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            kind = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[config.cell]
+            self.rnn = kind(28, config.hidden_size, config.num_layers, batch_first=True,
+                            bidirectional=config.bidirectional)
+            self.out = nn.Linear(config.num_directions * config.hidden_size, 10)
+
+        def forward(self, x):
+            zeros = torch.zeros(config.num_layers * config.num_directions, x.size(0), config.hidden_size)
+            output, _ = self.rnn(x, (zeros, zeros) if config.cell == "lstm" else zeros)
+            return self.out(output[:, -1, :])
+
+    torch.manual_seed(config.seed)
+    images = torch.from_numpy(dataset.train_images).float().div(255)
+    loader = DataLoader(TensorDataset(images, torch.from_numpy(dataset.train_labels)),
+                        batch_size=config.batch_size, shuffle=True)
+    model = TutorialRNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_function = nn.CrossEntropyLoss()
+    batches = iter(loader)
+
+    def run() -> float:
+        nonlocal batches
+        began = time.perf_counter()
+        for _ in range(steps):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            loss = loss_function(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - began
+
+    def steps_taken() -> int:
+        state = optimizer.state.get(next(iter(model.parameters())), {})
+        return int(state["step"]) if "step" in state else 0
+
+    return run, steps_taken
+
+
+def trainer_loop(trainer, config, dataset, steps: int) -> Callable[[], float]:
+    """A project trainer fed the shared sampler's full batches, `steps` at a time; returns seconds (compile excluded)."""
+    sampler = BatchSampler(len(dataset.train_images), config.batch_size, config.seed)
+    full = [batch for batch in sampler.batches(0) if len(batch) == config.batch_size]
+    position = 0
+
+    def run() -> float:
+        nonlocal position
+        if position + steps > len(full):
+            position = 0
+        batches = full[position : position + steps]
+        position += steps
+        compiling, began = trainer.compile_seconds, time.perf_counter()
+        trainer.train_steps(batches)
+        return time.perf_counter() - began - (trainer.compile_seconds - compiling)
+
+    return run
+
+
+def eval_images_per_s(trainer, count: int = 10000) -> float:
+    trainer.test_logits(count)  # warm-up / compile
+    began = time.perf_counter()
+    trainer.test_logits(count)
+    return count / (time.perf_counter() - began)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MiB)."""
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@dataclasses.dataclass
+class Runner:
+    name: str
+    framework: str  # "torch" or "jax"
+    run: Callable[[], float]  # trains `steps` more steps, returns their seconds (compilation excluded)
+    steps_taken: Callable[[], int]  # optimizer steps taken so far, read from the optimizer itself
+    trainer: Trainer | None = None  # None for the tutorial loop
+    memory_mb: float = 0.0  # resident memory its setup and warm-up added
+    warmup_s: float = 0.0
+
+
+def runner_framework(name: str) -> str:
+    """"torch" or "jax": whose trainer the runner `name` times (the tutorial loop is torch)."""
+    return LEVERS[name].framework if name in LEVERS else {"tutorial loop": "torch", "torch trainer": "torch",
+                                                          "jax trainer": "jax"}[name]
+
+
+def make_trainer(name: str, config, dataset, device: str) -> Trainer:
+    """A project trainer with its defaults ("torch trainer", "jax trainer") or with a lever's options."""
+    framework = runner_framework(name)
+    options = LEVERS[name].options if name in LEVERS else {}
+    if framework == "torch":
+        from torch_impl.train import TorchTrainer, TrainOptions
+
+        return TorchTrainer(config, initial_weights(config), dataset, device, TrainOptions(**options))
+    from jax_impl.train import JaxTrainer
+    from jax_impl.train import TrainOptions as JaxOptions
+
+    return JaxTrainer(config, initial_weights(config), dataset, device, JaxOptions(**options))
+
+
+def make_runners(config, dataset, steps: int, device: str, levers: Sequence[str], tutorial: bool) -> list[Runner]:
+    """The tutorial loop (CPU), both trainers, and any levers; each set up and warmed up, memory noted."""
+    names = (["tutorial loop"] if tutorial else []) + ["torch trainer", "jax trainer", *levers]
+    runners = []
+    for name in names:
+        before, began = rss_mb(), time.perf_counter()
+        if name == "tutorial loop":
+            run, steps_taken = tutorial_loop(config, dataset, steps)
+            runner = Runner(name, "torch", run, steps_taken)
+        else:
+            trainer = make_trainer(name, config, dataset, device)
+            runner = Runner(name, runner_framework(name), trainer_loop(trainer, config, dataset, steps),
+                            lambda trainer=trainer: int(trainer.optimizer_state()["adam.step"][0]), trainer)
+        runner.run()  # warm-up chunk (and compilation) before any timing
+        runner.warmup_s, runner.memory_mb = time.perf_counter() - began, rss_mb() - before
+        runners.append(runner)
+    return runners
+
+
+def bench_preset(preset: str, dataset, steps: int, reps: int, device: str, levers: Sequence[str] = (),
+                 bound: float | None = None, config=None, tutorial: bool = True) -> list[dict]:
+    """Time every runner round-robin on `preset` (or `config`); one row per runner and one for the process.
+
+    `bound` is the matmul throughput (GFLOP/s) each row's training FLOPs are compared with.
+    """
+    config = config or get_preset(preset)
+    began = time.perf_counter()
+    runners = make_runners(config, dataset, steps, device, levers, tutorial and device == "cpu")
+    times = {runner.name: [] for runner in runners}
+    for _ in progress(range(reps), f"bench {preset}"):
+        for runner in runners:
+            times[runner.name].append(runner.run())
+    images = steps * config.batch_size
+    flops = train_flops_per_image(config)
+    baseline = statistics.median(images / t for t in times["tutorial loop"]) if "tutorial loop" in times else None
+    results = []
+    for runner in runners:
+        rates = [images / t for t in times[runner.name]]
+        median = statistics.median(rates)
+        trainer = runner.trainer
+        results.append({
+            "preset": preset, "device": device, "runner": runner.name, "framework": runner.framework, "batch_size": config.batch_size,
+            "hidden_size": config.hidden_size, "images_per_s": median, "min": min(rates), "max": max(rates),
+            "warmup_s": runner.warmup_s, "compile_s": getattr(trainer, "compile_seconds", 0.0),
+            "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
+            "vs_tutorial": median / baseline if baseline else None,
+            "memory_mb": runner.memory_mb, "steps_taken": runner.steps_taken(),
+            "peak_device_mb": trainer.peak_device_mb() if trainer is not None else None,
+            "train_gflops": median * flops / 1e9, "matmul_bound_gflops": bound,
+            "bound_share": median * flops / 1e9 / bound if bound else None,
+        })
+    results.append({"preset": preset, "device": device, "runner": "(process)", "peak_rss_mb": peak_rss_mb(),
+                    "seconds": time.perf_counter() - began})
+    return results
+
+

@@ -1,0 +1,113 @@
+"""The `train` and `evaluate` commands both frameworks share: each `main` plugs in its framework's parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from common import metrics
+from common.cli import RunOptions, build_evaluate_parser, cli_errors, fail, parse_train_args
+from common.config import Config
+from common.data import images_to_row_sequences, load_dataset
+from common.loop import Interrupted, train
+from common.presets import get_preset
+from common.rundir import default_out_dir, prepare_out_dir, resume_argv, resume_state, truncate_metrics
+from common.trainer import MakeTrainer, evaluate_trainer
+from common.weights import Weights, initial_weights, load_weights, save_weights, write_atomically
+
+PredictLogits = Callable[[Config, Weights, np.ndarray, str], np.ndarray]
+ReadWeights = Callable[[str, "Config | None"], "tuple[Weights, Config]"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def starting_weights(config: Config, options: RunOptions) -> Weights | None:
+    """Canonical initial weights for the seed, a given file's, or None for the framework's own init."""
+    if options.init_weights is not None:
+        weights, _ = load_weights(options.init_weights, config)
+        return {name: array.astype(config.dtype) for name, array in weights.items()}
+    if options.init == "native":
+        return None
+    return initial_weights(config)
+
+
+def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: MakeTrainer,
+               versions: Callable[[], dict]) -> int:
+    """`python -m <framework>_impl.train`: parse, train, evaluate, write the four run files."""
+    prog = f"python -m {framework}_impl.train"
+    config, options = parse_train_args(argv, prog)
+    if options.print_config:
+        print(config.to_json())
+        return 0
+    started = time.perf_counter()
+    out = Path(options.out) if options.out else default_out_dir(framework, options.preset)
+    try:
+        with cli_errors(prog):
+            prepare_out_dir(out, options.overwrite, options.resume)
+            checkpoint = resume_state(out, config) if options.resume else None
+            weights = checkpoint.weights if checkpoint else starting_weights(config, options)
+            dataset = load_dataset(config.dataset, options.data_dir, options.data_source)
+            if checkpoint:
+                truncate_metrics(out, checkpoint.step)
+                (out / "summary.json").unlink(missing_ok=True)
+            else:
+                write_atomically(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+            trainer = make_trainer(config, weights, dataset, options.device)
+            if checkpoint:
+                trainer.load_optimizer_state(checkpoint.optimizer)
+            figures = train(config, options, trainer, dataset, out, checkpoint.step if checkpoint else 0)
+            test_loss, test_accuracy = evaluate_trainer(trainer, dataset, len(dataset.test_images))
+            save_weights(out / "model.safetensors", trainer.canonical_weights(), config)
+    except Interrupted as stopped:
+        fail(prog, f"{stopped}; continue with: {prog} {' '.join(resume_argv(argv, out))}", code=130)
+    except KeyboardInterrupt:
+        fail(prog, f"interrupted; continue from the last checkpoint with --resume --out {out}", code=130)
+    summary = {
+        "framework": framework, "preset": options.preset, "test_accuracy": test_accuracy, "test_loss": test_loss,
+        **figures, "compile_seconds": trainer.compile_seconds, "wall_seconds": time.perf_counter() - started,
+        "device": trainer.device, "init": "file" if options.init_weights else options.init,
+        "data_source": dataset.source, "peak_rss_mb": peak_rss_mb(),
+        "peak_device_mb": trainer.peak_device_mb(),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions()},
+        "config": config.to_dict(),
+    }
+    write_atomically(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    print(f"{framework} {options.preset}: test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}) after "
+          f"{figures['steps']} steps, {summary['wall_seconds']:.1f} s on {trainer.device}; wrote {out}")
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None, *, framework: str, read_weights: ReadWeights,
+                  predict_logits: PredictLogits) -> int:
+    """`python -m <framework>_impl.evaluate --weights FILE`: accuracy and loss on the test set."""
+    prog = f"python -m {framework}_impl.evaluate"
+    namespace = build_evaluate_parser(prog).parse_args(argv)
+    with cli_errors(prog):
+        preset = get_preset(namespace.preset) if namespace.preset else None
+        weights, config = read_weights(namespace.weights, preset)
+        overrides = {name: getattr(namespace, name) for name in ("dataset", "dtype") if hasattr(namespace, name)}
+        config = dataclasses.replace(config, **overrides)
+        weights = {name: array.astype(config.dtype) for name, array in weights.items()}
+        dataset = load_dataset(config.dataset, namespace.data_dir, namespace.data_source)
+        count = min(namespace.limit or len(dataset.test_images), len(dataset.test_images))
+        rows = images_to_row_sequences(dataset.test_images[:count], config.dtype)
+        logits = predict_logits(config, weights, rows, namespace.device)
+    labels = dataset.test_labels[:count]
+    result = {"accuracy": metrics.accuracy(logits, labels), "loss": metrics.cross_entropy(logits, labels),
+              "n": int(count), "weights": str(namespace.weights), "dataset": config.dataset,
+              "framework": framework}
+    if namespace.json:
+        print(json.dumps({**result, "predictions": metrics.predictions(logits).tolist()}))
+    else:
+        print(f"{framework} {namespace.weights}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
+              f"on {count} {config.dataset} test images")
+    return 0

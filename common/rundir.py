@@ -1,0 +1,74 @@
+"""A run's output folder: its files, when a folder may be written into, and picking up a killed run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from common.checkpoint import Checkpoint, checkpoint_paths, latest_checkpoint
+from common.config import Config
+from common.errors import SeqMnistError
+from common.weights import write_atomically
+
+RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "summary.json")
+
+
+def default_out_dir(framework: str, preset: str) -> Path:
+    return Path("runs") / f"{framework}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to write into a folder that already holds a run, unless --overwrite (or --resume)."""
+    if out.exists() and not out.is_dir():
+        raise SeqMnistError(f"--out {out} exists and is not a folder")
+    existing = [name for name in RUN_FILES if (out / name).exists()] + [p.name for p in checkpoint_paths(out)]
+    if resume:
+        if not (out / "config.json").is_file():
+            raise SeqMnistError(f"--out {out}: no run to resume there (no config.json)")
+        return
+    if existing and not overwrite:
+        raise SeqMnistError(f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        for path in checkpoint_paths(out):
+            path.unlink()
+
+
+def resume_state(out: Path, config: Config) -> Checkpoint:
+    """The newest checkpoint of the run in `out`, which must be of the same config as the flags."""
+    stored = Config.from_json((out / "config.json").read_text(), str(out / "config.json"))
+    if stored != config:
+        changed = [f.name for f in dataclasses.fields(Config) if getattr(stored, f.name) != getattr(config, f.name)]
+        raise SeqMnistError(f"--resume: the run in {out} has {changed[0]}={getattr(stored, changed[0])!r}, "
+                            f"the flags say {getattr(config, changed[0])!r}; resume with the run's own flags")
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise SeqMnistError(f"--resume: {out} has no checkpoint yet; start it again with --overwrite")
+    return checkpoint
+
+
+def truncate_metrics(out: Path, step: int) -> None:
+    """Drop metrics.jsonl lines logged after `step` (written by the killed run after its last checkpoint)."""
+    path = out / "metrics.jsonl"
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        write_atomically(path, "".join(line + "\n" for line in kept).encode())
+
+
+def resume_argv(argv: Sequence[str] | None, out: Path) -> list[str]:
+    """The command line that continues this run: the same flags, plus --resume and --out."""
+    args = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg not in ("--overwrite", "--resume")]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    return [*args, "--resume"]
+
+
+def last_good_checkpoint(out: Path) -> str:
+    """`last good checkpoint: step-....safetensors`, or that there is none yet, for a stop message."""
+    kept = checkpoint_paths(out)
+    return f"last good checkpoint: {kept[-1].name}" if kept else "no checkpoint yet"

@@ -1,0 +1,35 @@
+"""Where the JAX side runs: picking the device, naming it, its precision settings and memory figure."""
+
+from __future__ import annotations
+
+import jax
+
+from common.errors import SeqMnistError
+
+
+def resolve_device(requested: str) -> jax.Device:
+    """`auto` -> the first GPU when JAX has one, else the CPU; `gpu`/`cuda` without a GPU is an error."""
+    if requested in ("auto", "gpu", "cuda"):
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            if requested != "auto":
+                raise SeqMnistError(f"--device {requested}: JAX sees no GPU (is the CUDA plugin installed?)") from None
+    return jax.devices("cpu")[0]
+
+
+def describe_device(device: jax.Device) -> str:
+    return f"{device.platform} ({device.device_kind})"
+
+
+def full_precision() -> None:
+    """TF32 off for float32 on a GPU: JAX's default matmul precision there is TF32, "highest" is IEEE float32."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def peak_memory_mb(device: jax.Device) -> float | None:
+    """Peak bytes in use on the accelerator in MiB, when its client reports it (None on the CPU)."""
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None

@@ -1,0 +1,17 @@
+"""`python -m jax_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy curves, and the digits the first gets wrong."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from common.runplot import plot_main
+from jax_impl.evaluate import predict_logits
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return plot_main(argv, framework="jax", predict_logits=predict_logits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

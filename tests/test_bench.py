@@ -1,0 +1,83 @@
+"""`python -m bench` on tiny settings: every runner trains what it times, and the figures are what they claim."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from bench.bound import train_flops_per_image
+from common.presets import PRESETS, get_preset
+from jax_impl.model import build_model
+from tests.conftest import assert_one_line_error, matmul_flops, run_cli
+
+MNIST_TRAIN_ROWS_MIB = 60000 * 28 * 28 * 4 / 2**20  # the training set as float32 rows, which every runner holds
+
+
+def bench_rows(path) -> list[dict]:
+    return [row for row in json.loads(path.read_text()) if row["runner"] != "(process)"]
+
+
+def test_bench_times_steps_every_runner_really_took(tmp_path):
+    steps, reps = 5, 2
+    result = run_cli("bench", "--presets", "lstm", "--steps", str(steps), "--reps", str(reps),
+                     "--json", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = bench_rows(tmp_path / "b.json")
+    assert [row["runner"] for row in rows] == ["tutorial loop", "torch trainer", "jax trainer"]
+    for row in rows:
+        # a warm-up run and `reps` timed runs, each `steps` Adam steps, as each optimizer counts them
+        assert row["steps_taken"] == (reps + 1) * steps, row
+        # setting a runner up loads the training set into it: its memory figure must show that
+        assert row["memory_mb"] > 0.8 * MNIST_TRAIN_ROWS_MIB, row
+        # no runner can outrun the device's own matmul throughput with matmul FLOPs
+        assert 0 < row["bound_share"] < 1, row
+    assert rows[0]["vs_tutorial"] == 1.0 and rows[0]["eval_images_per_s"] is None
+    assert all(row["eval_images_per_s"] > 0 for row in rows[1:])
+    assert "tutorial loop" in result.stdout and "x tutorial" in result.stdout
+
+
+def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path):
+    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices"
+    result = run_cli("bench", "--presets", "lstm", "--steps", "4", "--reps", "1", "--levers", levers,
+                     "--sweep", "batch", "--sweep-sizes", "32,128", "--sweep-images", "256",
+                     "--plot", str(tmp_path / "sweep.png"), "--json", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = bench_rows(tmp_path / "b.json")
+    timed = [row for row in rows if "sweep" not in row]
+    assert [(row["runner"], row["framework"]) for row in timed] == [
+        ("tutorial loop", "torch"), ("torch trainer", "torch"), ("jax trainer", "jax"),
+        ("torch: Adam for-loop", "torch"), ("jax: hoisted input projection", "jax"), ("jax: 2 CPU devices", "jax")]
+    assert all(row["steps_taken"] == 2 * 4 for row in timed)
+    swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
+    assert swept == [(32, "torch trainer", 32), (32, "jax trainer", 32), (128, "torch trainer", 128), (128, "jax trainer", 128)]
+    assert all(row["steps_taken"] == 2 * (256 // row["batch_size"]) for row in rows if "sweep" in row)
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout
+
+
+def test_the_lever_trainers_get_the_levers_options():
+    from bench.runners import make_trainer
+    from common.data import load_dataset
+
+    config, dataset = get_preset("lstm"), load_dataset("mnist")
+    assert make_trainer("torch: Adam for-loop", config, dataset, "cpu").optimizer.defaults["foreach"] is False
+    assert make_trainer("torch trainer", config, dataset, "cpu").optimizer.defaults["fused"] is True
+    assert make_trainer("jax: hoisted input projection", config, dataset, "cpu").model.recurrence == "hoisted"
+    assert make_trainer("jax: chunk 200", config, dataset, "cpu").options.chunk_steps == 200
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_flop_count_is_three_times_the_matmuls_jax_runs_in_a_forward_pass(preset):
+    config = get_preset(preset)
+    graphdef, state = nnx.split(build_model(config))
+    program = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.zeros((1, 28, 28)))
+    assert train_flops_per_image(config) == 3 * matmul_flops(program.jaxpr)
+
+
+def test_bench_refuses_unknown_levers_and_bad_sweep_sizes():
+    assert_one_line_error(run_cli("bench", "--levers", "jax: warp drive"), 2, "--levers: expected")
+    assert_one_line_error(run_cli("bench", "--sweep", "batch", "--sweep-sizes", "32,x"), 2, "--sweep-sizes")

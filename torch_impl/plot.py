@@ -1,0 +1,17 @@
+"""`python -m torch_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy curves, and the digits the first gets wrong."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from common.runplot import plot_main
+from torch_impl.evaluate import predict_logits
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return plot_main(argv, framework="torch", predict_logits=predict_logits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
