@@ -8,70 +8,89 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import OneLineParser, fail
+from common.cli import OneLineParser, cli_errors
+from common.console import print_table, progress
 from common.data import load_dataset
-from common.errors import SeqMnistError
 from common.presets import PRESETS
-from common.console import progress
-from parity.suite import ALL_CHECKS, SuiteOptions, full_precision_on_gpu, gpu_available, not_run_rows, run_preset
+from parity.checks import CHECKS, SUITE_CHECKS, Row
+from parity.suite import SuiteOptions, full_precision_on_gpu, gpu_available, not_run_rows, run_preset
+
+PROG = "python -m parity"
+FIGURE_LABELS = {"max_abs_diff": "max abs", "scaled_diff": "scaled", "worst_relative_diff": "worst relative",
+                 "max_loss_gap": "loss gap", "max_weight_gap": "weight gap", "max_framework_gap": "torch-jax gap",
+                 "max_rounding_gap": "f32-f64 gap", "framework_parts_at": "torch-jax parts at",
+                 "rounding_parts_at": "f32-f64 parts at", "accuracy_torch": "accuracy torch",
+                 "accuracy_jax": "accuracy jax", "share_differing": "differing"}
+
+
+def parse_checks(text: str) -> tuple[str, ...]:
+    """`logits,gradients` or `1,3` (numbers are aliases) -> the check names, in the suite's order."""
+    by_number = {str(number): name for name, number in CHECKS.items()}
+    names = {by_number.get(item.strip(), item.strip()) for item in text.split(",")}
+    unknown = sorted(names - set(CHECKS))
+    if unknown:
+        raise ValueError(unknown[0])
+    return tuple(name for name in CHECKS if name in names)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog="python -m parity", description=__doc__)
+    parser = OneLineParser(prog=PROG, description=__doc__)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
-    parser.add_argument("--checks", default=",".join(map(str, ALL_CHECKS)),
-                        help="comma-separated from 1 logits, 2 hidden states, 3 gradients, 4 trajectory, 5 cross-eval "
-                             "(default); 6 accuracy over seeds from full trainings only when named (hours on a CPU)")
+    parser.add_argument("--checks", default=",".join(SUITE_CHECKS),
+                        help="comma-separated names or numbers: " + ", ".join(f"{n} {name}" for name, n in CHECKS.items())
+                             + f" (default: {','.join(SUITE_CHECKS)}); accuracy, full trainings over seeds, only when "
+                               "named (hours on a CPU)")
     parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
-    parser.add_argument("--steps", type=int, default=100, help="check 4a: training steps at lr 1e-4 (>= 100 to pass as specified)")
-    parser.add_argument("--recipe-steps", type=int, default=150, help="check 4b/5: training steps at the recipe's lr")
-    parser.add_argument("--images", type=int, default=64, help="real test images for checks 1-3")
+    parser.add_argument("--steps", type=int, default=100, help="trajectory: training steps at lr 1e-4")
+    parser.add_argument("--recipe-steps", type=int, default=150,
+                        help="trajectory and cross-eval: training steps at the recipe's lr")
+    parser.add_argument("--images", type=int, default=64, help="real test images for logits, hidden-states, gradients")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
-    parser.add_argument("--seeds", default="5", help="check 6: a seed count N (0..N-1), a list 3,7 or a range 5-9")
-    parser.add_argument("--work", default="runs/check6", help="check 6: folder for its trainings (reused on a rerun)")
+    parser.add_argument("--seeds", default="5", help="accuracy: a seed count N (0..N-1), a list 3,7 or a range 5-9")
+    parser.add_argument("--work", default="runs/check6", help="accuracy: folder for its trainings (reused on a rerun)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.presets.split(",") if name not in PRESETS]
     if unknown:
         parser.error(f"--presets: unknown preset {unknown[0]!r}; expected some of {', '.join(PRESETS)}")
     try:
-        args.check_list = tuple(sorted({int(c) for c in args.checks.split(",")}))
-    except ValueError:
-        parser.error(f"--checks must be numbers from 1 to 6, got {args.checks!r}")
-    if not set(args.check_list) <= {*ALL_CHECKS, 6}:
-        parser.error(f"--checks must be numbers from 1 to 6, got {args.checks!r}")
+        args.check_list = parse_checks(args.checks)
+    except ValueError as unknown:
+        parser.error(f"--checks: unknown check {unknown}; expected names or numbers from "
+                     + ", ".join(f"{n} {name}" for name, n in CHECKS.items()))
     for flag in ("steps", "recipe_steps", "images"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     return args
 
 
-def format_number(value) -> str:
-    return "-" if value is None else f"{value:.2e}"
+def format_figures(row: Row) -> str:
+    """`max abs 2.40e-06, scaled 3.40e-07`: the row's named figures."""
+    def value(figure):
+        return "-" if figure is None else str(figure) if isinstance(figure, int) else f"{figure:.2e}"
+
+    return ", ".join(f"{FIGURE_LABELS[name]} {value(figure)}" for name, figure in row.figures.items())
 
 
-def print_table(rows) -> None:
-    header = ("preset", "check", "device", "dtype", "compared", "max abs", "scaled", "tolerance", "result")
-    lines = [(r.preset, r.check, r.device, r.dtype, r.compared, format_number(r.max_abs), format_number(r.scaled),
-              r.tolerance, {True: "pass", False: "FAIL", None: "not run"}[r.passed]) for r in rows]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
-    for line in [header, *lines]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
-    details = [(r, r.detail) for r in rows if r.detail]
-    for row, detail in details:
-        print(f"  {row.preset} / {row.check} / {row.device} / {row.dtype}: {detail}")
+def report(rows: list[Row]) -> None:
+    header = ("preset", "check", "case", "device", "dtype", "compared", "figures", "tolerance", "result")
+    print_table(header, [(r.preset, r.check, r.case, r.device, r.dtype, r.compared, format_figures(r), r.tolerance,
+                          {True: "pass", False: "FAIL", None: "not run"}[r.passed]) for r in rows])
+    for row in rows:
+        if row.detail:
+            print(f"  {row.preset} / {row.check} ({row.case}) / {row.device} / {row.dtype}: {row.detail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    check6 = 6 in args.check_list
-    args.check_list = tuple(c for c in args.check_list if c != 6)
+    check6 = "accuracy" in args.check_list
+    args.check_list = tuple(c for c in args.check_list if c != "accuracy")
     options = SuiteOptions(checks=args.check_list, images=args.images, small_lr_steps=args.steps,
                            recipe_lr_steps=args.recipe_steps)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     curves, logit_gaps, rows = [], {}, []
-    try:
+    with cli_errors(PROG):
         dataset = load_dataset("mnist", args.data_dir)
         for device in devices:
             if device == "gpu":
@@ -84,16 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for preset in progress(args.presets.split(","), f"parity ({device})"):
                 rows += run_preset(preset, dataset, device, options, on_curves=curves.append,
                                    on_logit_gaps=logit_gaps.__setitem__)
-    except SeqMnistError as error:
-        fail("python -m parity", str(error))
-    print_table(rows)
+    report(rows)
     if args.json:
         Path(args.json).write_text(json.dumps([row.as_dict() for row in rows], indent=1) + "\n")
     if args.plot:
         from parity.plots import plot_logit_gaps, plot_trajectories
 
         plot_trajectories(curves, Path(args.plot) / "trajectories.png")
-        plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png")
+        plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png", args.images)
     failed = [row for row in rows if row.passed is False]
     if rows:
         print(f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
@@ -106,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = ["--presets", args.presets, "--seeds", args.seeds, "--work", str(Path(args.work) / device),
                        "--device", device]
             if device == "gpu" and not gpu_available()[0]:
-                print(f"check 6 on gpu: not run: {gpu_available()[1]}")
+                print(f"accuracy on gpu: not run: {gpu_available()[1]}")
                 continue
             check6_failed |= accuracy.main(command + (["--data-dir", args.data_dir] if args.data_dir else [])) != 0
     return 1 if failed or check6_failed else 0

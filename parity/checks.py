@@ -1,16 +1,11 @@
 """The parity checks: each compares the sides on the same canonical weights and rows, and returns report rows.
 
-Tolerances are written here once and used both ways (a vs b and b vs a are the same number):
-
-- logits, float32: max |a - b| <= 1e-5 * max(1, max |logit|) (float32 rounding grows with the logits);
-  float64: max |a - b| <= 1e-12, absolute.
-- hidden states: the same, with max |h| <= 1 as the scale.
-- gradients: max |g_a - g_b| <= rtol * max |g| per tensor, rtol 1e-4 (float32) / 1e-10 (float64).
-- training at lr 1e-4, float64: per-step loss and the weights after every step within 1e-12 (the math).
-  float32: within ROUNDING_FACTOR x torch's own float32-vs-float64 drift on the same steps (running max),
-  floor 1e-6. Two float32 implementations each drift from the exact result, and XLA's float32 tanh on CPU
-  is less exact than torch's (measured: 4.5 ulp max, 0.77 mean, against 0.5 and 0.25), which over 100
-  steps of the 3-layer tanh RNN makes JAX's drift about 4x torch's.
+Every tolerance is a constant below, used both ways (a vs b and b vs a are the same number), and every
+label in the report is built from it. Logits and hidden states: float32 relative to max(1, the largest
+value), float64 absolute. Gradients: relative to each tensor's largest gradient. Training at
+SMALL_LEARNING_RATE: float64 to ABSOLUTE_FLOAT64 every step (the math); float32 within ROUNDING_FACTOR x
+torch's own float32-vs-float64 drift on the same steps, since two float32 implementations each drift from
+the exact result, and not by the same amount (docs/parity.md: XLA's float32 tanh on a CPU).
 """
 
 from __future__ import annotations
@@ -26,33 +21,56 @@ from common.data import Dataset, images_to_row_sequences
 from common.sampler import BatchSampler
 from common.weights import Weights, initial_weights
 
-LOGIT_RTOL = {"float32": 1e-5, "float64": None}  # None: absolute tolerance below
-ABSOLUTE_FLOAT64 = 1e-12
-GRADIENT_RTOL = {"float32": 1e-4, "float64": 1e-10}
-TRAJECTORY_FLOAT64 = 1e-12  # loss and weights, every step
-ROUNDING_FACTOR = 10.0  # float32: framework drift allowed, in units of torch's float32-vs-float64 drift
-TRAJECTORY_FLOOR = 1e-6
-SMALL_LEARNING_RATE = 1e-4
+# The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
+# `parity.accuracy`, run only when named.
+CHECKS = {"logits": 1, "hidden-states": 2, "gradients": 3, "trajectory": 4, "cross-eval": 5, "accuracy": 6}
+SUITE_CHECKS = ("logits", "hidden-states", "gradients", "trajectory", "cross-eval")
+
+LOGIT_RTOL_FLOAT32 = 1e-5  # float32 logits and hidden states: relative to max(1, the largest value)
+ABSOLUTE_FLOAT64 = 1e-12  # float64 logits, hidden states, and every step of a training trajectory
+GRADIENT_RTOL = {"float32": 1e-4, "float64": 1e-10}  # relative to each tensor's largest gradient
+ROUNDING_FACTOR = 10.0  # float32 trajectory: framework drift allowed, in units of torch's float32-vs-float64 drift
+TRAJECTORY_FLOOR = 1e-6  # ... but never below this
+SMALL_LEARNING_RATE = 1e-4  # the trajectory check's tight part trains at this learning rate
 DIVERGENCE = 1e-3  # a loss gap this large means two runs have decorrelated
+ENVELOPE_SHARE = 0.5  # at the recipe's lr the frameworks may part no sooner than this share of rounding's steps
+NEAR_TIE = 2.0  # cross-eval: images may be classed differently when their top two logits are this many tolerances apart
+
+# What each check's `Row.figures` hold (every figure a float, or an int step, or None).
+FIGURES = {
+    "logits": ("max_abs_diff", "scaled_diff"),  # scaled: max_abs_diff / max(1, max |logit|)
+    "hidden-states": ("max_abs_diff",),
+    "gradients": ("max_abs_diff", "worst_relative_diff"),  # relative: to that tensor's max |gradient|
+    "trajectory": ("max_loss_gap", "max_weight_gap"),  # lr 1e-4, every step
+    "trajectory-recipe": ("max_framework_gap", "max_rounding_gap", "framework_parts_at", "rounding_parts_at"),
+    "cross-eval": ("accuracy_torch", "accuracy_jax", "share_differing"),
+}
 
 
 @dataclasses.dataclass
 class Row:
-    """One line of the report."""
+    """One line of the report: one comparison of one check, on one preset, device and dtype."""
 
     preset: str
-    check: str
+    check: str  # a key of CHECKS
+    case: str  # which part of the check, e.g. "random weights", "lr 1e-4", "trained by torch"
     device: str
     dtype: str
     compared: str  # e.g. "torch vs numpy"
-    max_abs: float | None
-    scaled: float | None  # max_abs / scale, where the tolerance is relative
+    figures: dict[str, float | int | None]  # named per check: FIGURES
     tolerance: str
     passed: bool | None  # None: not run (e.g. no GPU)
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def logit_tolerance(dtype: str, scale: float) -> tuple[float, str]:
+    """The logits' and hidden states' tolerance for `dtype` and its label."""
+    if dtype == "float32":
+        return LOGIT_RTOL_FLOAT32 * scale, f"{LOGIT_RTOL_FLOAT32:g} x {scale:.3g}"
+    return ABSOLUTE_FLOAT64, f"{ABSOLUTE_FLOAT64:g} abs"
 
 
 def random_weights(config: Config, seed: int = 1) -> Weights:
@@ -73,7 +91,8 @@ def test_rows(dataset: Dataset, count: int, dtype: str) -> tuple[np.ndarray, np.
     return images_to_row_sequences(dataset.test_images[:count], dtype), dataset.test_labels[:count]
 
 
-def compare_logits(preset: str, config: Config, device: str, results: dict[str, np.ndarray], label: str) -> list[Row]:
+def compare_logits(preset: str, config: Config, device: str, results: dict[str, np.ndarray], case: str,
+                   check: str = "logits") -> list[Row]:
     """Every pair among the sides' logits; float32 tolerance scales with the largest logit."""
     rows, names = [], list(results)
     reference = results.get("numpy", next(iter(results.values())))
@@ -81,12 +100,9 @@ def compare_logits(preset: str, config: Config, device: str, results: dict[str, 
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             gap = float(np.abs(results[a].astype(np.float64) - results[b]).max())
-            if config.dtype == "float32":
-                tolerance, text = LOGIT_RTOL["float32"] * scale, f"1e-5 x {scale:.3g}"
-            else:
-                tolerance, text = ABSOLUTE_FLOAT64, "1e-12 abs"
-            rows.append(Row(preset, f"logits ({label})", device, config.dtype, f"{a} vs {b}", gap, gap / scale,
-                            text, gap <= tolerance))
+            tolerance, text = logit_tolerance(config.dtype, scale)
+            rows.append(Row(preset, check, case, device, config.dtype, f"{a} vs {b}",
+                            {"max_abs_diff": gap, "scaled_diff": gap / scale}, text, gap <= tolerance))
     return rows
 
 
@@ -110,29 +126,29 @@ def first_divergence(a: list[np.ndarray], b: list[np.ndarray], tolerance: float,
 def compare_hidden_states(preset: str, config: Config, device: str, results: dict[str, list[np.ndarray]]) -> list[Row]:
     """Every layer, direction and time step; a failure names the first place it shows."""
     rows, names = [], list(results)
-    tolerance = LOGIT_RTOL["float32"] if config.dtype == "float32" else ABSOLUTE_FLOAT64
+    tolerance, text = logit_tolerance(config.dtype, 1.0)  # |h| <= 1: the scale is 1
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             gap = max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(results[a], results[b]))
             where = first_divergence(results[a], results[b], tolerance, config.bidirectional)
-            rows.append(Row(preset, "hidden states", device, config.dtype, f"{a} vs {b}", gap, gap,
-                            f"{tolerance:.0e} abs", where is None, where or ""))
+            rows.append(Row(preset, "hidden-states", "every layer, step and unit", device, config.dtype, f"{a} vs {b}",
+                            {"max_abs_diff": gap}, text, where is None, where or ""))
     return rows
 
 
 def compare_gradients(preset: str, config: Config, device: str, torch_grads: Weights, jax_grads: Weights) -> Row:
-    """Per canonical tensor, relative to its largest gradient; Flax's summed-bias gradient equals each of torch's two."""
+    """Per canonical tensor, relative to its largest gradient."""
     rtol, worst, worst_name = GRADIENT_RTOL[config.dtype], 0.0, ""
     max_abs = 0.0
     for name, torch_grad in torch_grads.items():
-        jax_name = name.replace("bias_hh", "bias_ih") if config.cell != "gru" else name
-        gap = float(np.abs(torch_grad.astype(np.float64) - jax_grads[jax_name]).max())
+        gap = float(np.abs(torch_grad.astype(np.float64) - jax_grads[name]).max())
         relative = gap / max(float(np.abs(torch_grad).max()), 1e-30)
         max_abs = max(max_abs, gap)
         if relative > worst:
             worst, worst_name = relative, name
-    return Row(preset, "gradients", device, config.dtype, "torch vs jax", max_abs, worst, f"{rtol:.0e} rel",
-               worst <= rtol, f"worst tensor {worst_name}")
+    return Row(preset, "gradients", "every tensor", device, config.dtype, "torch vs jax",
+               {"max_abs_diff": max_abs, "worst_relative_diff": worst}, f"{rtol:g} rel", worst <= rtol,
+               f"worst tensor {worst_name}")
 
 
 def training_batches(dataset: Dataset, config: Config, steps: int) -> list[np.ndarray]:
@@ -144,7 +160,7 @@ def training_batches(dataset: Dataset, config: Config, steps: int) -> list[np.nd
 def trajectory_gap(a, b) -> tuple[np.ndarray, np.ndarray]:
     """Per step: |loss_a - loss_b| and the max |weight difference| after that step."""
     losses = np.abs(a.losses - b.losses)
-    weights = np.array([max(float(np.abs(x[name].astype(np.float64) - y[name]).max()) for name in x if "bias_hh" not in name)
+    weights = np.array([max(float(np.abs(x[name].astype(np.float64) - y[name]).max()) for name in x)
                         for x, y in zip(a.weights, b.weights)])
     return losses, weights
 
@@ -165,6 +181,6 @@ def disagreements_are_near_ties(logits_a: np.ndarray, logits_b: np.ndarray) -> b
     differ = metrics.predictions(logits_a) != metrics.predictions(logits_b)
     if not differ.any():
         return True
-    tolerance = LOGIT_RTOL["float32"] * max(1.0, float(np.abs(logits_a).max()))
+    tolerance, _ = logit_tolerance("float32", max(1.0, float(np.abs(logits_a).max())))
     top_two = np.sort(logits_a[differ], axis=1)[:, -2:]
-    return bool((top_two[:, 1] - top_two[:, 0] <= 2 * tolerance).all())
+    return bool((top_two[:, 1] - top_two[:, 0] <= NEAR_TIE * tolerance).all())

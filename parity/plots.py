@@ -26,13 +26,13 @@ def plot_trajectories(curves: list, path: Path) -> None:
         steps = np.arange(1, len(curve.torch32) + 1)
         top, bottom = axes[0, column], axes[1, column]
         top.plot(steps, curve.torch32, label="torch float32", linewidth=1.6)
-        top.plot(steps, curve.jax32, label="flax float32", linewidth=1.0, linestyle="--")
+        top.plot(steps, curve.jax32, label="jax float32", linewidth=1.0, linestyle="--")
         top.set_title(f"{curve.preset} ({curve.device})")
         top.set_xlabel("step")
         top.set_ylabel("training loss")
         top.legend(fontsize=8)
         # + 1e-12 so that steps where the two agree exactly stay on the log axis
-        bottom.semilogy(steps, np.abs(curve.torch32 - curve.jax32) + 1e-12, label="|torch - flax| (float32)")
+        bottom.semilogy(steps, np.abs(curve.torch32 - curve.jax32) + 1e-12, label="|torch - jax| (float32)")
         bottom.semilogy(steps, np.abs(curve.torch32 - curve.torch64) + 1e-12, label="|float32 - float64| (torch)")
         bottom.axhline(1e-3, color="grey", linewidth=0.8, linestyle=":")
         bottom.set_xlabel("step")
@@ -45,7 +45,7 @@ def plot_trajectories(curves: list, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path) -> None:
+def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> None:
     """Histogram of torch - flax logit differences (float32, random weights), one series per preset."""
     if not gaps:
         return
@@ -55,9 +55,9 @@ def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path) -> None:
     bins = np.linspace(-limit, limit, 61)
     for preset, gap in gaps.items():
         axis.hist(gap, bins=bins, histtype="step", label=preset, linewidth=1.2)
-    axis.set_xlabel("torch logit - flax logit (float32, same canonical weights)")
+    axis.set_xlabel("torch logit - jax logit (float32, same canonical weights)")
     axis.set_ylabel("count")
-    axis.set_title("Logit differences on 64 real MNIST test images")
+    axis.set_title(f"Logit differences on {images} real MNIST test images")
     axis.legend(fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,11 +67,11 @@ def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path) -> None:
 
 CHECK6_SERIES = (  # summary key, label, colour, filled
     ("torch", "torch (shared init)", "tab:blue", True),
-    ("jax", "flax (shared init)", "tab:orange", True),
+    ("jax", "jax (shared init)", "tab:orange", True),
     ("torch64", "torch float64 (shared init)", "tab:green", True),
-    ("jax64", "flax float64 (shared init)", "tab:red", True),
+    ("jax64", "jax float64 (shared init)", "tab:red", True),
     ("torch_native", "torch (own init)", "tab:blue", False),
-    ("jax_native", "flax (own init)", "tab:orange", False),
+    ("jax_native", "jax (own init)", "tab:orange", False),
 )
 
 
@@ -101,9 +101,9 @@ def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
     left.set_title("Every seed's full training (bars: means)")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
     for index, row in enumerate(rows):
-        for shift, key, colour, label in ((-0.2, "gap_torch_jax_pp", "tab:purple", "torch - flax (float32)"),
+        for shift, key, colour, label in ((-0.2, "gap_torch_jax_pp", "tab:purple", "torch - jax (float32)"),
                                           (0.0, "gap_rounding_pp", "tab:green", "torch float32 - float64"),
-                                          (0.2, "gap_jax_rounding_pp", "tab:red", "flax float32 - float64")):
+                                          (0.2, "gap_jax_rounding_pp", "tab:red", "jax float32 - float64")):
             values = [v for v in row[key] if v is not None]
             if values:
                 right.scatter([index + shift] * len(values), values, s=18, color=colour,
@@ -111,7 +111,7 @@ def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
                 right.hlines(np.mean(values), index + shift - 0.08, index + shift + 0.08, colors=colour, linewidth=2)
     right.axhline(0, color="grey", linewidth=0.8)
     right.axhspan(-tolerance_pp, tolerance_pp, color="tab:purple", alpha=0.08,
-                  label=f"tolerance on the mean torch - flax gap (+-{tolerance_pp} pp)")
+                  label=f"tolerance on the mean torch - jax gap (+-{tolerance_pp} pp)")
     right.set_xticks(range(len(rows)), [row["preset"] for row in rows])
     right.set_ylabel("per-seed accuracy gap (percentage points)")
     right.set_title("Framework gap vs rounding's own gap (bars: means)")

@@ -1,7 +1,7 @@
 """Run the parity checks for a preset on a device: the sides, the data, and the order of the checks.
 
-Checks: 1 logits, 2 hidden states, 3 gradients, 4 training trajectory, 5 cross-evaluation.
-(6, accuracy over seeds from full trainings, is `parity.accuracy`; it takes hours on a CPU.)
+Checks (`checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval. Only trajectory
+and cross-eval train. (accuracy, full trainings over seeds, is `parity.accuracy`: hours on a CPU.)
 """
 
 from __future__ import annotations
@@ -15,25 +15,22 @@ from common.config import Config
 from common.data import Dataset, images_to_row_sequences
 from common.presets import get_preset
 from parity import checks
-from parity.checks import Row
+from parity.checks import SUITE_CHECKS, Row
 from parity.sides import JaxSide, OracleSide, TorchSide
-
-ALL_CHECKS = (1, 2, 3, 4, 5)
-CHECK_NAMES = {1: "logits", 2: "hidden states", 3: "gradients", 4: "trajectory", 5: "cross-evaluation"}
 
 
 @dataclasses.dataclass(frozen=True)
 class SuiteOptions:
-    checks: tuple[int, ...] = ALL_CHECKS
-    images: int = 64  # real test images for checks 1-3
-    small_lr_steps: int = 100  # check 4a: steps at lr 1e-4, held to a tight per-step tolerance
-    recipe_lr_steps: int = 150  # check 4b: steps at the recipe's lr (drift reported against rounding's)
-    eval_images: int = 10000  # check 5
+    checks: tuple[str, ...] = SUITE_CHECKS
+    images: int = 64  # real test images for logits, hidden-states and gradients
+    small_lr_steps: int = 100  # trajectory: steps at lr 1e-4, held to a tight per-step tolerance
+    recipe_lr_steps: int = 150  # trajectory at the recipe's lr (drift against rounding's), and cross-eval's training
+    eval_images: int = 10000  # cross-eval
 
 
 @dataclasses.dataclass
 class Curves:
-    """Loss curves of check 4b, for the plot."""
+    """Loss curves of the trajectory check at the recipe's lr, for the plot."""
 
     preset: str
     device: str
@@ -58,17 +55,11 @@ def gpu_available() -> tuple[bool, str]:
 
 def full_precision_on_gpu() -> None:
     """TF32 off in both frameworks, so that GPU results are held to the CPU tolerances."""
-    import jax
-    import torch
+    from jax_impl import device as jax_device
+    from torch_impl import device as torch_device
 
-    try:  # torch >= 2.9: the fp32_precision settings (mixing them with allow_tf32 is an error)
-        torch.backends.cudnn.rnn.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-    except AttributeError:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-    jax.config.update("jax_default_matmul_precision", "highest")
+    torch_device.full_precision()
+    jax_device.full_precision()
 
 
 def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions,
@@ -84,21 +75,21 @@ def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions
         config = dataclasses.replace(base, dtype=dtype)
         weights = checks.random_weights(config)
         images, labels = checks.test_rows(dataset, options.images, dtype)
-        if 1 in options.checks:
+        if "logits" in options.checks:
             results = {side.name: side.logits(config, weights, images) for side in (torch_side, jax_side, oracle)}
             rows += checks.compare_logits(preset, config, device, results, "random weights")
             if on_logit_gaps and dtype == "float32":
                 on_logit_gaps(preset, (results["torch"] - results["jax"]).ravel())
-        if 2 in options.checks:
+        if "hidden-states" in options.checks:
             results = {side.name: side.hidden_states(config, weights, images) for side in (torch_side, jax_side, oracle)}
             rows += checks.compare_hidden_states(preset, config, device, results)
-        if 3 in options.checks:
+        if "gradients" in options.checks:
             _, torch_grads = torch_side.gradients(config, weights, images, labels)
             _, jax_grads = jax_side.gradients(config, weights, images, labels)
             rows.append(checks.compare_gradients(preset, config, device, torch_grads, jax_grads))
-        if 4 in options.checks:
+        if "trajectory" in options.checks:
             rows.append(small_lr_trajectory(preset, config, device, dataset, options, torch_side, jax_side))
-    if 4 in options.checks or 5 in options.checks or 1 in options.checks:
+    if "trajectory" in options.checks or "cross-eval" in options.checks:
         rows += recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_side, oracle, on_curves)
     return rows
 
@@ -113,7 +104,7 @@ def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray
 
 
 def small_lr_trajectory(preset, config, device, dataset, options, torch_side, jax_side) -> Row:
-    """Check 4a: at lr 1e-4, every step's loss and weights agree (float64: 1e-12; float32: rounding's envelope)."""
+    """Trajectory at lr 1e-4: every step's loss and weights agree (float64: the math; float32: rounding's envelope)."""
     config = dataclasses.replace(config, learning_rate=checks.SMALL_LEARNING_RATE)
     weights = checks.random_weights(config)
     pool, labels, batches = train_rows(dataset, config, options.small_lr_steps)
@@ -121,8 +112,8 @@ def small_lr_trajectory(preset, config, device, dataset, options, torch_side, ja
     jax_run = jax_side.train(config, weights, pool, labels, batches)
     loss_gaps, weight_gaps = checks.trajectory_gap(torch_run, jax_run)
     if config.dtype == "float64":
-        loss_tol = weight_tol = np.full(len(batches), checks.TRAJECTORY_FLOAT64)
-        text = "1e-12 every step"
+        loss_tol = weight_tol = np.full(len(batches), checks.ABSOLUTE_FLOAT64)
+        text = f"{checks.ABSOLUTE_FLOAT64:g} every step"
     else:
         exact = dataclasses.replace(config, dtype="float64")
         torch64 = torch_side.train(exact, {k: v.astype(np.float64) for k, v in weights.items()},
@@ -130,21 +121,23 @@ def small_lr_trajectory(preset, config, device, dataset, options, torch_side, ja
         rounding_loss, rounding_weights = checks.trajectory_gap(torch_run, torch64)
         loss_tol = np.maximum(checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_loss), checks.TRAJECTORY_FLOOR)
         weight_tol = np.maximum(checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_weights), checks.TRAJECTORY_FLOOR)
-        text = f"10x torch f32-f64 drift (max {loss_tol.max():.1e}, {weight_tol.max():.1e})"
+        text = (f"{checks.ROUNDING_FACTOR:g}x torch f32-f64 drift (max {loss_tol.max():.1e}, "
+                f"{weight_tol.max():.1e})")
     bad = np.nonzero((loss_gaps > loss_tol) | (weight_gaps > weight_tol))[0]
-    detail = (f"{len(batches)} steps at lr 1e-4: loss gap max {loss_gaps.max():.2g}, weights gap max "
-              f"{weight_gaps.max():.2g}")
+    detail = (f"{len(batches)} steps at lr {config.learning_rate:g}: loss gap max {loss_gaps.max():.2g}, "
+              f"weights gap max {weight_gaps.max():.2g}")
     if len(bad):
         step = int(bad[0])
         detail += (f"; first over at step {step + 1} (loss {loss_gaps[step]:.2g} > {loss_tol[step]:.2g} or "
                    f"weights {weight_gaps[step]:.2g} > {weight_tol[step]:.2g})")
-    return Row(preset, "trajectory lr 1e-4", device, config.dtype, "torch vs jax", float(loss_gaps.max()),
-               float(weight_gaps.max()), text, not len(bad), detail)
+    return Row(preset, "trajectory", f"lr {config.learning_rate:g}", device, config.dtype, "torch vs jax",
+               {"max_loss_gap": float(loss_gaps.max()), "max_weight_gap": float(weight_gaps.max())}, text,
+               not len(bad), detail)
 
 
 def recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_side, oracle, on_curves) -> list[Row]:
-    """Check 4b (drift at the recipe's lr against rounding's own), check 5 (cross-evaluation) and check 1 on
-    the weights those runs trained."""
+    """The trajectory at the recipe's lr (drift against rounding's own), and cross-eval of the weights those
+    runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
     rows: list[Row] = []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
     weights32 = checks.random_weights(f32)
@@ -152,41 +145,48 @@ def recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_sid
     pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
     torch32 = torch_side.train(f32, weights32, pool, labels, batches)
     jax32 = jax_side.train(f32, weights32, pool, labels, batches)
-    if 4 in options.checks:
+    if "trajectory" in options.checks:
         torch64 = torch_side.train(f64, weights64, pool.astype(np.float64), labels, batches)
-        framework_gap = np.abs(torch32.losses - jax32.losses)
-        rounding_gap = np.abs(torch32.losses - torch64.losses)
-        framework_at = checks.first_step_over(framework_gap, checks.DIVERGENCE)
-        rounding_at = checks.first_step_over(rounding_gap, checks.DIVERGENCE)
-        steps = len(batches)
-        # inside the envelope: the frameworks decorrelate no sooner than half-way to when rounding alone does
-        passed = (framework_at or steps + 1) >= 0.5 * (rounding_at or steps + 1)
-        rows.append(Row(preset, "trajectory recipe lr", device, "float32", "torch vs jax vs rounding",
-                        float(framework_gap.max()), float(rounding_gap.max()),
-                        "gap > 1e-3 no sooner than half-way to rounding's", passed,
-                        f"lr {base.learning_rate}, {steps} steps: torch-jax gap > 1e-3 at step {framework_at or 'never'}, "
-                        f"float32-float64 (torch) at step {rounding_at or 'never'}"))
+        rows.append(recipe_lr_row(preset, base, device, torch32.losses, jax32.losses, torch64.losses))
         if on_curves:
             on_curves(Curves(preset, device, torch32.losses, jax32.losses, torch64.losses))
     images, labels_test = checks.test_rows(dataset, options.eval_images, "float32")
     for trained_by, run in (("torch", torch32), ("jax", jax32)):
         trained = run.weights[-1]
-        if 1 in options.checks:
+        if "cross-eval" in options.checks:
             subset = images[: options.images]
             results = {side.name: side.logits(f32, trained, subset) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_logits(preset, f32, device, results, f"trained by {trained_by}")
-        if 5 in options.checks:
+            rows += checks.compare_logits(preset, f32, device, results, f"logits, trained by {trained_by}",
+                                          check="cross-eval")
             torch_logits = torch_side.logits(f32, trained, images)
             jax_logits = jax_side.logits(f32, trained, images)
             accuracy_t, accuracy_j, same = checks.agreement(torch_logits, jax_logits, labels_test)
             near_ties = checks.disagreements_are_near_ties(torch_logits, jax_logits)
-            rows.append(Row(preset, f"cross-eval (trained by {trained_by})", device, "float32", "torch vs jax",
-                            abs(accuracy_t - accuracy_j), 1.0 - same, "only near-ties may differ",
-                            near_ties, f"accuracy {accuracy_t:.4f} / {accuracy_j:.4f}, same class {same:.2%} "
-                                       f"of {len(images)}"))
+            rows.append(Row(preset, "cross-eval", f"predictions, trained by {trained_by}", device, "float32",
+                            "torch vs jax", {"accuracy_torch": accuracy_t, "accuracy_jax": accuracy_j,
+                                             "share_differing": 1.0 - same},
+                            f"only near-ties ({checks.NEAR_TIE:g} x logit tolerance) may differ", near_ties,
+                            f"accuracy {accuracy_t:.4f} / {accuracy_j:.4f}, same class {same:.2%} of {len(images)}"))
     return rows
 
 
+def recipe_lr_row(preset: str, config: Config, device: str, torch32: np.ndarray, jax32: np.ndarray,
+                  torch64: np.ndarray) -> Row:
+    """The trajectory at the recipe's lr: the frameworks may part no sooner than ENVELOPE_SHARE of the way
+    to where rounding alone parts torch from itself (a loss gap over DIVERGENCE), over these steps."""
+    framework_gap, rounding_gap = np.abs(torch32 - jax32), np.abs(torch32 - torch64)
+    framework_at = checks.first_step_over(framework_gap, checks.DIVERGENCE)
+    rounding_at = checks.first_step_over(rounding_gap, checks.DIVERGENCE)
+    steps = len(torch32)
+    passed = (framework_at or steps + 1) >= checks.ENVELOPE_SHARE * (rounding_at or steps + 1)
+    threshold = f"{checks.DIVERGENCE:g}"
+    return Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding",
+               {"max_framework_gap": float(framework_gap.max()), "max_rounding_gap": float(rounding_gap.max()),
+                "framework_parts_at": framework_at, "rounding_parts_at": rounding_at},
+               f"gap > {threshold} no sooner than {checks.ENVELOPE_SHARE:g} x rounding's step", passed,
+               f"lr {config.learning_rate:g}, {steps} steps: torch-jax gap > {threshold} at step "
+               f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}")
+
+
 def not_run_rows(preset: str, device: str, reason: str, options: SuiteOptions) -> list[Row]:
-    return [Row(preset, CHECK_NAMES[check], device, "-", "-", None, None, "-", None, f"not run: {reason}")
-            for check in options.checks]
+    return [Row(preset, check, "-", device, "-", "-", {}, "-", None, f"not run: {reason}") for check in options.checks]

@@ -117,4 +117,4 @@ def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
     # named: the suite hands --seeds to check 6, whose one-line refusal shows it got there
     assert_one_line_error(run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0",
                                   "--work", str(tmp_path)), 2, "python -m parity.accuracy", "--seeds")
-    assert_one_line_error(run_cli("parity", "--checks", "7"), 2, "--checks must be numbers from 1 to 6")
+    assert_one_line_error(run_cli("parity", "--checks", "7"), 2, "--checks: unknown check 7", "1 logits")
