@@ -11,6 +11,8 @@ from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
 from tests.conftest import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+
 FRAMEWORKS = ("torch", "jax")
 SUMMARY_KEYS = {"test_accuracy", "test_loss", "train_images_per_s", "wall_seconds", "compile_seconds", "device",
                 "versions", "steps", "config"}
