@@ -115,7 +115,7 @@ class JaxTrainer:
         self.compiled: dict[tuple[int, int], jax.stages.Compiled] = {}
         self.compile_seconds = 0.0
 
-    def compiled_chunk(self, shape: tuple[int, int]) -> jax.stages.Compiled:
+    def _compiled_chunk(self, shape: tuple[int, int]) -> jax.stages.Compiled:
         """The train chunk compiled for `[steps, batch]` index arrays; compile time adds to compile_seconds."""
         if shape not in self.compiled:
             began = time.perf_counter()
@@ -132,7 +132,7 @@ class JaxTrainer:
             width = len(index_batches[position])
             run = self.options.chunk_steps if self._full_chunk_at(index_batches, position) else 1
             indices = np.stack(index_batches[position : position + run]).astype(np.int32)
-            step = self.compiled_chunk((run, width))
+            step = self._compiled_chunk((run, width))
             self.params, self.opt_state, chunk_losses = step(
                 self.params, self.opt_state, self.train_rows, self.train_labels,
                 jax.device_put(indices, self.index_placement))

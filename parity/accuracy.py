@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from common.cli import OneLineParser, fail
+from common.cli import OneLineParser, cli_errors
 from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import initial_weights, save_weights, write_atomically
@@ -141,7 +141,7 @@ def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Se
                 result.accuracy[name] = 100.0 * summary["test_accuracy"]
                 result.wall_seconds[name] = summary["wall_seconds"]
                 if not report_only:
-                    echo(f"check 6: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
+                    echo(f"accuracy: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
                          f"({time.perf_counter() - began:.0f} s)")
             if result.accuracy:
                 results.append(result)
@@ -213,7 +213,7 @@ def gaps(values: Sequence[float | None]) -> str:
 
 
 def print_report(rows: Sequence[dict]) -> None:
-    print(f"check 6: test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
+    print(f"accuracy (check 6): test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
           f"{MEAN_GAP_TOLERANCE_PP} pp (same init, same batches, float32)")
     header = ("preset", "seeds", "torch (canonical)", "jax (canonical)", "mean gap (+- s.e.)", "per-seed torch-jax",
               "per-seed torch32-torch64", "per-seed jax32-jax64", "mean |gap| torch-jax / torch64 / jax64", "torch native", "jax native",
@@ -286,13 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--work: {work} exists and is not a folder")
     if args.report_only and not work.is_dir():
         parser.error(f"--report-only: {work} is not a folder of check-6 runs (set --work)")
-    try:
+    with cli_errors("python -m parity.accuracy"):
         results = run_check(presets, seeds, work, runs, args.data_dir, args.device, args.max_steps,
                             report_only=args.report_only)
-    except SeqMnistError as error:
-        fail("python -m parity.accuracy", str(error))
-    if not results:
-        fail("python -m parity.accuracy", f"{work}: no finished check-6 run for these presets, seeds and runs")
+        if not results:
+            raise SeqMnistError(f"{work}: no finished check-6 run for these presets, seeds and runs")
     rows = summarize(results)
     print_report(rows)
     if args.json:

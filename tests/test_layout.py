@@ -98,3 +98,24 @@ def test_each_module_pair_defines_the_same_public_names(module):
     allowed = MIRROR_DIFFERENCES.get(module, {})
     assert torch_names - jax_names == allowed.get("torch", set()), f"torch_impl/{module}.py only"
     assert jax_names - torch_names == allowed.get("jax", set()), f"jax_impl/{module}.py only"
+
+
+def class_methods(path: Path, name: str) -> set[str]:
+    """The public methods (and properties) a class defines in its own body."""
+    (node,) = [node for node in ast.parse(path.read_text()).body if isinstance(node, ast.ClassDef) and node.name == name]
+    return {item.name for item in node.body if isinstance(item, ast.FunctionDef) and not item.name.startswith("_")}
+
+
+@pytest.mark.parametrize("module, torch_class, jax_class, allowed", [
+    # forward is torch's name for what Flax calls __call__ (a dunder, so not listed); the rest must match
+    ("model", "SequenceClassifier", "SequenceClassifier", {"torch": {"forward"}, "jax": set()}),
+    # TorchTrainer.model is an attribute (the nn.Module it trains); JaxTrainer.model a property merging its params
+    ("train", "TorchTrainer", "JaxTrainer", {"torch": set(), "jax": {"model"}}),
+])
+def test_the_model_and_trainer_classes_have_the_same_methods(module, torch_class, jax_class, allowed):
+    torch_methods = class_methods(ROOT / "torch_impl" / f"{module}.py", torch_class)
+    jax_methods = class_methods(ROOT / "jax_impl" / f"{module}.py", jax_class)
+    if module == "model":
+        assert "layer_outputs" in torch_methods  # every layer's hidden states, on both sides
+    assert torch_methods - jax_methods == allowed["torch"]
+    assert jax_methods - torch_methods == allowed["jax"]
