@@ -96,7 +96,10 @@ def report(results: list[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    levers = [name for name in args.lever_list if not (args.device == "gpu" and LEVERS[name].options.get("cpu_devices"))]
+    levers = [name for name in args.lever_list if args.device in LEVERS[name].devices]
+    skipped = [name for name in args.lever_list if name not in levers]
+    if skipped:
+        print(f"not on {args.device}: {', '.join(skipped)}")
     devices_needed = max([LEVERS[name].options.get("cpu_devices", 1) for name in levers], default=1)
     if devices_needed > 1:
         import jax

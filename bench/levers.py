@@ -19,6 +19,7 @@ class Lever:
     framework: Literal["torch", "jax"]
     description: str  # printed under the table
     options: dict[str, Any]  # keyword arguments of that framework's TrainOptions
+    devices: tuple[str, ...] = ("cpu", "gpu")  # where it can run; elsewhere `--levers all` leaves it out
 
 
 LEVERS = {
@@ -39,5 +40,8 @@ LEVERS = {
                                                      "lax.scan (two dots per step); other layers as default",
                                               {"recurrence": "fused-directions"}),
     "jax: 2 CPU devices": Lever("jax", "jax_num_cpu_devices=2, each batch split over two devices (GSPMD data "
-                                       "parallel)", {"cpu_devices": 2}),
+                                       "parallel)", {"cpu_devices": 2}, devices=("cpu",)),
+    "jax: cuDNN LSTM": Lever("jax", "each LSTM layer through cuDNN's fused LSTM (jax.experimental.rnn.lstm, "
+                                    "precision highest); LSTM presets on a GPU only", {"recurrence": "cudnn"},
+                             devices=("gpu",)),
 }

@@ -16,6 +16,7 @@ from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
 from common.commands import peak_rss_mb
 from common.console import progress
+from common.errors import ConfigError
 from common.presets import get_preset
 from common.sampler import BatchSampler
 from common.trainer import Trainer
@@ -149,7 +150,11 @@ def make_runners(config, dataset, steps: int, device: str, levers: Sequence[str]
             run, steps_taken = tutorial_loop(config, dataset, steps)
             runner = Runner(name, "torch", run, steps_taken)
         else:
-            trainer = make_trainer(name, config, dataset, device)
+            try:
+                trainer = make_trainer(name, config, dataset, device)
+            except ConfigError as error:  # a lever that does not apply to this model (a cuDNN LSTM on a tanh RNN)
+                print(f"{name}: skipped for this model ({error})")
+                continue
             runner = Runner(name, runner_framework(name), trainer_loop(trainer, config, dataset, steps),
                             lambda trainer=trainer: int(trainer.optimizer_state()["adam.step"][0]), trainer)
         runner.run()  # warm-up chunk (and compilation) before any timing

@@ -22,9 +22,14 @@ def describe_device(device: jax.Device) -> str:
     return f"{device.platform} ({device.device_kind})"
 
 
-def full_precision() -> None:
-    """TF32 off for float32 on a GPU: JAX's default matmul precision there is TF32, "highest" is IEEE float32."""
-    jax.config.update("jax_default_matmul_precision", "highest")
+def set_tf32(enabled: bool) -> None:
+    """TF32 on or off for float32 matmuls on a GPU: JAX's default precision there may use TF32, "highest" does not."""
+    jax.config.update("jax_default_matmul_precision", None if enabled else "highest")
+
+
+def tf32_enabled() -> bool:
+    """Whether float32 matmuls on a GPU may use TF32 now (JAX's default precision)."""
+    return jax.config.jax_default_matmul_precision in (None, "default", "tensorfloat32", "bfloat16_3x")
 
 
 def peak_memory_mb(device: jax.Device) -> float | None:

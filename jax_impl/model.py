@@ -22,7 +22,7 @@ from common.weights import layer_input_size
 from jax_impl import recurrence as schedules
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
-RECURRENCES = ("flax", "hoisted", "fused-directions")  # see jax_impl/recurrence.py
+RECURRENCES = ("flax", "hoisted", "fused-directions", "cudnn")  # see jax_impl/recurrence.py
 
 
 class TorchGRUCell(nnx.RNNCellBase):
@@ -116,6 +116,8 @@ class SequenceClassifier(nnx.Module):
             raise ConfigError(f"recurrence must be one of {', '.join(RECURRENCES)}, got {recurrence!r}")
         if recurrence != "flax" and config.cell == "gru":
             raise ConfigError(f"recurrence {recurrence!r} covers the lstm and rnn cells, not gru")
+        if recurrence == "cudnn" and config.cell != "lstm":
+            raise ConfigError(f"recurrence 'cudnn' covers the lstm cell only, not {config.cell}")
         self.config, self.recurrence = config, recurrence
         layers = []
         for layer in range(config.num_layers):

@@ -7,7 +7,9 @@ loop is scheduled, never what it computes (a test holds both to the default's hi
 - `"hoisted"`: each layer's input projection `x W_i + b_i` for all 28 rows in one matmul before the
   time scan, which then computes only `h W_h + b_h` per step;
 - `"fused-directions"`: a bidirectional layer's two directions stepped in one `lax.scan` (two dots a
-  step) instead of two scans.
+  step) instead of two scans;
+- `"cudnn"` (LSTM on a GPU only): each layer through cuDNN's fused LSTM (`jax.experimental.rnn.lstm`),
+  whose flat weight vector holds PyTorch's gate order and two biases: `pack_lstm` builds it.
 
 PyTorch has no counterpart: its recurrence is one library kernel (oneDNN on a CPU, cuDNN on a GPU).
 """
@@ -19,7 +21,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
 from common.config import Config
+from common.errors import ConfigError
+from common.weights import Weights, layer_input_size
 
 
 def recurrence_step(config: Config, cell) -> Callable:
@@ -90,4 +96,57 @@ def fused_directions_layer_outputs(model, rows: jax.Array, zero_carry: Callable)
     return outputs
 
 
-SCHEDULES = {"hoisted": hoisted_layer_outputs, "fused-directions": fused_directions_layer_outputs}
+def cudnn_blocks(config: Config, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(canonical name, shape) of one layer's tensors in cuDNN's flat order: every direction's W_ih, W_hh,
+    then every direction's b_ih, b_hh (`jax.experimental.rnn`'s layout; gates i, f, g, o, as PyTorch's)."""
+    suffixes = [f"l{layer}", f"l{layer}_reverse"][: config.num_directions]
+    gates, inputs = 4 * config.hidden_size, layer_input_size(config, layer)
+    matrices = [(f"rnn.{kind}_{suffix}", (gates, width)) for suffix in suffixes
+                for kind, width in (("weight_ih", inputs), ("weight_hh", config.hidden_size))]
+    return matrices + [(f"rnn.{kind}_{suffix}", (gates,)) for suffix in suffixes for kind in ("bias_ih", "bias_hh")]
+
+
+def pack_lstm(weights: Weights, config: Config) -> list[np.ndarray]:
+    """Canonical LSTM weights -> one flat cuDNN weight vector per layer (each layer runs as its own call)."""
+    return [np.concatenate([weights[name].ravel() for name, _ in cudnn_blocks(config, layer)])
+            for layer in range(config.num_layers)]
+
+
+def unpack_lstm(flat: list[np.ndarray], config: Config) -> Weights:
+    """The inverse of `pack_lstm`: the recurrent tensors under their canonical names."""
+    weights: Weights = {}
+    for layer, vector in enumerate(flat):
+        offset = 0
+        for name, shape in cudnn_blocks(config, layer):
+            size = int(np.prod(shape))
+            weights[name] = np.asarray(vector[offset : offset + size]).reshape(shape)
+            offset += size
+        if offset != len(vector):
+            raise ConfigError(f"cuDNN weights of layer {layer}: {len(vector)} values, the config needs {offset}")
+    return weights
+
+
+def cudnn_layer_outputs(model, rows: jax.Array, zero_carry: Callable) -> list[jax.Array]:
+    """Every layer's output through cuDNN's LSTM (GPU only), its flat weights packed from the Flax cells."""
+    from jax.experimental import rnn
+
+    config = model.config
+    if jax.devices()[0].platform != "gpu":
+        raise ConfigError("recurrence 'cudnn' needs a GPU (jax.experimental.rnn.lstm is cuDNN's)")
+    outputs, sequence = [], rows
+    for layer_index, layer in enumerate(model.layers):
+        cells = [layer.forward_rnn.cell, layer.backward_rnn.cell] if config.bidirectional else [layer.cell]
+        matrices = [linear.kernel[...].T for cell in cells for linear in (cell.dense_i, cell.dense_h)]
+        biases = [linear.bias[...] for cell in cells for linear in (cell.dense_i, cell.dense_h)]
+        flat = jnp.concatenate([jnp.ravel(part) for part in matrices + biases])
+        zeros = jnp.zeros((config.num_directions, rows.shape[0], config.hidden_size), sequence.dtype)
+        lengths = jnp.full((rows.shape[0],), rows.shape[1], jnp.int32)
+        sequence, _, _ = rnn.lstm(sequence, zeros, zeros, flat, lengths, input_size=layer_input_size(config, layer_index),
+                                  hidden_size=config.hidden_size, num_layers=1, dropout=0.0,
+                                  bidirectional=config.bidirectional, precision=jax.lax.Precision.HIGHEST)
+        outputs.append(sequence)
+    return outputs
+
+
+SCHEDULES = {"hoisted": hoisted_layer_outputs, "fused-directions": fused_directions_layer_outputs,
+             "cudnn": cudnn_layer_outputs}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from common.console import print_table, progress
 from common.data import load_dataset
 from common.presets import PRESETS
 from parity.checks import CHECKS, SUITE_CHECKS, Row
-from parity.suite import SuiteOptions, full_precision_on_gpu, gpu_available, not_run_rows, run_preset
+from parity.suite import (SuiteOptions, as_tf32_rows, cross_device_rows, every_device_sides, gpu_available,
+                          not_run_rows, run_preset, set_tf32)
 
 PROG = "python -m parity"
 FIGURE_LABELS = {"max_abs_diff": "max abs", "scaled_diff": "scaled", "worst_relative_diff": "worst relative",
@@ -45,6 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipe-steps", type=int, default=150,
                         help="trajectory and cross-eval: training steps at the recipe's lr")
     parser.add_argument("--images", type=int, default=64, help="real test images for logits, hidden-states, gradients")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on a GPU, also run the float32 checks with TF32 on (the frameworks' default) and show "
+                             "those rows beside the full-precision ones, not judged (default: off)")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
@@ -99,10 +104,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for preset in args.presets.split(","):
                         rows += not_run_rows(preset, device, reason, options)
                     continue
-                full_precision_on_gpu()
+                set_tf32(False)
             for preset in progress(args.presets.split(","), f"parity ({device})"):
                 rows += run_preset(preset, dataset, device, options, on_curves=curves.append,
                                    on_logit_gaps=logit_gaps.__setitem__)
+                if device == "gpu" and args.tf32:
+                    set_tf32(True)
+                    rows += as_tf32_rows(run_preset(preset, dataset, device,
+                                                    dataclasses.replace(options, dtypes=("float32",))))
+                    set_tf32(False)
+        if devices == ["cpu", "gpu"] and gpu_available()[0] and "logits" in options.checks:
+            sides = every_device_sides()
+            for preset in args.presets.split(","):
+                rows += cross_device_rows(preset, dataset, options, sides)
     report(rows)
     if args.json:
         Path(args.json).write_text(json.dumps([row.as_dict() for row in rows], indent=1) + "\n")
@@ -114,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [row for row in rows if row.passed is False]
     if rows:
         print(f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
-              f"{sum(row.passed is None for row in rows)} not run")
+              f"{sum(row.passed is None for row in rows)} not run or not judged")
     check6_failed = False
     if check6:
         from parity import accuracy

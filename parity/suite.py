@@ -22,6 +22,7 @@ from parity.sides import JaxSide, OracleSide, TorchSide
 @dataclasses.dataclass(frozen=True)
 class SuiteOptions:
     checks: tuple[str, ...] = SUITE_CHECKS
+    dtypes: tuple[str, ...] = ("float32", "float64")  # logits, hidden-states, gradients, trajectory at lr 1e-4
     images: int = 64  # real test images for logits, hidden-states and gradients
     small_lr_steps: int = 100  # trajectory: steps at lr 1e-4, held to a tight per-step tolerance
     recipe_lr_steps: int = 150  # trajectory at the recipe's lr (drift against rounding's), and cross-eval's training
@@ -53,13 +54,21 @@ def gpu_available() -> tuple[bool, str]:
     return True, ""
 
 
-def full_precision_on_gpu() -> None:
-    """TF32 off in both frameworks, so that GPU results are held to the CPU tolerances."""
+def set_tf32(enabled: bool) -> None:
+    """TF32 on or off in both frameworks; off, GPU float32 results are held to the CPU tolerances."""
     from jax_impl import device as jax_device
     from torch_impl import device as torch_device
 
-    torch_device.full_precision()
-    jax_device.full_precision()
+    torch_device.set_tf32(enabled)
+    jax_device.set_tf32(enabled)
+
+
+def as_tf32_rows(rows: list[Row]) -> list[Row]:
+    """Rows of a run with TF32 on: shown beside the full-precision ones, not judged by float32's tolerances."""
+    return [dataclasses.replace(row, dtype=f"{row.dtype}+tf32", passed=None,
+                                detail=f"TF32 on, not judged ({'passes' if row.passed else 'fails'} float32's "
+                                       f"tolerance){'; ' + row.detail if row.detail else ''}")
+            for row in rows if row.dtype == "float32"]
 
 
 def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions,
@@ -71,7 +80,7 @@ def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions
     oracle = OracleSide()
     rows: list[Row] = []
     base = get_preset(preset)
-    for dtype in ("float32", "float64"):
+    for dtype in options.dtypes:
         config = dataclasses.replace(base, dtype=dtype)
         weights = checks.random_weights(config)
         images, labels = checks.test_rows(dataset, options.images, dtype)
@@ -186,6 +195,26 @@ def recipe_lr_row(preset: str, config: Config, device: str, torch32: np.ndarray,
                f"gap > {threshold} no sooner than {checks.ENVELOPE_SHARE:g} x rounding's step", passed,
                f"lr {config.learning_rate:g}, {steps} steps: torch-jax gap > {threshold} at step "
                f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}")
+
+
+def cross_device_rows(preset: str, dataset: Dataset, options: SuiteOptions, sides: dict) -> list[Row]:
+    """The same random weights and images through every side on every device (`sides`: name -> side, e.g.
+    torch-cpu, torch-gpu, jax-cpu, jax-gpu, numpy): the logits, every pair, float32 and float64."""
+    rows: list[Row] = []
+    for dtype in options.dtypes:
+        config = dataclasses.replace(get_preset(preset), dtype=dtype)
+        weights = checks.random_weights(config)
+        images, _ = checks.test_rows(dataset, options.images, dtype)
+        results = {name: side.logits(config, weights, images) for name, side in sides.items()}
+        rows += checks.compare_logits(preset, config, "+".join(sorted({name.split("-")[-1] for name in sides})),
+                                      results, "across devices")
+    return rows
+
+
+def every_device_sides() -> dict:
+    """torch and jax on the CPU and on the GPU, and the NumPy oracle."""
+    return {"torch-cpu": TorchSide("cpu"), "torch-gpu": TorchSide("cuda"), "jax-cpu": JaxSide("cpu"),
+            "jax-gpu": JaxSide("gpu"), "numpy": OracleSide()}
 
 
 def not_run_rows(preset: str, device: str, reason: str, options: SuiteOptions) -> list[Row]:

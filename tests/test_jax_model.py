@@ -15,7 +15,7 @@ from common.weights import canonical_shapes, initial_weights
 from jax_impl.convert import cells, from_canonical, to_canonical
 from jax_impl.model import build_model
 from parity import oracle
-from parity.checks import random_weights
+from parity.checks import ABSOLUTE_FLOAT64, logit_tolerance, random_weights
 
 GRU = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2)
 
@@ -89,7 +89,7 @@ def test_canonical_weights_reproduce_the_numpy_oracle(name, dtype, mnist_rows):
     logits = np.asarray(from_canonical(weights, config)(jnp.asarray(mnist_rows.astype(dtype))))
     assert logits.dtype == np.dtype(dtype)
     expected = oracle.logits(config, weights, mnist_rows)
-    tolerance = 1e-5 * max(1.0, np.abs(expected).max()) if dtype == "float32" else 1e-12
+    tolerance, _ = logit_tolerance(dtype, max(1.0, np.abs(expected).max()))
     assert np.abs(logits - expected).max() <= tolerance
 
 

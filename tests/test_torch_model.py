@@ -13,7 +13,7 @@ from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import canonical_shapes
 from parity import oracle
-from parity.checks import random_weights
+from parity.checks import ABSOLUTE_FLOAT64, logit_tolerance, random_weights
 from tests.conftest import assert_one_line_error, run_cli
 from torch_impl.convert import from_canonical, read_weights, to_canonical, tutorial_to_canonical, read_tutorial_checkpoint
 from torch_impl.model import build_model
@@ -71,7 +71,7 @@ def test_canonical_weights_reproduce_the_numpy_oracle(name, dtype, mnist_rows):
     model = from_canonical(weights, config)
     logits = model(torch.from_numpy(mnist_rows.astype(dtype))).detach().numpy()
     expected = oracle.logits(config, weights, mnist_rows)
-    tolerance = 1e-5 * max(1.0, np.abs(expected).max()) if dtype == "float32" else 1e-12
+    tolerance, _ = logit_tolerance(dtype, max(1.0, np.abs(expected).max()))
     assert np.abs(logits - expected).max() <= tolerance
     assert all(np.array_equal(a, weights[k]) for k, a in to_canonical(model).items())
 
@@ -80,7 +80,7 @@ def test_gru_matches_the_oracle(mnist_rows):
     config = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2, dtype="float64")
     weights = random_weights(config)
     logits = from_canonical(weights, config)(torch.from_numpy(mnist_rows.astype("float64"))).detach().numpy()
-    assert np.abs(logits - oracle.logits(config, weights, mnist_rows)).max() <= 1e-12
+    assert np.abs(logits - oracle.logits(config, weights, mnist_rows)).max() <= ABSOLUTE_FLOAT64
 
 
 class TutorialRNN(torch.nn.Module):

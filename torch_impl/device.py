@@ -24,19 +24,25 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def full_precision() -> None:
-    """TF32 off for float32 on a GPU: cuDNN's RNNs and matmuls compute in IEEE float32.
+def set_tf32(enabled: bool) -> None:
+    """TF32 on or off for float32 on a GPU (off: cuDNN's RNNs and matmuls compute in IEEE float32).
 
     `torch.backends.cudnn.rnn.fp32_precision` defaults to "tf32" and the top-level
     `torch.backends.fp32_precision` does not reach it, so each setting is made explicitly.
     """
+    precision = "tf32" if enabled else "ieee"
     try:  # torch >= 2.9: the fp32_precision settings (mixing them with allow_tf32 is an error)
-        torch.backends.cudnn.rnn.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cudnn.rnn.fp32_precision = precision
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
     except AttributeError:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = enabled
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
+def tf32_enabled() -> bool:
+    """Whether float32 RNNs or matmuls on a GPU may use TF32 now (cuDNN's RNNs do by default)."""
+    return "tf32" in (torch.backends.cudnn.rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
