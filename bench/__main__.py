@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.bound import matmul_gflops
 from bench.levers import LEVERS
@@ -38,12 +38,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=200, help="training steps per timed repetition")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--levers", nargs="?", const="all", metavar="NAMES",
-                        help="also time the speed levers (all, or comma-separated names; see bench/levers.py)")
-    parser.add_argument("--sweep", choices=tuple(SWEEPS), action="append",
-                        help="images/s of both trainers against batch (32..1024) or hidden (64..512) size; repeatable")
+    parser.add_argument(
+        "--levers",
+        nargs="?",
+        const="all",
+        metavar="NAMES",
+        help="also time the speed levers (all, or comma-separated names; see bench/levers.py)",
+    )
+    parser.add_argument(
+        "--sweep",
+        choices=tuple(SWEEPS),
+        action="append",
+        help="images/s of both trainers against batch (32..1024) or hidden (64..512) size; repeatable",
+    )
     parser.add_argument("--sweep-images", type=int, default=12800, help="training images per timed sweep repetition")
-    parser.add_argument("--sweep-sizes", metavar="N,N,...", help="sizes to sweep (default: batch 32..1024, hidden 64..512)")
+    parser.add_argument(
+        "--sweep-sizes", metavar="N,N,...", help="sizes to sweep (default: batch 32..1024, hidden 64..512)"
+    )
     parser.add_argument("--plot", metavar="FILE", default="bench-sweep.png", help="PNG for --sweep")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
@@ -71,19 +82,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def format_rows(results: list[dict]) -> tuple[tuple[str, ...], list[tuple]]:
     """The benchmark table: a header and one line per runner (the per-process rows are printed apart)."""
     sweeping = any("sweep" in r for r in results)
-    header = ("preset", *(("sweep", "size") if sweeping else ()), "runner", "train img/s (median)", "min-max",
-              "x tutorial", "warm-up s", "compile s", "eval img/s", "memory MiB", "GFLOP/s", "% of matmul bound")
+    header = (
+        "preset",
+        *(("sweep", "size") if sweeping else ()),
+        "runner",
+        "train img/s (median)",
+        "min-max",
+        "x tutorial",
+        "warm-up s",
+        "compile s",
+        "eval img/s",
+        "memory MiB",
+        "GFLOP/s",
+        "% of matmul bound",
+    )
     lines = []
     for r in results:
         if r["runner"] == "(process)":
             continue
-        memory = f"{r['memory_mb']:+.0f} RSS" if r["peak_device_mb"] is None else f"{r['peak_device_mb']:.0f} device peak"
+        memory = (
+            f"{r['memory_mb']:+.0f} RSS" if r["peak_device_mb"] is None else f"{r['peak_device_mb']:.0f} device peak"
+        )
         swept = (r.get("sweep", "-"), str(r.get("size", "-"))) if sweeping else ()
-        lines.append((r["preset"], *swept, r["runner"], f"{r['images_per_s']:.0f}", f"{r['min']:.0f}-{r['max']:.0f}",
-                      "-" if r["vs_tutorial"] is None else f"{r['vs_tutorial']:.2f}x", f"{r['warmup_s']:.1f}",
-                      f"{r['compile_s']:.1f}", "-" if r["eval_images_per_s"] is None else f"{r['eval_images_per_s']:.0f}",
-                      memory, f"{r['train_gflops']:.1f}",
-                      "-" if r["bound_share"] is None else f"{100 * r['bound_share']:.1f}%"))
+        lines.append(
+            (
+                r["preset"],
+                *swept,
+                r["runner"],
+                f"{r['images_per_s']:.0f}",
+                f"{r['min']:.0f}-{r['max']:.0f}",
+                "-" if r["vs_tutorial"] is None else f"{r['vs_tutorial']:.2f}x",
+                f"{r['warmup_s']:.1f}",
+                f"{r['compile_s']:.1f}",
+                "-" if r["eval_images_per_s"] is None else f"{r['eval_images_per_s']:.0f}",
+                memory,
+                f"{r['train_gflops']:.1f}",
+                "-" if r["bound_share"] is None else f"{100 * r['bound_share']:.1f}%",
+            )
+        )
     return header, lines
 
 
@@ -109,17 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = load_dataset("mnist")
         measured = {framework: matmul_gflops(framework, args.device) for framework in ("torch", "jax")}
         bound = max(measured.values())
-        print(f"float32 matmul throughput (1024x1024, best of 7, measured now): torch {measured['torch']:.0f} "
-              f"GFLOP/s, jax {measured['jax']:.0f} GFLOP/s; bound = the better, {bound:.0f} GFLOP/s")
-        results = [row for preset in args.preset_list
-                   for row in bench_preset(preset, dataset, args.steps, args.reps, args.device, levers, bound)]
+        print(
+            f"float32 matmul throughput (1024x1024, best of 7, measured now): torch {measured['torch']:.0f} "
+            f"GFLOP/s, jax {measured['jax']:.0f} GFLOP/s; bound = the better, {bound:.0f} GFLOP/s"
+        )
+        results = [
+            row
+            for preset in args.preset_list
+            for row in bench_preset(preset, dataset, args.steps, args.reps, args.device, levers, bound)
+        ]
         report(results)
         for name in levers:
             print(f"  {name}: {LEVERS[name].description}")
         sweep_rows = []
         for kind in args.sweep or []:
-            sweep_rows += sweep(kind, args.preset_list[0], dataset, args.device, args.reps, args.sweep_images, bound,
-                                args.sizes)
+            sweep_rows += sweep(
+                kind, args.preset_list[0], dataset, args.device, args.reps, args.sweep_images, bound, args.sizes
+            )
         if sweep_rows:
             report(sweep_rows)
             plot_sweep(sweep_rows, Path(args.plot))

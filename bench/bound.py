@@ -25,8 +25,8 @@ def matmul_gflops(framework: str, device: str, size: int = 1024, reps: int = 10,
     still rising, caches cold) does not make a bound that training then exceeds.
     """
     if framework == "jax":
-        import jax  # noqa: PLC0415
-        import jax.numpy as jnp  # noqa: PLC0415
+        import jax
+        import jax.numpy as jnp
 
         from jax_impl.device import resolve_device
 
@@ -41,7 +41,7 @@ def matmul_gflops(framework: str, device: str, size: int = 1024, reps: int = 10,
             b.block_until_ready()
             return time.perf_counter() - began
     else:
-        import torch  # noqa: PLC0415
+        import torch
 
         from torch_impl.device import resolve_device
 
@@ -57,4 +57,5 @@ def matmul_gflops(framework: str, device: str, size: int = 1024, reps: int = 10,
                 b = (b @ b) * 1e-3
             synchronize()
             return time.perf_counter() - began
+
     return reps * 2 * size**3 / min(timed() for _ in range(trials)) / 1e9

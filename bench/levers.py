@@ -23,25 +23,43 @@ class Lever:
 
 
 LEVERS = {
-    "torch: Adam for-loop": Lever("torch", "torch.optim.Adam(foreach=False): one update per parameter (the "
-                                           "tutorials' Adam on CPU)", {"adam": "for-loop"}),
+    "torch: Adam for-loop": Lever(
+        "torch",
+        "torch.optim.Adam(foreach=False): one update per parameter (the tutorials' Adam on CPU)",
+        {"adam": "for-loop"},
+    ),
     "torch: Adam foreach": Lever("torch", "torch.optim.Adam(foreach=True): multi-tensor update", {"adam": "foreach"}),
-    "torch: 1 thread": Lever("torch", "torch.set_num_threads(1) around the timed steps (default: one per core)",
-                             {"threads": 1}),
+    "torch: 1 thread": Lever(
+        "torch", "torch.set_num_threads(1) around the timed steps (default: one per core)", {"threads": 1}
+    ),
     "torch: torch.compile": Lever("torch", "torch.compile(model) (inductor), fused Adam", {"compile": True}),
-    "torch: flush denormals": Lever("torch", "torch.set_flush_denormal(True) around the timed steps (subnormal "
-                                             "floats read as 0)", {"flush_denormal": True}),
+    "torch: flush denormals": Lever(
+        "torch",
+        "torch.set_flush_denormal(True) around the timed steps (subnormal floats read as 0)",
+        {"flush_denormal": True},
+    ),
     "jax: chunk 25": Lever("jax", "25 train steps per compiled lax.scan call (default 50)", {"chunk_steps": 25}),
     "jax: chunk 200": Lever("jax", "200 train steps per compiled lax.scan call (default 50)", {"chunk_steps": 200}),
     "jax: unroll 2": Lever("jax", "nnx.RNN(unroll=2): two time steps per iteration of the time scan", {"unroll": 2}),
-    "jax: hoisted input projection": Lever("jax", "x W_i + b_i for all 28 rows in one matmul, only h W_h + b_h in "
-                                                  "the time scan", {"recurrence": "hoisted"}),
-    "jax: both directions in one scan": Lever("jax", "a bidirectional layer's two directions stepped in one "
-                                                     "lax.scan (two dots per step); other layers as default",
-                                              {"recurrence": "fused-directions"}),
-    "jax: 2 CPU devices": Lever("jax", "jax_num_cpu_devices=2, each batch split over two devices (GSPMD data "
-                                       "parallel)", {"cpu_devices": 2}, devices=("cpu",)),
-    "jax: cuDNN LSTM": Lever("jax", "each LSTM layer through cuDNN's fused LSTM (jax.experimental.rnn.lstm, "
-                                    "precision highest); LSTM presets on a GPU only", {"recurrence": "cudnn"},
-                             devices=("gpu",)),
+    "jax: hoisted input projection": Lever(
+        "jax", "x W_i + b_i for all 28 rows in one matmul, only h W_h + b_h in the time scan", {"recurrence": "hoisted"}
+    ),
+    "jax: both directions in one scan": Lever(
+        "jax",
+        "a bidirectional layer's two directions stepped in one lax.scan (two dots per step); other layers as default",
+        {"recurrence": "fused-directions"},
+    ),
+    "jax: 2 CPU devices": Lever(
+        "jax",
+        "jax_num_cpu_devices=2, each batch split over two devices (GSPMD data parallel)",
+        {"cpu_devices": 2},
+        devices=("cpu",),
+    ),
+    "jax: cuDNN LSTM": Lever(
+        "jax",
+        "each LSTM layer through cuDNN's fused LSTM (jax.experimental.rnn.lstm, "
+        "precision highest); LSTM presets on a GPU only",
+        {"recurrence": "cudnn"},
+        devices=("gpu",),
+    ),
 }

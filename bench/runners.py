@@ -7,10 +7,11 @@ over the same number of steps after a warm-up chunk (and, for JAX, after compila
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
@@ -37,8 +38,9 @@ def tutorial_loop(config, dataset, steps: int) -> tuple[Callable[[], float], Cal
         def __init__(self):
             super().__init__()
             kind = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[config.cell]
-            self.rnn = kind(28, config.hidden_size, config.num_layers, batch_first=True,
-                            bidirectional=config.bidirectional)
+            self.rnn = kind(
+                28, config.hidden_size, config.num_layers, batch_first=True, bidirectional=config.bidirectional
+            )
             self.out = nn.Linear(config.num_directions * config.hidden_size, 10)
 
         def forward(self, x):
@@ -48,8 +50,9 @@ def tutorial_loop(config, dataset, steps: int) -> tuple[Callable[[], float], Cal
 
     torch.manual_seed(config.seed)
     images = torch.from_numpy(dataset.train_images).float().div(255)
-    loader = DataLoader(TensorDataset(images, torch.from_numpy(dataset.train_labels)),
-                        batch_size=config.batch_size, shuffle=True)
+    loader = DataLoader(
+        TensorDataset(images, torch.from_numpy(dataset.train_labels)), batch_size=config.batch_size, shuffle=True
+    )
     model = TutorialRNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_function = nn.CrossEntropyLoss()
@@ -78,7 +81,7 @@ def tutorial_loop(config, dataset, steps: int) -> tuple[Callable[[], float], Cal
 
 
 def trainer_loop(trainer, config, dataset, steps: int) -> Callable[[], float]:
-    """A project trainer fed the shared sampler's full batches, `steps` at a time; returns seconds (compile excluded)."""
+    """A project trainer fed the shared sampler's full batches, `steps` at a time; returns seconds without compiling."""
     sampler = BatchSampler(len(dataset.train_images), config.batch_size, config.seed)
     full = [batch for batch in sampler.batches(0) if len(batch) == config.batch_size]
     position = 0
@@ -121,9 +124,12 @@ class Runner:
 
 
 def runner_framework(name: str) -> str:
-    """"torch" or "jax": whose trainer the runner `name` times (the tutorial loop is torch)."""
-    return LEVERS[name].framework if name in LEVERS else {"tutorial loop": "torch", "torch trainer": "torch",
-                                                          "jax trainer": "jax"}[name]
+    """ "torch" or "jax": whose trainer the runner `name` times (the tutorial loop is torch)."""
+    return (
+        LEVERS[name].framework
+        if name in LEVERS
+        else {"tutorial loop": "torch", "torch trainer": "torch", "jax trainer": "jax"}[name]
+    )
 
 
 def make_trainer(name: str, config, dataset, device: str) -> Trainer:
@@ -138,6 +144,11 @@ def make_trainer(name: str, config, dataset, device: str) -> Trainer:
     from jax_impl.train import TrainOptions as JaxOptions
 
     return JaxTrainer(config, initial_weights(config), dataset, device, JaxOptions(**options))
+
+
+def adam_steps(trainer: Trainer) -> int:
+    """How many steps the trainer's Adam has taken (its own count, as a checkpoint stores it)."""
+    return int(trainer.optimizer_state()["adam.step"][0])
 
 
 def make_runners(config, dataset, steps: int, device: str, levers: Sequence[str], tutorial: bool) -> list[Runner]:
@@ -155,16 +166,30 @@ def make_runners(config, dataset, steps: int, device: str, levers: Sequence[str]
             except ConfigError as error:  # a lever that does not apply to this model (a cuDNN LSTM on a tanh RNN)
                 print(f"{name}: skipped for this model ({error})")
                 continue
-            runner = Runner(name, runner_framework(name), trainer_loop(trainer, config, dataset, steps),
-                            lambda trainer=trainer: int(trainer.optimizer_state()["adam.step"][0]), trainer)
+            runner = Runner(
+                name,
+                runner_framework(name),
+                trainer_loop(trainer, config, dataset, steps),
+                functools.partial(adam_steps, trainer),
+                trainer,
+            )
         runner.run()  # warm-up chunk (and compilation) before any timing
         runner.warmup_s, runner.memory_mb = time.perf_counter() - began, rss_mb() - before
         runners.append(runner)
     return runners
 
 
-def bench_preset(preset: str, dataset, steps: int, reps: int, device: str, levers: Sequence[str] = (),
-                 bound: float | None = None, config=None, tutorial: bool = True) -> list[dict]:
+def bench_preset(
+    preset: str,
+    dataset,
+    steps: int,
+    reps: int,
+    device: str,
+    levers: Sequence[str] = (),
+    bound: float | None = None,
+    config=None,
+    tutorial: bool = True,
+) -> list[dict]:
     """Time every runner round-robin on `preset` (or `config`); one row per runner and one for the process.
 
     `bound` is the matmul throughput (GFLOP/s) each row's training FLOPs are compared with.
@@ -172,7 +197,7 @@ def bench_preset(preset: str, dataset, steps: int, reps: int, device: str, lever
     config = config or get_preset(preset)
     began = time.perf_counter()
     runners = make_runners(config, dataset, steps, device, levers, tutorial and device == "cpu")
-    times = {runner.name: [] for runner in runners}
+    times: dict[str, list[float]] = {runner.name: [] for runner in runners}
     for _ in progress(range(reps), f"bench {preset}"):
         for runner in runners:
             times[runner.name].append(runner.run())
@@ -184,19 +209,36 @@ def bench_preset(preset: str, dataset, steps: int, reps: int, device: str, lever
         rates = [images / t for t in times[runner.name]]
         median = statistics.median(rates)
         trainer = runner.trainer
-        results.append({
-            "preset": preset, "device": device, "runner": runner.name, "framework": runner.framework, "batch_size": config.batch_size,
-            "hidden_size": config.hidden_size, "images_per_s": median, "min": min(rates), "max": max(rates),
-            "warmup_s": runner.warmup_s, "compile_s": getattr(trainer, "compile_seconds", 0.0),
-            "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
-            "vs_tutorial": median / baseline if baseline else None,
-            "memory_mb": runner.memory_mb, "steps_taken": runner.steps_taken(),
-            "peak_device_mb": trainer.peak_device_mb() if trainer is not None else None,
-            "train_gflops": median * flops / 1e9, "matmul_bound_gflops": bound,
-            "bound_share": median * flops / 1e9 / bound if bound else None,
-        })
-    results.append({"preset": preset, "device": device, "runner": "(process)", "peak_rss_mb": peak_rss_mb(),
-                    "seconds": time.perf_counter() - began})
+        results.append(
+            {
+                "preset": preset,
+                "device": device,
+                "runner": runner.name,
+                "framework": runner.framework,
+                "batch_size": config.batch_size,
+                "hidden_size": config.hidden_size,
+                "images_per_s": median,
+                "min": min(rates),
+                "max": max(rates),
+                "warmup_s": runner.warmup_s,
+                "compile_s": getattr(trainer, "compile_seconds", 0.0),
+                "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
+                "vs_tutorial": median / baseline if baseline else None,
+                "memory_mb": runner.memory_mb,
+                "steps_taken": runner.steps_taken(),
+                "peak_device_mb": trainer.peak_device_mb() if trainer is not None else None,
+                "train_gflops": median * flops / 1e9,
+                "matmul_bound_gflops": bound,
+                "bound_share": median * flops / 1e9 / bound if bound else None,
+            }
+        )
+    results.append(
+        {
+            "preset": preset,
+            "device": device,
+            "runner": "(process)",
+            "peak_rss_mb": peak_rss_mb(),
+            "seconds": time.perf_counter() - began,
+        }
+    )
     return results
-
-

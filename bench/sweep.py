@@ -1,10 +1,10 @@
-"""`python -m bench --sweep batch|hidden`: both trainers' images/s against the batch or the hidden size, and its plot."""
+"""`python -m bench --sweep batch|hidden`: both trainers' images/s against the batch or the hidden size, plotted."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.runners import bench_preset
 from common.console import progress
@@ -13,13 +13,24 @@ from common.presets import get_preset
 SWEEPS = {"batch": (32, 64, 128, 256, 512, 1024), "hidden": (64, 128, 256, 512)}
 
 
-def sweep(kind: str, preset: str, dataset, device: str, reps: int, images: int, bound: float | None,
-          sizes: Sequence[int] | None = None) -> list[dict]:
+def sweep(
+    kind: str,
+    preset: str,
+    dataset,
+    device: str,
+    reps: int,
+    images: int,
+    bound: float | None,
+    sizes: Sequence[int] | None = None,
+) -> list[dict]:
     """Both trainers (no tutorial loop) at each size: `images` training images per timed repetition."""
     base = get_preset(preset)
     rows = []
     for size in progress(sizes or SWEEPS[kind], f"sweep {kind}"):
-        config = dataclasses.replace(base, **({"batch_size": size} if kind == "batch" else {"hidden_size": size}))
+        if kind == "batch":
+            config = dataclasses.replace(base, batch_size=size)
+        else:
+            config = dataclasses.replace(base, hidden_size=size)
         steps = max(2, images // config.batch_size)
         for row in bench_preset(preset, dataset, steps, reps, device, bound=bound, config=config, tutorial=False):
             if row["runner"] != "(process)":

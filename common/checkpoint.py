@@ -45,8 +45,8 @@ def checkpoint_paths(out: Path) -> list[Path]:
     folder = Path(out) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    return sorted((path for path in folder.iterdir() if NAME_PATTERN.match(path.name)),
-                  key=lambda path: int(NAME_PATTERN.match(path.name).group(1)))
+    steps = {path: match.group(1) for path in folder.iterdir() if (match := NAME_PATTERN.match(path.name))}
+    return sorted(steps, key=lambda path: int(steps[path]))
 
 
 def save_checkpoint(out: Path, checkpoint: Checkpoint) -> Path:
@@ -72,7 +72,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except (OSError, SafetensorError, ValueError, KeyError, TypeError) as error:
         raise SeqMnistError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     config = Config.from_dict(info["config"], str(path))
-    weights = {name[len("model."):]: array for name, array in tensors.items() if name.startswith("model.")}
+    weights = {name[len("model.") :]: array for name, array in tensors.items() if name.startswith("model.")}
     check_weights(weights, config, str(path))
     optimizer = {name: array for name, array in tensors.items() if name.startswith("adam.")}
     if "adam.step" not in optimizer:

@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import sys
 import typing
-from typing import Iterator, Literal, NoReturn, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NoReturn, Protocol
 
 from common.config import Config, field_type
 from common.data import DATA_SOURCES
@@ -55,7 +56,7 @@ def add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None
         if only is not None and field.name not in only:
             continue
         kind = field_type(field)
-        options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
+        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
         if typing.get_origin(kind) is Literal:
             options.update(choices=typing.get_args(kind), metavar="{" + ",".join(typing.get_args(kind)) + "}")
         elif kind is bool:
@@ -65,10 +66,20 @@ def add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None
         group.add_argument(flag_name(field.name), **options)
 
 
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
+class FlagGroup(Protocol):
+    """An argparse parser or argument group: anything flags can be added to."""
+
+    def add_argument(self, *names: str, **options: Any) -> argparse.Action: ...
+
+
+def add_data_flags(parser: FlagGroup) -> None:
     parser.add_argument("--data-dir", help="folder with the four IDX files (also torchvision's MNIST/raw layout)")
-    parser.add_argument("--data-source", choices=DATA_SOURCES, default="auto",
-                        help="auto: --data-dir, else the bundled copy; tfds / torchvision on request")
+    parser.add_argument(
+        "--data-source",
+        choices=DATA_SOURCES,
+        default="auto",
+        help="auto: --data-dir, else the bundled copy; tfds / torchvision on request",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto picks a GPU when there is one")
 
 
@@ -81,7 +92,9 @@ def positive_int(text: str) -> int:
 
 def build_train_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(prog=prog, description="Train a row-by-row MNIST recurrent classifier.")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    parser.add_argument(
+        "--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})"
+    )
     add_config_flags(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--max-steps", type=positive_int, help="stop after N training steps (smoke runs)")
@@ -89,10 +102,19 @@ def build_train_parser(prog: str) -> OneLineParser:
     run.add_argument("--out", help="output folder (default runs/<framework>-<preset>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    run.add_argument("--checkpoint-every", type=positive_int, default=0, metavar="N",
-                     help="also checkpoint every N steps (always at the end of each epoch)")
-    run.add_argument("--init", choices=INIT_CHOICES, default="canonical",
-                     help="canonical: the shared NumPy initial weights for the seed; native: the framework's own")
+    run.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N steps (always at the end of each epoch)",
+    )
+    run.add_argument(
+        "--init",
+        choices=INIT_CHOICES,
+        default="canonical",
+        help="canonical: the shared NumPy initial weights for the seed; native: the framework's own",
+    )
     run.add_argument("--init-weights", metavar="FILE", help="start from this canonical weights file")
     run.add_argument("--log-every", type=positive_int, default=50, help="log (and JIT-chunk) every N steps")
     run.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -102,8 +124,11 @@ def build_train_parser(prog: str) -> OneLineParser:
 def resolve_config(namespace: argparse.Namespace, base: Config | None = None) -> Config:
     """The preset (or `base`) with every config flag the user gave applied on top."""
     config = base if base is not None else get_preset(namespace.preset)
-    overrides = {field.name: getattr(namespace, field.name)
-                 for field in dataclasses.fields(Config) if hasattr(namespace, field.name)}
+    overrides = {
+        field.name: getattr(namespace, field.name)
+        for field in dataclasses.fields(Config)
+        if hasattr(namespace, field.name)
+    }
     return dataclasses.replace(config, **overrides)
 
 
@@ -125,8 +150,12 @@ def parse_train_args(argv: Sequence[str] | None, prog: str) -> tuple[Config, Run
 
 def build_evaluate_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(prog=prog, description="Evaluate a weights file on the test set.")
-    parser.add_argument("--weights", required=True, metavar="FILE",
-                        help="canonical .safetensors (or, in torch_impl, a tutorial .pkl with --preset)")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="canonical .safetensors (or, in torch_impl, a tutorial .pkl with --preset)",
+    )
     parser.add_argument("--preset", help="the model a file without config metadata holds (tutorial checkpoints)")
     add_config_flags(parser, only=("dataset", "dtype"))
     add_data_flags(parser)

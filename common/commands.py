@@ -7,8 +7,8 @@ import json
 import platform
 import resource
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from common.rundir import default_out_dir, prepare_out_dir, resume_argv, resume_
 from common.trainer import MakeTrainer, evaluate_trainer
 from common.weights import Weights, initial_weights, load_weights, save_weights, write_atomically
 
+Versions = Callable[[], dict[str, str | int | None]]  # the framework's library versions, for summary.json
 PredictLogits = Callable[[Config, Weights, np.ndarray, str], np.ndarray]
 ReadWeights = Callable[[str, "Config | None"], "tuple[Weights, Config]"]
 
@@ -40,8 +41,13 @@ def starting_weights(config: Config, options: RunOptions) -> Weights | None:
     return initial_weights(config)
 
 
-def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: MakeTrainer,
-               versions: Callable[[], dict]) -> int:
+def train_main(
+    argv: Sequence[str] | None,
+    *,
+    framework: str,
+    make_trainer: MakeTrainer,
+    versions: Callable[[], dict[str, str | int | None]],
+) -> int:
     """`python -m <framework>_impl.train`: parse, train, evaluate, write the four run files."""
     prog = f"python -m {framework}_impl.train"
     config, options = parse_train_args(argv, prog)
@@ -72,22 +78,32 @@ def train_main(argv: Sequence[str] | None, *, framework: str, make_trainer: Make
     except KeyboardInterrupt:
         fail(prog, f"interrupted; continue from the last checkpoint with --resume --out {out}", code=130)
     summary = {
-        "framework": framework, "preset": options.preset, "test_accuracy": test_accuracy, "test_loss": test_loss,
-        **figures, "compile_seconds": trainer.compile_seconds, "wall_seconds": time.perf_counter() - started,
-        "device": trainer.device, "init": "file" if options.init_weights else options.init,
-        "data_source": dataset.source, "peak_rss_mb": peak_rss_mb(),
+        "framework": framework,
+        "preset": options.preset,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        **figures,
+        "compile_seconds": trainer.compile_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "device": trainer.device,
+        "init": "file" if options.init_weights else options.init,
+        "data_source": dataset.source,
+        "peak_rss_mb": peak_rss_mb(),
         "peak_device_mb": trainer.peak_device_mb(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions()},
         "config": config.to_dict(),
     }
     write_atomically(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    print(f"{framework} {options.preset}: test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}) after "
-          f"{figures['steps']} steps, {summary['wall_seconds']:.1f} s on {trainer.device}; wrote {out}")
+    print(
+        f"{framework} {options.preset}: test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}) after "
+        f"{figures['steps']} steps, {summary['wall_seconds']:.1f} s on {trainer.device}; wrote {out}"
+    )
     return 0
 
 
-def evaluate_main(argv: Sequence[str] | None, *, framework: str, read_weights: ReadWeights,
-                  predict_logits: PredictLogits) -> int:
+def evaluate_main(
+    argv: Sequence[str] | None, *, framework: str, read_weights: ReadWeights, predict_logits: PredictLogits
+) -> int:
     """`python -m <framework>_impl.evaluate --weights FILE`: accuracy and loss on the test set."""
     prog = f"python -m {framework}_impl.evaluate"
     namespace = build_evaluate_parser(prog).parse_args(argv)
@@ -102,12 +118,19 @@ def evaluate_main(argv: Sequence[str] | None, *, framework: str, read_weights: R
         rows = images_to_row_sequences(dataset.test_images[:count], config.dtype)
         logits = predict_logits(config, weights, rows, namespace.device)
     labels = dataset.test_labels[:count]
-    result = {"accuracy": metrics.accuracy(logits, labels), "loss": metrics.cross_entropy(logits, labels),
-              "n": int(count), "weights": str(namespace.weights), "dataset": config.dataset,
-              "framework": framework}
+    result = {
+        "accuracy": metrics.accuracy(logits, labels),
+        "loss": metrics.cross_entropy(logits, labels),
+        "n": int(count),
+        "weights": str(namespace.weights),
+        "dataset": config.dataset,
+        "framework": framework,
+    }
     if namespace.json:
         print(json.dumps({**result, "predictions": metrics.predictions(logits).tolist()}))
     else:
-        print(f"{framework} {namespace.weights}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
-              f"on {count} {config.dataset} test images")
+        print(
+            f"{framework} {namespace.weights}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
+            f"on {count} {config.dataset} test images"
+        )
     return 0

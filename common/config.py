@@ -83,12 +83,12 @@ POSITIVE_INT_FIELDS = {"input_size", "hidden_size", "num_layers", "num_classes",
 NON_NEGATIVE_INT_FIELDS = {"seed", "eval_every_steps", "eval_images"}
 
 
-def field_type(field: dataclasses.Field) -> Any:
+def field_type(field: dataclasses.Field[Any]) -> Any:
     """The resolved annotation of a Config field (annotations are strings under `from __future__`)."""
     return typing.get_type_hints(Config)[field.name]
 
 
-def _check_field(field: dataclasses.Field, value: Any) -> None:
+def _check_field(field: dataclasses.Field[Any], value: Any) -> None:
     """Raise ConfigError unless `value` has the field's type and range."""
     name, kind = field.name, field_type(field)
     if typing.get_origin(kind) is Literal:

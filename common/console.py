@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, Sequence, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 Item = TypeVar("Item")
 
@@ -23,7 +27,7 @@ def progress(items: Iterable[Item], description: str) -> Iterable[Item]:
     return tqdm(items, desc=description, dynamic_ncols=True)
 
 
-def step_bar(total_steps: int, label: str):
+def step_bar(total_steps: int, label: str) -> tqdm[NoReturn] | None:
     """A tqdm bar counting training steps, or None where `show_progress()` says plain lines."""
     if not show_progress():
         return None

@@ -59,7 +59,8 @@ def images_to_row_sequences(images: np.ndarray, dtype: str = "float32") -> np.nd
 
     Division (not multiplication by 1/255) so the values equal `ToTensor`'s bit for bit.
     """
-    return images.astype(dtype) / np.asarray(255, dtype=dtype)
+    rows: np.ndarray = images.astype(dtype) / np.asarray(255, dtype=dtype)
+    return rows
 
 
 def idx_directory(data_dir: Path, dataset: str) -> Path:
@@ -127,7 +128,7 @@ def load_tfds(dataset: str, data_dir: Path | None) -> Dataset:
     """
     if importlib.util.find_spec("tensorflow_datasets") is None:
         raise SeqMnistError("--data-source tfds: tensorflow-datasets is not installed (pip install -e '.[tfds]')")
-    import tensorflow_datasets as tfds  # noqa: PLC0415  (optional, heavy)
+    import tensorflow_datasets as tfds
 
     if not sys.stderr.isatty():
         tfds.disable_progress_bar()
@@ -136,7 +137,10 @@ def load_tfds(dataset: str, data_dir: Path | None) -> Dataset:
     try:
         splits = tfds.as_numpy(
             tfds.load(
-                dataset, split=["train", "test"], batch_size=-1, as_supervised=True,
+                dataset,
+                split=["train", "test"],
+                batch_size=-1,
+                as_supervised=True,
                 data_dir=None if data_dir is None else str(data_dir),
                 download_and_prepare_kwargs={"download_config": config},
             )
@@ -146,9 +150,12 @@ def load_tfds(dataset: str, data_dir: Path | None) -> Dataset:
         raise SeqMnistError(f"--data-source tfds: could not load {dataset}: {message}") from None
     (train_images, train_labels), (test_images, test_labels) = splits
     return Dataset(
-        dataset, "tfds",
-        train_images[..., 0].astype(np.uint8), train_labels.astype(np.int64),
-        test_images[..., 0].astype(np.uint8), test_labels.astype(np.int64),
+        dataset,
+        "tfds",
+        train_images[..., 0].astype(np.uint8),
+        train_labels.astype(np.int64),
+        test_images[..., 0].astype(np.uint8),
+        test_labels.astype(np.int64),
     )
 
 
@@ -157,7 +164,7 @@ def torchvision_importable() -> tuple[bool, str]:
     if importlib.util.find_spec("torchvision") is None:
         return False, "torchvision is not installed"
     try:
-        import torchvision  # noqa: F401, PLC0415
+        import torchvision  # noqa: F401  (imported only to see whether it imports)
     except Exception as error:  # a CUDA wheel beside a CPU torch raises RuntimeError on import
         return False, f"torchvision does not import: {str(error).strip().splitlines()[0]}"
     return True, ""
@@ -168,7 +175,7 @@ def load_torchvision(dataset: str, data_dir: Path | None) -> Dataset:
     ok, reason = torchvision_importable()
     if not ok:
         raise SeqMnistError(f"--data-source torchvision: {reason}")
-    from torchvision import datasets  # noqa: PLC0415
+    from torchvision import datasets
 
     root = str(data_dir) if data_dir is not None else str(Path.home() / ".cache" / "torchvision")
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[dataset]
@@ -177,9 +184,12 @@ def load_torchvision(dataset: str, data_dir: Path | None) -> Dataset:
     except Exception as error:
         raise SeqMnistError(f"--data-source torchvision: could not load {dataset}: {error}") from None
     return Dataset(
-        dataset, "torchvision",
-        train.data.numpy().astype(np.uint8), train.targets.numpy().astype(np.int64),
-        test.data.numpy().astype(np.uint8), test.targets.numpy().astype(np.int64),
+        dataset,
+        "torchvision",
+        train.data.numpy().astype(np.uint8),
+        train.targets.numpy().astype(np.int64),
+        test.data.numpy().astype(np.uint8),
+        test.targets.numpy().astype(np.int64),
     )
 
 

@@ -66,9 +66,7 @@ def check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
     if len(images) != len(labels):
         raise SeqMnistError(f"{where}: {len(images)} images but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise SeqMnistError(
-            f"{where}: labels must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}"
-        )
+        raise SeqMnistError(f"{where}: labels must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}")
 
 
 def find_idx_file(directory: Path, stem: str) -> Path | None:

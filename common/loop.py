@@ -6,7 +6,10 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -15,11 +18,34 @@ from common.cli import RunOptions
 from common.config import Config
 from common.console import step_bar
 from common.data import Dataset
-from common.sampler import BatchSampler
 from common.errors import SeqMnistError
 from common.rundir import last_good_checkpoint
+from common.sampler import BatchSampler
 from common.schedule import Schedule
 from common.trainer import Trainer, evaluate_trainer
+
+
+class MetricsRecord(TypedDict):
+    """One line of metrics.jsonl: a log point of the run."""
+
+    step: int  # global steps done
+    epoch: int  # the epoch this chunk belongs to, counted from 1
+    loss: float  # mean training loss over the steps since the last log point
+    accuracy: float | None  # test accuracy in [0, 1] when this point evaluated, else None
+    images_per_s: float  # training images per second over those steps (compilation excluded)
+    test_loss: NotRequired[float]  # with accuracy
+    eval_images: NotRequired[int]  # how many test images the accuracy is over
+    elapsed: NotRequired[float]  # seconds since the run (or the resumed run) started
+
+
+class TrainingFigures(TypedDict):
+    """What the loop reports for summary.json."""
+
+    steps: int
+    epochs_completed: float
+    final_train_loss: float | None  # mean loss over the last epoch's worth of steps
+    train_images_per_s: float | None  # steady state: compilation and the first chunk excluded
+    train_seconds: float
 
 
 class Interrupted(Exception):
@@ -37,18 +63,23 @@ class RunLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def write(self, record: dict, steps_done: int) -> None:
+    def write(self, record: MetricsRecord, steps_done: int) -> None:
         record = {**record, "elapsed": round(self.elapsed(), 3)}
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         if self.bar is not None:
             self.bar.n = steps_done
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}",
-                                 **({"acc": f"{record['accuracy']:.4f}"} if record.get("accuracy") is not None else {}))
+            shown = {"loss": f"{record['loss']:.4f}", "img_s": f"{record['images_per_s']:.0f}"}
+            if record["accuracy"] is not None:
+                shown["acc"] = f"{record['accuracy']:.4f}"
+            self.bar.set_postfix(shown)
         else:
             accuracy = "" if record.get("accuracy") is None else f" accuracy {record['accuracy']:.4f}"
-            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}{accuracy} "
-                  f"{record['images_per_s']:.0f} img/s", flush=True)
+            print(
+                f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}{accuracy} "
+                f"{record['images_per_s']:.0f} img/s",
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -58,12 +89,12 @@ class RunLog:
 class StopRequest:
     """SIGINT sets a flag; the loop acts on it between chunks, where the state is whole."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
-    def __enter__(self):
-        def handler(signum, frame):
+    def __enter__(self) -> StopRequest:
+        def handler(signum: int, frame: FrameType | None) -> None:
             if self.requested:  # a second Ctrl-C: stop at once
                 raise KeyboardInterrupt
             self.requested = True
@@ -72,14 +103,16 @@ class StopRequest:
         self.previous = signal.signal(signal.SIGINT, handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self.previous)
 
 
 def not_finite(what: str, step: int, out: Path) -> SeqMnistError:
     """The one-line error that stops a run whose loss or weights stopped being finite."""
-    return SeqMnistError(f"{what} at step {step}; stopped without saving the weights ({last_good_checkpoint(out)}); "
-                         "try a lower --learning-rate")
+    return SeqMnistError(
+        f"{what} at step {step}; stopped without saving the weights ({last_good_checkpoint(out)}); "
+        "try a lower --learning-rate"
+    )
 
 
 def write_checkpoint(out: Path, config: Config, trainer: Trainer, step: int) -> None:
@@ -90,12 +123,19 @@ def write_checkpoint(out: Path, config: Config, trainer: Trainer, step: int) -> 
     save_checkpoint(out, Checkpoint(step, weights, trainer.optimizer_state(), config))
 
 
-def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Dataset, out: Path,
-          start_step: int = 0) -> dict:
+def train(
+    config: Config, options: RunOptions, trainer: Trainer, dataset: Dataset, out: Path, start_step: int = 0
+) -> TrainingFigures:
     """Run the schedule from `start_step`; write metrics.jsonl and checkpoints; return the training figures."""
     sampler = BatchSampler(len(dataset.train_images), config.batch_size, config.seed)
-    schedule = Schedule(sampler.steps_per_epoch, config.epochs, options.log_every,
-                        config.eval_every_steps, options.max_steps, options.checkpoint_every)
+    schedule = Schedule(
+        sampler.steps_per_epoch,
+        config.epochs,
+        options.log_every,
+        config.eval_every_steps,
+        options.max_steps,
+        options.checkpoint_every,
+    )
     eval_count = config.eval_images or len(dataset.test_images)
     log = RunLog(out, schedule.total_steps, f"{options.preset}")
     step, losses, timed_images, timed_seconds, first_chunk = start_step, [], 0, 0.0, True
@@ -117,10 +157,17 @@ def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Datase
                     raise not_finite(f"loss became {chunk_losses[bad]}", step + bad + 1, out)
                 losses.extend(chunk_losses.tolist())
                 step = stop
-                record = {"step": step, "epoch": epoch + 1, "loss": float(np.mean(chunk_losses)),
-                          "accuracy": None, "images_per_s": images / seconds if seconds > 0 else 0.0}
+                record: MetricsRecord = {
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "loss": float(np.mean(chunk_losses)),
+                    "accuracy": None,
+                    "images_per_s": images / seconds if seconds > 0 else 0.0,
+                }
                 if schedule.epoch_ends(step):
-                    record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, len(dataset.test_images))
+                    record["test_loss"], record["accuracy"] = evaluate_trainer(
+                        trainer, dataset, len(dataset.test_images)
+                    )
                     record["eval_images"] = len(dataset.test_images)
                 elif schedule.eval_due(step):
                     record["test_loss"], record["accuracy"] = evaluate_trainer(trainer, dataset, eval_count)
@@ -135,7 +182,7 @@ def train(config: Config, options: RunOptions, trainer: Trainer, dataset: Datase
     return {
         "steps": step,
         "epochs_completed": step / schedule.steps_per_epoch,
-        "final_train_loss": float(np.mean(losses[-schedule.steps_per_epoch:])) if losses else None,
+        "final_train_loss": float(np.mean(losses[-schedule.steps_per_epoch :])) if losses else None,
         "train_images_per_s": timed_images / timed_seconds if timed_seconds > 0 else None,
         "train_seconds": log.elapsed(),
     }

@@ -9,7 +9,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of `<float>[batch, classes]`, computed in float64."""
     logits = np.asarray(logits, dtype=np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    result: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return result
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -20,7 +21,8 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def predictions(logits: np.ndarray) -> np.ndarray:
     """The predicted class of every row (the first maximum on ties, as `argmax` in both frameworks)."""
-    return np.asarray(logits).argmax(axis=1)
+    classes: np.ndarray = np.asarray(logits).argmax(axis=1)
+    return classes
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

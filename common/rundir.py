@@ -6,8 +6,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from common.checkpoint import Checkpoint, checkpoint_paths, latest_checkpoint
 from common.config import Config
@@ -31,7 +31,9 @@ def prepare_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
             raise SeqMnistError(f"--out {out}: no run to resume there (no config.json)")
         return
     if existing and not overwrite:
-        raise SeqMnistError(f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder")
+        raise SeqMnistError(
+            f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -44,8 +46,10 @@ def resume_state(out: Path, config: Config) -> Checkpoint:
     stored = Config.from_json((out / "config.json").read_text(), str(out / "config.json"))
     if stored != config:
         changed = [f.name for f in dataclasses.fields(Config) if getattr(stored, f.name) != getattr(config, f.name)]
-        raise SeqMnistError(f"--resume: the run in {out} has {changed[0]}={getattr(stored, changed[0])!r}, "
-                            f"the flags say {getattr(config, changed[0])!r}; resume with the run's own flags")
+        raise SeqMnistError(
+            f"--resume: the run in {out} has {changed[0]}={getattr(stored, changed[0])!r}, "
+            f"the flags say {getattr(config, changed[0])!r}; resume with the run's own flags"
+        )
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
         raise SeqMnistError(f"--resume: {out} has no checkpoint yet; start it again with --overwrite")

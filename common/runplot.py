@@ -8,8 +8,8 @@ of the test digits the first run's model gets wrong. Run as `python -m torch_imp
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -17,10 +17,11 @@ from common.cli import OneLineParser, cli_errors
 from common.commands import PredictLogits
 from common.data import images_to_row_sequences, load_dataset
 from common.errors import SeqMnistError
+from common.loop import MetricsRecord
 from common.weights import load_weights
 
 
-def read_run(run: Path) -> tuple[str, list[dict]]:
+def read_run(run: Path) -> tuple[str, list[MetricsRecord]]:
     """A label (`torch lstm`) and the metrics.jsonl records of a run folder."""
     metrics, summary = run / "metrics.jsonl", run / "summary.json"
     if not metrics.is_file():
@@ -57,12 +58,18 @@ def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits
     figure = plt.figure(figsize=(13, 7.5))
     grid = figure.add_gridspec(2, 2, height_ratios=[1, 1.05])
     loss_axis, accuracy_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
-    for (label, records), style in zip(series, ["-", "--", ":", "-."] * 4):
+    for (label, records), style in zip(series, ["-", "--", ":", "-."] * len(series), strict=False):
         steps = [r["step"] for r in records]
         loss_axis.plot(steps, [r["loss"] for r in records], style, label=label)
-        evaluated = [r for r in records if r.get("accuracy") is not None]
-        accuracy_axis.plot([r["step"] for r in evaluated], [r["accuracy"] for r in evaluated], style, marker="o",
-                           markersize=3, label=label)
+        evaluated = [(r["step"], accuracy) for r in records if (accuracy := r["accuracy"]) is not None]
+        accuracy_axis.plot(
+            [step for step, _ in evaluated],
+            [accuracy for _, accuracy in evaluated],
+            style,
+            marker="o",
+            markersize=3,
+            label=label,
+        )
     loss_axis.set(xlabel="step", ylabel="training loss (mean since last log point)", title="Training loss")
     accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
     for axis in (loss_axis, accuracy_axis):

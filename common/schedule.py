@@ -23,8 +23,11 @@ class Schedule:
 
     def next_stop(self, step: int) -> int:
         """The first global step after `step` where the loop must hand back control."""
-        stops = [self.total_steps, (step // self.steps_per_epoch + 1) * self.steps_per_epoch,
-                 (step // self.log_every + 1) * self.log_every]
+        stops = [
+            self.total_steps,
+            (step // self.steps_per_epoch + 1) * self.steps_per_epoch,
+            (step // self.log_every + 1) * self.log_every,
+        ]
         for every in (self.eval_every, self.checkpoint_every):
             if every:
                 stops.append((step // every + 1) * every)
@@ -38,5 +41,8 @@ class Schedule:
         return bool(self.eval_every) and step % self.eval_every == 0
 
     def checkpoint_due(self, step: int) -> bool:
-        return (self.epoch_ends(step) or step == self.total_steps
-                or bool(self.checkpoint_every and step % self.checkpoint_every == 0))
+        return (
+            self.epoch_ends(step)
+            or step == self.total_steps
+            or bool(self.checkpoint_every and step % self.checkpoint_every == 0)
+        )

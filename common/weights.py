@@ -82,8 +82,11 @@ def check_weights(weights: Weights, config: Config, source: str) -> None:
     expected = canonical_shapes(config)
     missing = [name for name in expected if name not in weights]
     if missing:
-        raise SeqMnistError(f"{source}: missing tensor {missing[0]} (and {len(missing) - 1} more)"
-                            if len(missing) > 1 else f"{source}: missing tensor {missing[0]}")
+        raise SeqMnistError(
+            f"{source}: missing tensor {missing[0]} (and {len(missing) - 1} more)"
+            if len(missing) > 1
+            else f"{source}: missing tensor {missing[0]}"
+        )
     unexpected = sorted(set(weights) - set(expected))
     if unexpected:
         raise SeqMnistError(f"{source}: unexpected tensor {unexpected[0]} for a {describe(config)}")
@@ -143,7 +146,7 @@ def read_safetensors(path: str | Path) -> tuple[Weights, dict[str, str]]:
 
 
 def _safetensors_metadata(payload: bytes) -> dict[str, str]:
-    import json  # noqa: PLC0415
+    import json
 
     header_size = int.from_bytes(payload[:8], "little")
     header = json.loads(payload[8 : 8 + header_size])

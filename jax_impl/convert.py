@@ -33,14 +33,18 @@ CELL_TABLE = {
 HEAD_TABLE = {"out.weight": ("kernel", True), "out.bias": ("bias", False)}
 
 
-def cells(model: SequenceClassifier) -> dict[str, nnx.Module]:
+def cells(model: SequenceClassifier) -> dict[str, nnx.RNNCellBase]:
     """Canonical suffix (`l0`, `l0_reverse`, ...) -> the Flax cell holding that layer and direction."""
     found = {}
     for suffix in layer_suffixes(model.config):
         layer = model.layers[int(suffix[1:].split("_")[0])]
-        if model.config.bidirectional:
-            layer = layer.backward_rnn if suffix.endswith("_reverse") else layer.forward_rnn
-        found[suffix] = layer.cell
+        if isinstance(layer, nnx.Bidirectional):
+            direction = layer.backward_rnn if suffix.endswith("_reverse") else layer.forward_rnn
+            if not isinstance(direction, nnx.RNN):
+                raise TypeError(f"layer {suffix}: expected an nnx.RNN per direction, got {type(direction).__name__}")
+            found[suffix] = direction.cell
+        else:
+            found[suffix] = layer.cell
     return found
 
 
@@ -80,6 +84,8 @@ def from_canonical(weights: Weights, config: Config, **model_options) -> Sequenc
 def read_weights(path: str, preset: Config | None) -> tuple[Weights, Config]:
     """A canonical .safetensors file; tutorial pickles need torch, so they go through torch_impl.convert."""
     if Path(path).suffix in (".pkl", ".pt", ".pth", ".bin"):
-        raise SeqMnistError(f"{path}: a PyTorch pickle; convert it first: python -m torch_impl.convert {path} "
-                            "--preset NAME --out FILE.safetensors")
+        raise SeqMnistError(
+            f"{path}: a PyTorch pickle; convert it first: python -m torch_impl.convert {path} "
+            "--preset NAME --out FILE.safetensors"
+        )
     return load_weights(path, preset)

@@ -12,6 +12,8 @@ logits and trains differently (measured in the README's Parity section); a two-b
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -22,6 +24,8 @@ from common.weights import layer_input_size
 from jax_impl import recurrence as schedules
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+_LECUN_NORMAL = nnx.initializers.lecun_normal()  # Flax's default kernel initialisers (nnx.GRUCell's)
+_ORTHOGONAL = nnx.initializers.orthogonal()
 RECURRENCES = ("flax", "hoisted", "fused-directions", "cudnn")  # see jax_impl/recurrence.py
 
 
@@ -32,14 +36,23 @@ class TorchGRUCell(nnx.RNNCellBase):
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h
     """
 
-    def __init__(self, in_features: int, hidden_features: int, *, param_dtype=jnp.float32,
-                 kernel_init=nnx.initializers.lecun_normal(), recurrent_kernel_init=nnx.initializers.orthogonal(),
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        param_dtype=jnp.float32,
+        kernel_init=_LECUN_NORMAL,
+        recurrent_kernel_init=_ORTHOGONAL,
+        rngs: nnx.Rngs,
+    ):
         self.in_features, self.hidden_features = in_features, hidden_features
-        self.dense_i = nnx.Linear(in_features, 3 * hidden_features, kernel_init=kernel_init,
-                                  param_dtype=param_dtype, rngs=rngs)
-        self.dense_h = nnx.Linear(hidden_features, 3 * hidden_features, kernel_init=recurrent_kernel_init,
-                                  param_dtype=param_dtype, rngs=rngs)
+        self.dense_i = nnx.Linear(
+            in_features, 3 * hidden_features, kernel_init=kernel_init, param_dtype=param_dtype, rngs=rngs
+        )
+        self.dense_h = nnx.Linear(
+            hidden_features, 3 * hidden_features, kernel_init=recurrent_kernel_init, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         input_r, input_z, input_n = jnp.split(self.dense_i(inputs), 3, axis=-1)
@@ -50,7 +63,7 @@ class TorchGRUCell(nnx.RNNCellBase):
         new_h = (1.0 - update) * candidate + update * carry
         return new_h, new_h
 
-    def initialize_carry(self, input_shape, rngs=None):
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs=None, carry_init=None) -> jax.Array:
         return jnp.zeros(input_shape[:-1] + (self.hidden_features,), self.dense_h.kernel.get_value().dtype)
 
     @property
@@ -66,9 +79,14 @@ class TorchLSTMCell(nnx.OptimizedLSTMCell):
 
     def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, **options):
         super().__init__(in_features, hidden_features, rngs=rngs, **options)
-        self.dense_i = nnx.Linear(in_features, 4 * hidden_features, use_bias=True,
-                                  kernel_init=options.get("kernel_init", nnx.initializers.lecun_normal()),
-                                  param_dtype=options.get("param_dtype", jnp.float32), rngs=rngs)
+        self.dense_i = nnx.Linear(
+            in_features,
+            4 * hidden_features,
+            use_bias=True,
+            kernel_init=options.get("kernel_init", _LECUN_NORMAL),
+            param_dtype=options.get("param_dtype", jnp.float32),
+            rngs=rngs,
+        )
 
 
 class TorchRNNCell(nnx.SimpleCell):
@@ -76,9 +94,15 @@ class TorchRNNCell(nnx.SimpleCell):
 
     def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, **options):
         super().__init__(in_features, hidden_features, rngs=rngs, **options)
-        self.dense_h = nnx.Linear(hidden_features, hidden_features, use_bias=True,
-                                  kernel_init=options.get("recurrent_kernel_init", nnx.initializers.orthogonal()),
-                                  dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
+        self.dense_h = nnx.Linear(
+            hidden_features,
+            hidden_features,
+            use_bias=True,
+            kernel_init=options.get("recurrent_kernel_init", _ORTHOGONAL),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            rngs=rngs,
+        )
 
 
 def identity_blocks(key, shape, dtype=jnp.float32):
@@ -119,11 +143,11 @@ class SequenceClassifier(nnx.Module):
         if recurrence == "cudnn" and config.cell != "lstm":
             raise ConfigError(f"recurrence 'cudnn' covers the lstm cell only, not {config.cell}")
         self.config, self.recurrence = config, recurrence
-        layers = []
+        layers: list[nnx.RNN | nnx.Bidirectional] = []
         for layer in range(config.num_layers):
             in_features = layer_input_size(config, layer)
 
-            def one_direction() -> nnx.RNN:
+            def one_direction(in_features: int = in_features) -> nnx.RNN:
                 return nnx.RNN(make_cell(config, in_features, rngs), unroll=unroll, rngs=False)
 
             if config.bidirectional:
@@ -133,8 +157,9 @@ class SequenceClassifier(nnx.Module):
             else:
                 layers.append(one_direction())
         self.layers = nnx.List(layers)
-        self.out = nnx.Linear(config.num_directions * config.hidden_size, config.num_classes,
-                              param_dtype=DTYPES[config.dtype], rngs=rngs)
+        self.out = nnx.Linear(
+            config.num_directions * config.hidden_size, config.num_classes, param_dtype=DTYPES[config.dtype], rngs=rngs
+        )
 
     def layer_outputs(self, rows: jax.Array) -> list[jax.Array]:
         """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step)."""
@@ -144,7 +169,8 @@ class SequenceClassifier(nnx.Module):
         for layer in self.layers:
             carry = zero_carry(self.config, rows.shape[0])
             initial = (carry, carry) if self.config.bidirectional else carry
-            sequence = layer(sequence, initial_carry=initial)
+            # without return_carry, both nnx.RNN and nnx.Bidirectional return the output sequence alone
+            sequence = cast(jax.Array, layer(sequence, initial_carry=initial))
             outputs.append(sequence)
         return outputs
 
@@ -159,11 +185,13 @@ def last_time_step(output: jax.Array) -> jax.Array:
 
 def enable_dtype(dtype: str) -> None:
     """float64 needs JAX's x64 mode, switched on before any array of the run is made."""
-    if dtype == "float64" and not jax.config.jax_enable_x64:
+    if dtype == "float64" and not jax.config.read("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)
 
 
-def build_model(config: Config, native_seed: int = 0, *, recurrence: str = "flax", unroll: int = 1) -> SequenceClassifier:
+def build_model(
+    config: Config, native_seed: int = 0, *, recurrence: str = "flax", unroll: int = 1
+) -> SequenceClassifier:
     """The model with Flax's own initialisers drawn from seed `native_seed` (convert.py replaces them)."""
     enable_dtype(config.dtype)
     return SequenceClassifier(config, rngs=nnx.Rngs(native_seed), recurrence=recurrence, unroll=unroll)
@@ -172,9 +200,9 @@ def build_model(config: Config, native_seed: int = 0, *, recurrence: str = "flax
 def logits_in_batches(model: SequenceClassifier, rows: jax.Array, batch_size: int = 2000) -> jax.Array:
     """Logits of every row sequence in `rows`, batch by batch through one compiled forward pass."""
     graphdef, state = nnx.split(model)
-    return jnp.concatenate([
-        _forward(graphdef, state, rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)
-    ])
+    return jnp.concatenate(
+        [_forward(graphdef, state, rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
+    )
 
 
 @jax.jit(static_argnums=0)

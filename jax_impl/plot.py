@@ -1,9 +1,9 @@
-"""`python -m jax_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy curves, and the digits the first gets wrong."""
+"""`python -m jax_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy, and digits the first gets wrong."""
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from common.runplot import plot_main
 from jax_impl.evaluate import predict_logits

@@ -16,11 +16,10 @@ PyTorch has no counterpart: its recurrence is one library kernel (oneDNN on a CP
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 
 from common.config import Config
@@ -58,8 +57,13 @@ def hoisted_layer_outputs(model, rows: jax.Array, zero_carry: Callable) -> list[
     outputs, sequence = [], rows
     for layer in model.layers:
         if config.bidirectional:
-            sequence = jnp.concatenate([direction(layer.forward_rnn.cell, sequence, False),
-                                        direction(layer.backward_rnn.cell, sequence, True)], axis=-1)
+            sequence = jnp.concatenate(
+                [
+                    direction(layer.forward_rnn.cell, sequence, False),
+                    direction(layer.backward_rnn.cell, sequence, True),
+                ],
+                axis=-1,
+            )
         else:
             sequence = direction(layer.cell, sequence, False)
         outputs.append(sequence)
@@ -82,8 +86,9 @@ def fused_directions_layer_outputs(model, rows: jax.Array, zero_carry: Callable)
         forward, backward = layer.forward_rnn.cell, layer.backward_rnn.cell
         forward_step, backward_step = recurrence_step(config, forward), recurrence_step(config, backward)
 
-        def both(carry, rows_pair, forward=forward, backward=backward, forward_step=forward_step,
-                 backward_step=backward_step):
+        def both(
+            carry, rows_pair, forward=forward, backward=backward, forward_step=forward_step, backward_step=backward_step
+        ):
             forward_carry, forward_h = forward_step(carry[0], forward.dense_i(rows_pair[0]))
             backward_carry, backward_h = backward_step(carry[1], backward.dense_i(rows_pair[1]))
             return (forward_carry, backward_carry), (forward_h, backward_h)
@@ -101,15 +106,20 @@ def cudnn_blocks(config: Config, layer: int) -> list[tuple[str, tuple[int, ...]]
     then every direction's b_ih, b_hh (`jax.experimental.rnn`'s layout; gates i, f, g, o, as PyTorch's)."""
     suffixes = [f"l{layer}", f"l{layer}_reverse"][: config.num_directions]
     gates, inputs = 4 * config.hidden_size, layer_input_size(config, layer)
-    matrices = [(f"rnn.{kind}_{suffix}", (gates, width)) for suffix in suffixes
-                for kind, width in (("weight_ih", inputs), ("weight_hh", config.hidden_size))]
+    matrices = [
+        (f"rnn.{kind}_{suffix}", (gates, width))
+        for suffix in suffixes
+        for kind, width in (("weight_ih", inputs), ("weight_hh", config.hidden_size))
+    ]
     return matrices + [(f"rnn.{kind}_{suffix}", (gates,)) for suffix in suffixes for kind in ("bias_ih", "bias_hh")]
 
 
 def pack_lstm(weights: Weights, config: Config) -> list[np.ndarray]:
     """Canonical LSTM weights -> one flat cuDNN weight vector per layer (each layer runs as its own call)."""
-    return [np.concatenate([weights[name].ravel() for name, _ in cudnn_blocks(config, layer)])
-            for layer in range(config.num_layers)]
+    return [
+        np.concatenate([weights[name].ravel() for name, _ in cudnn_blocks(config, layer)])
+        for layer in range(config.num_layers)
+    ]
 
 
 def unpack_lstm(flat: list[np.ndarray], config: Config) -> Weights:
@@ -141,12 +151,25 @@ def cudnn_layer_outputs(model, rows: jax.Array, zero_carry: Callable) -> list[ja
         flat = jnp.concatenate([jnp.ravel(part) for part in matrices + biases])
         zeros = jnp.zeros((config.num_directions, rows.shape[0], config.hidden_size), sequence.dtype)
         lengths = jnp.full((rows.shape[0],), rows.shape[1], jnp.int32)
-        sequence, _, _ = rnn.lstm(sequence, zeros, zeros, flat, lengths, input_size=layer_input_size(config, layer_index),
-                                  hidden_size=config.hidden_size, num_layers=1, dropout=0.0,
-                                  bidirectional=config.bidirectional, precision=jax.lax.Precision.HIGHEST)
+        sequence, _, _ = rnn.lstm(
+            sequence,
+            zeros,
+            zeros,
+            flat,
+            lengths,
+            input_size=layer_input_size(config, layer_index),
+            hidden_size=config.hidden_size,
+            num_layers=1,
+            dropout=0.0,
+            bidirectional=config.bidirectional,
+            precision=jax.lax.Precision.HIGHEST,
+        )
         outputs.append(sequence)
     return outputs
 
 
-SCHEDULES = {"hoisted": hoisted_layer_outputs, "fused-directions": fused_directions_layer_outputs,
-             "cudnn": cudnn_layer_outputs}
+SCHEDULES = {
+    "hoisted": hoisted_layer_outputs,
+    "fused-directions": fused_directions_layer_outputs,
+    "cudnn": cudnn_layer_outputs,
+}

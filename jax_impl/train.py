@@ -8,9 +8,10 @@ set that lives on the device, so the host only sends index batches and reads bac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,12 +51,30 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
 
 
-def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, params, opt_state,
-               rows: jax.Array, labels: jax.Array):
+def train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    params,
+    opt_state,
+    rows: jax.Array,
+    labels: jax.Array,
+):
     """One Adam step on the batch's mean cross-entropy: `(params, opt_state, loss before the step)`."""
     loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_grad(graphdef: nnx.GraphDef, params, rows: jax.Array, labels: jax.Array):
+    return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
+
+
+def loss_and_gradients(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> tuple[float, Weights]:
+    """The batch's mean cross-entropy and its gradient for every parameter, under canonical names."""
+    graphdef, params = nnx.split(model)
+    loss, grads = _value_and_grad(graphdef, params, rows, labels)
+    return float(loss), to_canonical(nnx.merge(graphdef, grads))
 
 
 def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation):
@@ -64,7 +83,10 @@ def make_train_chunk(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     @jax.jit
     def train_chunk(params, opt_state, all_rows, all_labels, index_batches):
         def step(state, indices):
-            params, opt_state, loss = train_step(graphdef, optimizer, *state, all_rows[indices], all_labels[indices])
+            params, opt_state = state
+            params, opt_state, loss = train_step(
+                graphdef, optimizer, params, opt_state, all_rows[indices], all_labels[indices]
+            )
             return (params, opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), index_batches)
@@ -79,10 +101,13 @@ def placements(device: jax.Device, cpu_devices: int):
         return device, device
     devices = jax.devices("cpu")
     if device.platform != "cpu" or len(devices) < cpu_devices:
-        raise ConfigError(f"cpu_devices={cpu_devices} needs jax_num_cpu_devices >= {cpu_devices} set before "
-                          f"JAX starts (it sees {len(devices)} CPU devices, and the run is on {device.platform})")
-    mesh = jax.make_mesh((cpu_devices,), ("data",), devices=devices[:cpu_devices],
-                         axis_types=(jax.sharding.AxisType.Auto,))
+        raise ConfigError(
+            f"cpu_devices={cpu_devices} needs jax_num_cpu_devices >= {cpu_devices} set before "
+            f"JAX starts (it sees {len(devices)} CPU devices, and the run is on {device.platform})"
+        )
+    mesh = jax.make_mesh(
+        (cpu_devices,), ("data",), devices=devices[:cpu_devices], axis_types=(jax.sharding.AxisType.Auto,)
+    )
     return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(None, "data"))
 
 
@@ -93,19 +118,31 @@ class JaxTrainer:
     at most three shapes are compiled (each ahead of its first use, timed apart as `compile_seconds`).
     """
 
-    def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str,
-                 options: TrainOptions = TrainOptions()):
+    def __init__(
+        self,
+        config: Config,
+        weights: Weights | None,
+        dataset: Dataset,
+        device: str,
+        options: TrainOptions = TrainOptions(),
+    ):
         enable_dtype(config.dtype)
         self.jax_device = resolve_device(device)
         self.device = describe_device(self.jax_device)
         self.config, self.options = config, options
-        model_options = {"recurrence": options.recurrence, "unroll": options.unroll}
-        model = (build_model(config, native_seed=config.seed, **model_options) if weights is None
-                 else from_canonical(weights, config, **model_options))
+        recurrence, unroll = options.recurrence, options.unroll
+        model = (
+            build_model(config, native_seed=config.seed, recurrence=recurrence, unroll=unroll)
+            if weights is None
+            else from_canonical(weights, config, recurrence=recurrence, unroll=unroll)
+        )
         self.graphdef, params = nnx.split(model)
         self.optimizer = make_optimizer(config)
         self.placement, self.index_placement = placements(self.jax_device, options.cpu_devices)
-        put = lambda value: jax.device_put(value, self.placement)  # noqa: E731
+
+        def put(value):
+            return jax.device_put(value, self.placement)
+
         self.params = put(params)
         self.opt_state = put(self.optimizer.init(self.params))
         self.train_rows = put(images_to_row_sequences(dataset.train_images, config.dtype))
@@ -121,8 +158,12 @@ class JaxTrainer:
             began = time.perf_counter()
             sharding = None if self.options.cpu_devices == 1 else self.index_placement
             self.compiled[shape] = self.train_chunk.lower(
-                self.params, self.opt_state, self.train_rows, self.train_labels,
-                jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding)).compile()
+                self.params,
+                self.opt_state,
+                self.train_rows,
+                self.train_labels,
+                jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding),
+            ).compile()
             self.compile_seconds += time.perf_counter() - began
         return self.compiled[shape]
 
@@ -134,16 +175,19 @@ class JaxTrainer:
             indices = np.stack(index_batches[position : position + run]).astype(np.int32)
             step = self._compiled_chunk((run, width))
             self.params, self.opt_state, chunk_losses = step(
-                self.params, self.opt_state, self.train_rows, self.train_labels,
-                jax.device_put(indices, self.index_placement))
+                self.params,
+                self.opt_state,
+                self.train_rows,
+                self.train_labels,
+                jax.device_put(indices, self.index_placement),
+            )
             losses.append(chunk_losses)
             position += run
         return np.concatenate([np.asarray(loss) for loss in losses])
 
     def _full_chunk_at(self, index_batches: Sequence[np.ndarray], position: int) -> bool:
         window = index_batches[position : position + self.options.chunk_steps]
-        return (len(window) == self.options.chunk_steps
-                and all(len(batch) == self.config.batch_size for batch in window))
+        return len(window) == self.options.chunk_steps and all(len(batch) == self.config.batch_size for batch in window)
 
     @property
     def model(self) -> SequenceClassifier:
@@ -171,19 +215,26 @@ class JaxTrainer:
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         def moments(key: str):
             prefix = f"adam.{key}."
-            weights = {name[len(prefix):]: array for name, array in state.items() if name.startswith(prefix)}
+            weights = {name[len(prefix) :]: array for name, array in state.items() if name.startswith(prefix)}
             return jax.device_put(nnx.split(from_canonical(weights, self.config))[1], self.placement)
 
-        adam = self.opt_state[0]._replace(count=jnp.asarray(int(state["adam.step"][0]), dtype=jnp.int32),
-                                          mu=moments("exp_avg"), nu=moments("exp_avg_sq"))
+        adam = self.opt_state[0]._replace(
+            count=jnp.asarray(int(state["adam.step"][0]), dtype=jnp.int32),
+            mu=moments("exp_avg"),
+            nu=moments("exp_avg_sq"),
+        )
         self.opt_state = (adam, *self.opt_state[1:])
 
 
-def versions() -> dict:
+def versions() -> dict[str, str | int | None]:
     import flax
 
-    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-            "flax": flax.__version__, "optax": optax.__version__}
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

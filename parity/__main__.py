@@ -6,23 +6,43 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
+import numpy as np
 
 from common.cli import OneLineParser, cli_errors
 from common.console import print_table, progress
 from common.data import load_dataset
 from common.presets import PRESETS
 from parity.checks import CHECKS, SUITE_CHECKS, Row
-from parity.suite import (SuiteOptions, as_tf32_rows, cross_device_rows, every_device_sides, gpu_available,
-                          not_run_rows, run_preset, set_tf32)
+from parity.suite import (
+    Curves,
+    SuiteOptions,
+    as_tf32_rows,
+    cross_device_rows,
+    every_device_sides,
+    gpu_available,
+    not_run_rows,
+    run_preset,
+    set_tf32,
+)
 
 PROG = "python -m parity"
-FIGURE_LABELS = {"max_abs_diff": "max abs", "scaled_diff": "scaled", "worst_relative_diff": "worst relative",
-                 "max_loss_gap": "loss gap", "max_weight_gap": "weight gap", "max_framework_gap": "torch-jax gap",
-                 "max_rounding_gap": "f32-f64 gap", "framework_parts_at": "torch-jax parts at",
-                 "rounding_parts_at": "f32-f64 parts at", "accuracy_torch": "accuracy torch",
-                 "accuracy_jax": "accuracy jax", "share_differing": "differing"}
+FIGURE_LABELS = {
+    "max_abs_diff": "max abs",
+    "scaled_diff": "scaled",
+    "worst_relative_diff": "worst relative",
+    "max_loss_gap": "loss gap",
+    "max_weight_gap": "weight gap",
+    "max_framework_gap": "torch-jax gap",
+    "max_rounding_gap": "f32-f64 gap",
+    "framework_parts_at": "torch-jax parts at",
+    "rounding_parts_at": "f32-f64 parts at",
+    "accuracy_torch": "accuracy torch",
+    "accuracy_jax": "accuracy jax",
+    "share_differing": "differing",
+}
 
 
 def parse_checks(text: str) -> tuple[str, ...]:
@@ -38,18 +58,26 @@ def parse_checks(text: str) -> tuple[str, ...]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
-    parser.add_argument("--checks", default=",".join(SUITE_CHECKS),
-                        help="comma-separated names or numbers: " + ", ".join(f"{n} {name}" for name, n in CHECKS.items())
-                             + f" (default: {','.join(SUITE_CHECKS)}); accuracy, full trainings over seeds, only when "
-                               "named (hours on a CPU)")
+    parser.add_argument(
+        "--checks",
+        default=",".join(SUITE_CHECKS),
+        help="comma-separated names or numbers: "
+        + ", ".join(f"{n} {name}" for name, n in CHECKS.items())
+        + f" (default: {','.join(SUITE_CHECKS)}); accuracy, full trainings over seeds, only when "
+        "named (hours on a CPU)",
+    )
     parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
     parser.add_argument("--steps", type=int, default=100, help="trajectory: training steps at lr 1e-4")
-    parser.add_argument("--recipe-steps", type=int, default=150,
-                        help="trajectory and cross-eval: training steps at the recipe's lr")
+    parser.add_argument(
+        "--recipe-steps", type=int, default=150, help="trajectory and cross-eval: training steps at the recipe's lr"
+    )
     parser.add_argument("--images", type=int, default=64, help="real test images for logits, hidden-states, gradients")
-    parser.add_argument("--tf32", action="store_true",
-                        help="on a GPU, also run the float32 checks with TF32 on (the frameworks' default) and show "
-                             "those rows beside the full-precision ones, not judged (default: off)")
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="on a GPU, also run the float32 checks with TF32 on (the frameworks' default) and show "
+        "those rows beside the full-precision ones, not judged (default: off)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
@@ -62,8 +90,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         args.check_list = parse_checks(args.checks)
     except ValueError as unknown:
-        parser.error(f"--checks: unknown check {unknown}; expected names or numbers from "
-                     + ", ".join(f"{n} {name}" for name, n in CHECKS.items()))
+        parser.error(
+            f"--checks: unknown check {unknown}; expected names or numbers from "
+            + ", ".join(f"{n} {name}" for name, n in CHECKS.items())
+        )
     for flag in ("steps", "recipe_steps", "images"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -72,7 +102,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def format_figures(row: Row) -> str:
     """`max abs 2.40e-06, scaled 3.40e-07`: the row's named figures."""
-    def value(figure):
+
+    def value(figure: float | int | None) -> str:
         return "-" if figure is None else str(figure) if isinstance(figure, int) else f"{figure:.2e}"
 
     return ", ".join(f"{FIGURE_LABELS[name]} {value(figure)}" for name, figure in row.figures.items())
@@ -80,8 +111,23 @@ def format_figures(row: Row) -> str:
 
 def report(rows: list[Row]) -> None:
     header = ("preset", "check", "case", "device", "dtype", "compared", "figures", "tolerance", "result")
-    print_table(header, [(r.preset, r.check, r.case, r.device, r.dtype, r.compared, format_figures(r), r.tolerance,
-                          {True: "pass", False: "FAIL", None: "not run"}[r.passed]) for r in rows])
+    print_table(
+        header,
+        [
+            (
+                r.preset,
+                r.check,
+                r.case,
+                r.device,
+                r.dtype,
+                r.compared,
+                format_figures(r),
+                r.tolerance,
+                {True: "pass", False: "FAIL", None: "not run"}[r.passed],
+            )
+            for r in rows
+        ],
+    )
     for row in rows:
         if row.detail:
             print(f"  {row.preset} / {row.check} ({row.case}) / {row.device} / {row.dtype}: {row.detail}")
@@ -91,10 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check6 = "accuracy" in args.check_list
     args.check_list = tuple(c for c in args.check_list if c != "accuracy")
-    options = SuiteOptions(checks=args.check_list, images=args.images, small_lr_steps=args.steps,
-                           recipe_lr_steps=args.recipe_steps)
+    options = SuiteOptions(
+        checks=args.check_list, images=args.images, small_lr_steps=args.steps, recipe_lr_steps=args.recipe_steps
+    )
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
-    curves, logit_gaps, rows = [], {}, []
+    curves: list[Curves] = []
+    logit_gaps: dict[str, np.ndarray] = {}
+    rows: list[Row] = []
     with cli_errors(PROG):
         dataset = load_dataset("mnist", args.data_dir)
         for device in devices:
@@ -106,12 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 set_tf32(False)
             for preset in progress(args.presets.split(","), f"parity ({device})"):
-                rows += run_preset(preset, dataset, device, options, on_curves=curves.append,
-                                   on_logit_gaps=logit_gaps.__setitem__)
+                rows += run_preset(
+                    preset, dataset, device, options, on_curves=curves.append, on_logit_gaps=logit_gaps.__setitem__
+                )
                 if device == "gpu" and args.tf32:
                     set_tf32(True)
-                    rows += as_tf32_rows(run_preset(preset, dataset, device,
-                                                    dataclasses.replace(options, dtypes=("float32",))))
+                    rows += as_tf32_rows(
+                        run_preset(preset, dataset, device, dataclasses.replace(options, dtypes=("float32",)))
+                    )
                     set_tf32(False)
         if devices == ["cpu", "gpu"] and gpu_available()[0] and "logits" in options.checks:
             sides = every_device_sides()
@@ -127,15 +178,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png", args.images)
     failed = [row for row in rows if row.passed is False]
     if rows:
-        print(f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
-              f"{sum(row.passed is None for row in rows)} not run or not judged")
+        print(
+            f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
+            f"{sum(row.passed is None for row in rows)} not run or not judged"
+        )
     check6_failed = False
     if check6:
         from parity import accuracy
 
         for device in devices:
-            command = ["--presets", args.presets, "--seeds", args.seeds, "--work", str(Path(args.work) / device),
-                       "--device", device]
+            command = [
+                "--presets",
+                args.presets,
+                "--seeds",
+                args.seeds,
+                "--work",
+                str(Path(args.work) / device),
+                "--device",
+                device,
+            ]
             if device == "gpu" and not gpu_available()[0]:
                 print(f"accuracy on gpu: not run: {gpu_available()[1]}")
                 continue

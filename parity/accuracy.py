@@ -32,12 +32,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
 from common.cli import OneLineParser, cli_errors
+from common.console import print_table
 from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import initial_weights, save_weights, write_atomically
@@ -45,8 +47,12 @@ from common.weights import initial_weights, save_weights, write_atomically
 MEAN_GAP_TOLERANCE_PP = 0.5
 # Test accuracy (%) each recipe's tutorial reports, and that tutorial's own code run on a 2-core CPU (one seed).
 TUTORIAL_ACCURACY = {
-    "lstm": (95.2, 96.5), "bilstm": (97.1, 95.1), "rnn": (96.6, 96.4),
-    "lstm2": (96.0, 96.0), "lstm2x128": (96.0, 97.1), "bilstm2x128": (98.0, 97.3),
+    "lstm": (95.2, 96.5),
+    "bilstm": (97.1, 95.1),
+    "rnn": (96.6, 96.4),
+    "lstm2": (96.0, 96.0),
+    "lstm2x128": (96.0, 97.1),
+    "bilstm2x128": (98.0, 97.3),
 }
 RUNS = {  # name -> (framework, dtype, init)
     "torch": ("torch", "float32", "canonical"),
@@ -56,6 +62,34 @@ RUNS = {  # name -> (framework, dtype, init)
     "torch-native": ("torch", "float32", "native"),
     "jax-native": ("jax", "float32", "native"),
 }
+
+
+RunSummary = dict[str, Any]  # a training's summary.json, as read back (JSON)
+
+
+class AccuracyRow(TypedDict):
+    """One preset's line of the accuracy check: every seed's accuracies (%) and gaps (percentage points)."""
+
+    preset: str
+    seeds: list[int]
+    torch: list[float]
+    jax: list[float]
+    torch64: list[float]
+    jax64: list[float]
+    gap_torch_jax_pp: list[float | None]  # per seed, None where a run of the pair is missing
+    gap_rounding_pp: list[float | None]  # torch float32 - float64
+    mean_gap_pp: float | None  # the mean of the paired per-seed torch - jax gaps: what the check judges
+    mean_gap_standard_error_pp: float | None
+    mean_abs_gap_torch_jax_pp: float | None
+    mean_abs_gap_rounding_pp: float | None
+    gap_jax_rounding_pp: list[float | None]  # jax float32 - float64
+    mean_abs_gap_jax_rounding_pp: float | None
+    passed: bool | None  # None: fewer than two paired seeds
+    torch_native: list[float]
+    jax_native: list[float]
+    tutorial_reported: float
+    tutorial_here: float
+    wall_seconds: dict[str, float]
 
 
 @dataclasses.dataclass
@@ -87,9 +121,17 @@ def start_weights(preset: str, seed: int, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[str, Path],
-               data_dir: str | None, device: str, max_steps: int | None = None,
-               report_only: bool = False) -> dict | None:
+def train_once(
+    preset: str,
+    seed: int,
+    name: str,
+    folder: Path,
+    weights: dict[str, Path],
+    data_dir: str | None,
+    device: str,
+    max_steps: int | None = None,
+    report_only: bool = False,
+) -> RunSummary | None:
     """One full training by the framework's CLI into `folder/name`; its summary (read back if already there).
 
     With `report_only`, a run not finished before returns None instead of being trained.
@@ -97,8 +139,22 @@ def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[st
     out = folder / name
     summary = out / "summary.json"
     framework, dtype, init = RUNS[name]
-    command = [sys.executable, "-m", f"{framework}_impl.train", "--preset", preset, "--seed", str(seed),
-               "--dtype", dtype, "--out", str(out), "--overwrite", "--device", device]
+    command = [
+        sys.executable,
+        "-m",
+        f"{framework}_impl.train",
+        "--preset",
+        preset,
+        "--seed",
+        str(seed),
+        "--dtype",
+        dtype,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--device",
+        device,
+    ]
     command += ["--init", "native"] if init == "native" else ["--init-weights", str(weights[dtype])]
     if data_dir:
         command += ["--data-dir", data_dir]
@@ -106,23 +162,34 @@ def train_once(preset: str, seed: int, name: str, folder: Path, weights: dict[st
         command += ["--max-steps", str(max_steps)]
     done = folder / f"{name}.command"  # written after a successful run: reuse its summary for the same command
     if summary.exists() and done.exists() and done.read_text() == " ".join(command[1:]):
-        return json.loads(summary.read_text())
+        stored: RunSummary = json.loads(summary.read_text())
+        return stored
     if report_only:
         return None
     log = folder / f"{name}.log"
     with log.open("w") as stream:
-        finished = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "CI": "true"}, check=False)
+        finished = subprocess.run(
+            command, stdout=stream, stderr=subprocess.STDOUT, env={**os.environ, "CI": "true"}, check=False
+        )
     if finished.returncode != 0:
         last = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         raise SeqMnistError(f"{' '.join(command[2:4])} (seed {seed}, {name}) exited {finished.returncode}: {last[0]}")
     done.write_text(" ".join(command[1:]))
-    return json.loads(summary.read_text())
+    finished_summary: RunSummary = json.loads(summary.read_text())
+    return finished_summary
 
 
-def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Sequence[str],
-              data_dir: str | None = None, device: str = "cpu", max_steps: int | None = None,
-              echo=print, report_only: bool = False) -> list[SeedResult]:
+def run_check(
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    work: Path,
+    runs: Sequence[str],
+    data_dir: str | None = None,
+    device: str = "cpu",
+    max_steps: int | None = None,
+    echo: Callable[[str], None] = print,
+    report_only: bool = False,
+) -> list[SeedResult]:
     """Every (preset, seed, run), trained or read back; with `report_only`, only the finished ones."""
     results = []
     for preset in presets:
@@ -134,15 +201,16 @@ def run_check(presets: Sequence[str], seeds: Sequence[int], work: Path, runs: Se
             result = SeedResult(preset, seed, {}, {})
             for name in runs:
                 began = time.perf_counter()
-                summary = train_once(preset, seed, name, folder, weights, data_dir, device, max_steps,
-                                     report_only)
+                summary = train_once(preset, seed, name, folder, weights, data_dir, device, max_steps, report_only)
                 if summary is None:
                     continue
                 result.accuracy[name] = 100.0 * summary["test_accuracy"]
                 result.wall_seconds[name] = summary["wall_seconds"]
                 if not report_only:
-                    echo(f"accuracy: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
-                         f"({time.perf_counter() - began:.0f} s)")
+                    echo(
+                        f"accuracy: {preset} seed {seed} {name}: {result.accuracy[name]:.2f}% "
+                        f"({time.perf_counter() - began:.0f} s)"
+                    )
             if result.accuracy:
                 results.append(result)
     return results
@@ -169,12 +237,15 @@ def standard_error(values: Sequence[float | None]) -> float | None:
     return statistics.stdev(present) / len(present) ** 0.5 if len(present) > 1 else None
 
 
-def summarize(results: Sequence[SeedResult]) -> list[dict]:
+def summarize(results: Sequence[SeedResult]) -> list[AccuracyRow]:
     """One row per preset: means, the mean gap and its verdict, the per-seed gaps beside rounding's."""
-    rows = []
+    rows: list[AccuracyRow] = []
     for preset in dict.fromkeys(r.preset for r in results):
         mine = [r for r in results if r.preset == preset]
-        column = lambda name: [r.accuracy[name] for r in mine if name in r.accuracy]  # noqa: E731
+
+        def column(name: str, mine: list[SeedResult] = mine) -> list[float]:
+            return [r.accuracy[name] for r in mine if name in r.accuracy]
+
         torch_acc, jax_acc = column("torch"), column("jax")
         framework_gaps = [r.gap("torch", "jax") for r in mine]
         rounding_gaps = [r.gap("torch", "torch64") for r in mine]
@@ -183,22 +254,30 @@ def summarize(results: Sequence[SeedResult]) -> list[dict]:
         # paired by seed: with a run missing for some seed, a difference of means would mix seed sets
         mean_gap = statistics.mean(paired) if paired else None
         reported, here = TUTORIAL_ACCURACY[preset]
-        rows.append({
-            "preset": preset, "seeds": [r.seed for r in mine],
-            "torch": torch_acc, "jax": jax_acc, "torch64": column("torch64"), "jax64": column("jax64"),
-            "gap_torch_jax_pp": framework_gaps,
-            "gap_rounding_pp": rounding_gaps,
-            "mean_gap_pp": mean_gap,
-            "mean_gap_standard_error_pp": standard_error(framework_gaps),
-            "mean_abs_gap_torch_jax_pp": mean_abs(framework_gaps),
-            "mean_abs_gap_rounding_pp": mean_abs(rounding_gaps),
-            "gap_jax_rounding_pp": jax_rounding_gaps,
-            "mean_abs_gap_jax_rounding_pp": mean_abs(jax_rounding_gaps),
-            "passed": None if len(paired) < 2 else abs(mean_gap) <= MEAN_GAP_TOLERANCE_PP,
-            "torch_native": column("torch-native"), "jax_native": column("jax-native"),
-            "tutorial_reported": reported, "tutorial_here": here,
-            "wall_seconds": {name: sum(r.wall_seconds.get(name, 0.0) for r in mine) for name in RUNS},
-        })
+        rows.append(
+            {
+                "preset": preset,
+                "seeds": [r.seed for r in mine],
+                "torch": torch_acc,
+                "jax": jax_acc,
+                "torch64": column("torch64"),
+                "jax64": column("jax64"),
+                "gap_torch_jax_pp": framework_gaps,
+                "gap_rounding_pp": rounding_gaps,
+                "mean_gap_pp": mean_gap,
+                "mean_gap_standard_error_pp": standard_error(framework_gaps),
+                "mean_abs_gap_torch_jax_pp": mean_abs(framework_gaps),
+                "mean_abs_gap_rounding_pp": mean_abs(rounding_gaps),
+                "gap_jax_rounding_pp": jax_rounding_gaps,
+                "mean_abs_gap_jax_rounding_pp": mean_abs(jax_rounding_gaps),
+                "passed": None if mean_gap is None or len(paired) < 2 else abs(mean_gap) <= MEAN_GAP_TOLERANCE_PP,
+                "torch_native": column("torch-native"),
+                "jax_native": column("jax-native"),
+                "tutorial_reported": reported,
+                "tutorial_here": here,
+                "wall_seconds": {name: sum(r.wall_seconds.get(name, 0.0) for r in mine) for name in RUNS},
+            }
+        )
     return rows
 
 
@@ -212,30 +291,55 @@ def gaps(values: Sequence[float | None]) -> str:
     return " ".join("-" if v is None else f"{v:+.2f}" for v in values)
 
 
-def print_report(rows: Sequence[dict]) -> None:
-    print(f"accuracy (check 6): test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
-          f"{MEAN_GAP_TOLERANCE_PP} pp (same init, same batches, float32)")
-    header = ("preset", "seeds", "torch (canonical)", "jax (canonical)", "mean gap (+- s.e.)", "per-seed torch-jax",
-              "per-seed torch32-torch64", "per-seed jax32-jax64", "mean |gap| torch-jax / torch64 / jax64", "torch native", "jax native",
-              "tutorial (reported/here)", "result")
+def print_report(rows: Sequence[AccuracyRow]) -> None:
+    print(
+        f"accuracy (check 6): test accuracy (%) after full training; pass when |mean torch - mean jax| <= "
+        f"{MEAN_GAP_TOLERANCE_PP} pp (same init, same batches, float32)"
+    )
+    header = (
+        "preset",
+        "seeds",
+        "torch (canonical)",
+        "jax (canonical)",
+        "mean gap (+- s.e.)",
+        "per-seed torch-jax",
+        "per-seed torch32-torch64",
+        "per-seed jax32-jax64",
+        "mean |gap| torch-jax / torch64 / jax64",
+        "torch native",
+        "jax native",
+        "tutorial (reported/here)",
+        "result",
+    )
     lines = []
     for r in rows:
         seeds = len(r["seeds"])
-        typical = " / ".join(signed(r[key]).lstrip("+") for key in
-                             ("mean_abs_gap_torch_jax_pp", "mean_abs_gap_rounding_pp", "mean_abs_gap_jax_rounding_pp"))
-        lines.append((
-            r["preset"], str(seeds), mean_spread(r["torch"], seeds), mean_spread(r["jax"], seeds),
-            signed(r["mean_gap_pp"], r["mean_gap_standard_error_pp"]),
-            gaps(r["gap_torch_jax_pp"]), gaps(r["gap_rounding_pp"]), gaps(r["gap_jax_rounding_pp"]), typical,
-            mean_spread(r["torch_native"], seeds), mean_spread(r["jax_native"], seeds),
-            f"{r['tutorial_reported']}/{r['tutorial_here']}",
-            {True: "pass", False: "FAIL", None: "not enough seeds"}[r["passed"]],
-        ))
-    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
-    for line in [header, *lines]:
-        print("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
-    print("  s.e.: standard error of the mean of the per-seed (paired) gaps; mean |gap|: how far one seed's "
-          "torch and jax runs typically end apart, beside each framework's float32 vs float64 from the same start")
+        typical = " / ".join(
+            signed(r[key]).lstrip("+")
+            for key in ("mean_abs_gap_torch_jax_pp", "mean_abs_gap_rounding_pp", "mean_abs_gap_jax_rounding_pp")
+        )
+        lines.append(
+            (
+                r["preset"],
+                str(seeds),
+                mean_spread(r["torch"], seeds),
+                mean_spread(r["jax"], seeds),
+                signed(r["mean_gap_pp"], r["mean_gap_standard_error_pp"]),
+                gaps(r["gap_torch_jax_pp"]),
+                gaps(r["gap_rounding_pp"]),
+                gaps(r["gap_jax_rounding_pp"]),
+                typical,
+                mean_spread(r["torch_native"], seeds),
+                mean_spread(r["jax_native"], seeds),
+                f"{r['tutorial_reported']}/{r['tutorial_here']}",
+                {True: "pass", False: "FAIL", None: "not enough seeds"}[r["passed"]],
+            )
+        )
+    print_table(header, lines)
+    print(
+        "  s.e.: standard error of the mean of the per-seed (paired) gaps; mean |gap|: how far one seed's "
+        "torch and jax runs typically end apart, beside each framework's float32 vs float64 from the same start"
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -257,7 +361,9 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m parity.accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
-    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1), a list 3,7 or a range 5-9 (2-2: seed 2 alone)")
+    parser.add_argument(
+        "--seeds", default="5", help="a count N (seeds 0..N-1), a list 3,7 or a range 5-9 (2-2: seed 2 alone)"
+    )
     parser.add_argument("--work", default="runs/check6", help="folder for every run (kept; reused on a rerun)")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"which trainings, from {', '.join(RUNS)}")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -265,8 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="stop each training after N steps (smoke runs, not check 6)")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
     parser.add_argument("--plot", metavar="FILE", help="also write a PNG: every seed's accuracy, and the gaps")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: the table from the runs already finished under --work")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: the table from the runs already finished under --work",
+    )
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]
@@ -287,8 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only and not work.is_dir():
         parser.error(f"--report-only: {work} is not a folder of check-6 runs (set --work)")
     with cli_errors("python -m parity.accuracy"):
-        results = run_check(presets, seeds, work, runs, args.data_dir, args.device, args.max_steps,
-                            report_only=args.report_only)
+        results = run_check(
+            presets, seeds, work, runs, args.data_dir, args.device, args.max_steps, report_only=args.report_only
+        )
         if not results:
             raise SeqMnistError(f"{work}: no finished check-6 run for these presets, seeds and runs")
     rows = summarize(results)

@@ -20,6 +20,7 @@ from common.config import Config
 from common.data import Dataset, images_to_row_sequences
 from common.sampler import BatchSampler
 from common.weights import Weights, initial_weights
+from parity.sides import Trajectory
 
 # The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
 # `parity.accuracy`, run only when named.
@@ -82,8 +83,10 @@ def random_weights(config: Config, seed: int = 1) -> Weights:
     """
     rng = np.random.default_rng(seed)
     scale = 0.1 / np.sqrt(config.hidden_size)
-    return {name: (array + rng.normal(0, scale, array.shape)).astype(array.dtype)
-            for name, array in initial_weights(config, seed).items()}
+    return {
+        name: (array + rng.normal(0, scale, array.shape)).astype(array.dtype)
+        for name, array in initial_weights(config, seed).items()
+    }
 
 
 def test_rows(dataset: Dataset, count: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +94,9 @@ def test_rows(dataset: Dataset, count: int, dtype: str) -> tuple[np.ndarray, np.
     return images_to_row_sequences(dataset.test_images[:count], dtype), dataset.test_labels[:count]
 
 
-def compare_logits(preset: str, config: Config, device: str, results: dict[str, np.ndarray], case: str,
-                   check: str = "logits") -> list[Row]:
+def compare_logits(
+    preset: str, config: Config, device: str, results: dict[str, np.ndarray], case: str, check: str = "logits"
+) -> list[Row]:
     """Every pair among the sides' logits; float32 tolerance scales with the largest logit."""
     rows, names = [], list(results)
     reference = results.get("numpy", next(iter(results.values())))
@@ -101,14 +105,25 @@ def compare_logits(preset: str, config: Config, device: str, results: dict[str, 
         for b in names[i + 1 :]:
             gap = float(np.abs(results[a].astype(np.float64) - results[b]).max())
             tolerance, text = logit_tolerance(config.dtype, scale)
-            rows.append(Row(preset, check, case, device, config.dtype, f"{a} vs {b}",
-                            {"max_abs_diff": gap, "scaled_diff": gap / scale}, text, gap <= tolerance))
+            rows.append(
+                Row(
+                    preset,
+                    check,
+                    case,
+                    device,
+                    config.dtype,
+                    f"{a} vs {b}",
+                    {"max_abs_diff": gap, "scaled_diff": gap / scale},
+                    text,
+                    gap <= tolerance,
+                )
+            )
     return rows
 
 
 def first_divergence(a: list[np.ndarray], b: list[np.ndarray], tolerance: float, bidirectional: bool) -> str | None:
     """The first (layer, step, direction, unit) where two sets of layer outputs differ by more than `tolerance`."""
-    for layer, (x, y) in enumerate(zip(a, b)):
+    for layer, (x, y) in enumerate(zip(a, b, strict=True)):
         diff = np.abs(x.astype(np.float64) - y)  # [batch, time, directions * hidden]
         steps = diff.shape[1]
         per_direction = diff.reshape(diff.shape[0], steps, 2 if bidirectional else 1, -1).max(axis=0)
@@ -118,8 +133,10 @@ def first_divergence(a: list[np.ndarray], b: list[np.ndarray], tolerance: float,
                 if len(over):
                     unit = int(over[0])
                     name = "backward" if direction else "forward"
-                    return (f"layer {layer}, {name}, step {step}, unit {unit}: "
-                            f"|diff| {per_direction[step, direction, unit]:.3g} > {tolerance:.3g}")
+                    return (
+                        f"layer {layer}, {name}, step {step}, unit {unit}: "
+                        f"|diff| {per_direction[step, direction, unit]:.3g} > {tolerance:.3g}"
+                    )
     return None
 
 
@@ -129,10 +146,23 @@ def compare_hidden_states(preset: str, config: Config, device: str, results: dic
     tolerance, text = logit_tolerance(config.dtype, 1.0)  # |h| <= 1: the scale is 1
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            gap = max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(results[a], results[b]))
+            pairs = zip(results[a], results[b], strict=True)
+            gap = max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in pairs)
             where = first_divergence(results[a], results[b], tolerance, config.bidirectional)
-            rows.append(Row(preset, "hidden-states", "every layer, step and unit", device, config.dtype, f"{a} vs {b}",
-                            {"max_abs_diff": gap}, text, where is None, where or ""))
+            rows.append(
+                Row(
+                    preset,
+                    "hidden-states",
+                    "every layer, step and unit",
+                    device,
+                    config.dtype,
+                    f"{a} vs {b}",
+                    {"max_abs_diff": gap},
+                    text,
+                    where is None,
+                    where or "",
+                )
+            )
     return rows
 
 
@@ -146,9 +176,18 @@ def compare_gradients(preset: str, config: Config, device: str, torch_grads: Wei
         max_abs = max(max_abs, gap)
         if relative > worst:
             worst, worst_name = relative, name
-    return Row(preset, "gradients", "every tensor", device, config.dtype, "torch vs jax",
-               {"max_abs_diff": max_abs, "worst_relative_diff": worst}, f"{rtol:g} rel", worst <= rtol,
-               f"worst tensor {worst_name}")
+    return Row(
+        preset,
+        "gradients",
+        "every tensor",
+        device,
+        config.dtype,
+        "torch vs jax",
+        {"max_abs_diff": max_abs, "worst_relative_diff": worst},
+        f"{rtol:g} rel",
+        worst <= rtol,
+        f"worst tensor {worst_name}",
+    )
 
 
 def training_batches(dataset: Dataset, config: Config, steps: int) -> list[np.ndarray]:
@@ -157,11 +196,15 @@ def training_batches(dataset: Dataset, config: Config, steps: int) -> list[np.nd
     return [sampler.batch(step // sampler.steps_per_epoch, step % sampler.steps_per_epoch) for step in range(steps)]
 
 
-def trajectory_gap(a, b) -> tuple[np.ndarray, np.ndarray]:
+def trajectory_gap(a: Trajectory, b: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     """Per step: |loss_a - loss_b| and the max |weight difference| after that step."""
     losses = np.abs(a.losses - b.losses)
-    weights = np.array([max(float(np.abs(x[name].astype(np.float64) - y[name]).max()) for name in x)
-                        for x, y in zip(a.weights, b.weights)])
+    weights = np.array(
+        [
+            max(float(np.abs(x[name].astype(np.float64) - y[name]).max()) for name in x)
+            for x, y in zip(a.weights, b.weights, strict=True)
+        ]
+    )
     return losses, weights
 
 
@@ -177,7 +220,7 @@ def agreement(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray) ->
 
 
 def disagreements_are_near_ties(logits_a: np.ndarray, logits_b: np.ndarray) -> bool:
-    """Every image the two sides classify differently is a near-tie: its top two logits lie within the logit tolerance."""
+    """Every image the two sides classify differently is a near-tie: its top two logits within NEAR_TIE tolerances."""
     differ = metrics.predictions(logits_a) != metrics.predictions(logits_b)
     if not differ.any():
         return True

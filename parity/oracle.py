@@ -16,7 +16,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def cell_step(cell: str, x: np.ndarray, state, w_ih, w_hh, b_ih, b_hh):
+State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h, or (h, c) for an LSTM
+
+
+def cell_step(
+    cell: str, x: np.ndarray, state: State, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray
+) -> tuple[State, np.ndarray]:
     """One time step; `state` is h (rnn, gru) or (h, c) (lstm). Returns (new state, h)."""
     if cell == "rnn":  # h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
         h = np.tanh(x @ w_ih.T + b_ih + state @ w_hh.T + b_hh)
@@ -38,13 +43,14 @@ def cell_step(cell: str, x: np.ndarray, state, w_ih, w_hh, b_ih, b_hh):
 
 def run_direction(config: Config, weights: Weights, suffix: str, sequence: np.ndarray, reverse: bool) -> np.ndarray:
     """h at every step `<f64>[batch, time, hidden]`, in input order, for one layer and direction."""
-    params = [weights[f"rnn.{kind}_{suffix}"].astype(np.float64)
-              for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    params = [
+        weights[f"rnn.{kind}_{suffix}"].astype(np.float64) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
     batch, steps = sequence.shape[:2]
     zeros = np.zeros((batch, config.hidden_size))
     state = (zeros, zeros) if config.cell == "lstm" else zeros
     outputs = np.empty((batch, steps, config.hidden_size))
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
         state, outputs[:, t] = cell_step(config.cell, sequence[:, t], state, *params)
     return outputs
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from parity.accuracy import AccuracyRow
+    from parity.suite import Curves
 
-def _pyplot():
+
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def plot_trajectories(curves: list, path: Path) -> None:
+def plot_trajectories(curves: list[Curves], path: Path) -> None:
     """Per preset: torch and Flax losses overlaid at the recipe's lr, and the two gaps (framework vs rounding)."""
     if not curves:
         return
@@ -65,7 +71,9 @@ def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> Non
     plt.close(figure)
 
 
-CHECK6_SERIES = (  # summary key, label, colour, filled
+SeriesKey = Literal["torch", "jax", "torch64", "jax64", "torch_native", "jax_native"]
+GapKey = Literal["gap_torch_jax_pp", "gap_rounding_pp", "gap_jax_rounding_pp"]
+CHECK6_SERIES: tuple[tuple[SeriesKey, str, str, bool], ...] = (  # summary key, label, colour, filled
     ("torch", "torch (shared init)", "tab:blue", True),
     ("jax", "jax (shared init)", "tab:orange", True),
     ("torch64", "torch float64 (shared init)", "tab:green", True),
@@ -75,13 +83,14 @@ CHECK6_SERIES = (  # summary key, label, colour, filled
 )
 
 
-def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
+def plot_check6(rows: list[AccuracyRow], path: Path, tolerance_pp: float) -> None:
     """Check 6: every seed's test accuracy per preset and run, and the per-seed gaps (framework vs rounding)."""
     if not rows:
         return
     plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(max(10.0, 2.4 * len(rows) + 4), 5.6),
-                                         gridspec_kw={"width_ratios": [3, 2]})
+    figure, (left, right) = plt.subplots(
+        1, 2, figsize=(max(10.0, 2.4 * len(rows) + 4), 5.6), gridspec_kw={"width_ratios": [3, 2]}
+    )
     width = 0.8 / len(CHECK6_SERIES)
     for index, row in enumerate(rows):
         for offset, (key, label, colour, filled) in enumerate(CHECK6_SERIES):
@@ -89,29 +98,59 @@ def plot_check6(rows: list[dict], path: Path, tolerance_pp: float) -> None:
             if not values:
                 continue
             x = index - 0.4 + width * (offset + 0.5)
-            left.scatter([x] * len(values), values, s=18, label=label if index == 0 else None,
-                         facecolors=colour if filled else "none", edgecolors=colour, linewidths=1.0)
+            left.scatter(
+                [x] * len(values),
+                values,
+                s=18,
+                label=label if index == 0 else None,
+                facecolors=colour if filled else "none",
+                edgecolors=colour,
+                linewidths=1.0,
+            )
             left.hlines(np.mean(values), x - width / 2, x + width / 2, colors=colour, linewidth=2)
-        left.hlines(row["tutorial_reported"], index - 0.45, index + 0.45, colors="black", linestyles="--",
-                    linewidth=1, label="tutorial reports" if index == 0 else None)
-        left.hlines(row["tutorial_here"], index - 0.45, index + 0.45, colors="grey", linestyles=":",
-                    linewidth=1.5, label="tutorial's code, one seed, here" if index == 0 else None)
+        left.hlines(
+            row["tutorial_reported"],
+            index - 0.45,
+            index + 0.45,
+            colors="black",
+            linestyles="--",
+            linewidth=1,
+            label="tutorial reports" if index == 0 else None,
+        )
+        left.hlines(
+            row["tutorial_here"],
+            index - 0.45,
+            index + 0.45,
+            colors="grey",
+            linestyles=":",
+            linewidth=1.5,
+            label="tutorial's code, one seed, here" if index == 0 else None,
+        )
     left.set_xticks(range(len(rows)), [row["preset"] for row in rows])
     left.set_ylabel("test accuracy (%), 10,000 images")
     left.set_title("Every seed's full training (bars: means)")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
     for index, row in enumerate(rows):
-        for shift, key, colour, label in ((-0.2, "gap_torch_jax_pp", "tab:purple", "torch - jax (float32)"),
-                                          (0.0, "gap_rounding_pp", "tab:green", "torch float32 - float64"),
-                                          (0.2, "gap_jax_rounding_pp", "tab:red", "jax float32 - float64")):
-            values = [v for v in row[key] if v is not None]
+        gap_series: tuple[tuple[float, GapKey, str, str], ...] = (
+            (-0.2, "gap_torch_jax_pp", "tab:purple", "torch - jax (float32)"),
+            (0.0, "gap_rounding_pp", "tab:green", "torch float32 - float64"),
+            (0.2, "gap_jax_rounding_pp", "tab:red", "jax float32 - float64"),
+        )
+        for shift, gap_key, colour, label in gap_series:
+            values = [v for v in row[gap_key] if v is not None]
             if values:
-                right.scatter([index + shift] * len(values), values, s=18, color=colour,
-                              label=label if index == 0 else None)
+                right.scatter(
+                    [index + shift] * len(values), values, s=18, color=colour, label=label if index == 0 else None
+                )
                 right.hlines(np.mean(values), index + shift - 0.08, index + shift + 0.08, colors=colour, linewidth=2)
     right.axhline(0, color="grey", linewidth=0.8)
-    right.axhspan(-tolerance_pp, tolerance_pp, color="tab:purple", alpha=0.08,
-                  label=f"tolerance on the mean torch - jax gap (+-{tolerance_pp} pp)")
+    right.axhspan(
+        -tolerance_pp,
+        tolerance_pp,
+        color="tab:purple",
+        alpha=0.08,
+        label=f"tolerance on the mean torch - jax gap (+-{tolerance_pp} pp)",
+    )
     right.set_xticks(range(len(rows)), [row["preset"] for row in rows])
     right.set_ylabel("per-seed accuracy gap (percentage points)")
     right.set_title("Framework gap vs rounding's own gap (bars: means)")

@@ -8,13 +8,21 @@ conversion function as a parameter so that the tests can hand it a deliberately 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from common.config import Config
 from common.weights import Weights
 from parity import oracle
+
+if TYPE_CHECKING:
+    import torch
+
+    from jax_impl.model import SequenceClassifier as FlaxModel
+    from torch_impl.model import SequenceClassifier as TorchModel
 
 
 @dataclasses.dataclass
@@ -23,6 +31,28 @@ class Trajectory:
 
     losses: np.ndarray  # <f64>[steps]
     weights: list[Weights]
+
+
+class Side(Protocol):
+    """What every side computes for canonical weights: logits and every layer's hidden states."""
+
+    name: str
+
+    def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray: ...
+
+    def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]: ...
+
+
+class TrainingSide(Side, Protocol):
+    """A framework's side: also the loss gradients and a run of Adam steps."""
+
+    def gradients(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray
+    ) -> tuple[float, Weights]: ...
+
+    def train(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray, index_batches: list[np.ndarray]
+    ) -> Trajectory: ...
 
 
 class OracleSide:
@@ -43,43 +73,48 @@ class TorchSide:
     def __init__(self, device: str = "cpu"):
         import torch
 
-        self.torch, self.device = torch, torch.device(device)
+        self.device = torch.device(device)
 
-    def _model(self, config: Config, weights: Weights):
+    def _model(self, config: Config, weights: Weights) -> TorchModel:
         from torch_impl.convert import from_canonical
 
         return from_canonical(weights, config, self.device)
 
-    def _tensor(self, array: np.ndarray):
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
-            return self._model(config, weights)(self._tensor(rows)).cpu().numpy()
+        from torch_impl.model import logits_in_batches
+
+        logits: np.ndarray = logits_in_batches(self._model(config, weights), self._tensor(rows)).cpu().numpy()
+        return logits
 
     def hidden_states(self, config: Config, weights: Weights, rows: np.ndarray) -> list[np.ndarray]:
         """Each layer's output sequence (`SequenceClassifier.layer_outputs`: the layers one at a time)."""
         outputs = self._model(config, weights).layer_outputs(self._tensor(rows))
         return [output.cpu().numpy() for output in outputs]
 
-    def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+    def gradients(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray
+    ) -> tuple[float, Weights]:
         """Mean cross-entropy and its gradient for every canonical tensor."""
-        from torch_impl.train import loss_fn
+        from torch_impl.train import loss_and_gradients
 
-        model = self._model(config, weights)
-        loss = loss_fn(model, self._tensor(rows), self._tensor(labels))
-        loss.backward()
-        return float(loss.detach()), {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
+        return loss_and_gradients(self._model(config, weights), self._tensor(rows), self._tensor(labels))
 
-    def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
-              index_batches: list[np.ndarray]) -> Trajectory:
+    def train(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray, index_batches: list[np.ndarray]
+    ) -> Trajectory:
         """Adam steps with the trainer's own `train_step`, one per batch of indices into `rows`."""
         from torch_impl.convert import to_canonical
         from torch_impl.train import make_optimizer, train_step
 
         model = self._model(config, weights)
         optimizer = make_optimizer(model, config)
-        all_rows, all_labels, losses, after = self._tensor(rows), self._tensor(labels), [], []
+        all_rows, all_labels = self._tensor(rows), self._tensor(labels)
+        losses, after = [], []
         for indices in index_batches:
             index = self._tensor(indices)
             losses.append(float(train_step(model, optimizer, all_rows[index], all_labels[index])))
@@ -92,25 +127,29 @@ class JaxSide:
 
     name = "jax"
 
-    def __init__(self, device: str = "cpu", from_canonical: Callable | None = None):
+    def __init__(self, device: str = "cpu", from_canonical: Callable[[Weights, Config], FlaxModel] | None = None):
         import jax
 
         from jax_impl import convert
 
-        self.jax = jax
         self.device = jax.devices("gpu" if device in ("gpu", "cuda") else "cpu")[0]
         self.from_canonical = from_canonical or convert.from_canonical
-        self.to_canonical = convert.to_canonical
-        self._chunks: dict = {}
+        self.to_canonical: Callable[[FlaxModel], Weights] = convert.to_canonical
+        self._chunks: dict[tuple[Any, float], tuple[Any, Any]] = {}  # (graphdef, lr) -> (optimizer, compiled chunk)
 
-    def _model(self, config: Config, weights: Weights):
+    def _model(self, config: Config, weights: Weights) -> FlaxModel:
+        import jax
+
         from jax_impl.model import enable_dtype
 
         enable_dtype(config.dtype)
-        return self.jax.device_put(self.from_canonical(weights, config), self.device)
+        model: FlaxModel = jax.device_put(self.from_canonical(weights, config), self.device)
+        return model
 
-    def _put(self, array: np.ndarray):
-        return self.jax.device_put(array, self.device)
+    def _put(self, array: np.ndarray) -> Any:  # a jax.Array on this side's device
+        import jax
+
+        return jax.device_put(array, self.device)
 
     def logits(self, config: Config, weights: Weights, rows: np.ndarray) -> np.ndarray:
         from jax_impl.model import logits_in_batches
@@ -121,20 +160,21 @@ class JaxSide:
         from flax import nnx
 
         graphdef, state = nnx.split(self._model(config, weights))
-        outputs = _layer_outputs(graphdef, state, self._put(rows))
+        outputs = _jitted_layer_outputs()(graphdef, state, self._put(rows))
         return [np.asarray(output) for output in outputs]
 
-    def gradients(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
-        """Mean cross-entropy and its gradient, mapped to canonical names (summed biases: see jax_impl.convert)."""
-        from flax import nnx
+    def gradients(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray
+    ) -> tuple[float, Weights]:
+        """Mean cross-entropy and its gradient for every canonical tensor."""
+        from jax_impl.train import loss_and_gradients
 
-        graphdef, params = nnx.split(self._model(config, weights))
-        rows, labels = self._put(rows), self._put(labels.astype(np.int32))
-        loss, grads = _value_and_grad(graphdef, params, rows, labels)
-        return float(loss), self.to_canonical(nnx.merge(graphdef, grads))
+        model = self._model(config, weights)
+        return loss_and_gradients(model, self._put(rows), self._put(labels.astype(np.int32)))
 
-    def train(self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray,
-              index_batches: list[np.ndarray]) -> Trajectory:
+    def train(
+        self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray, index_batches: list[np.ndarray]
+    ) -> Trajectory:
         """Adam steps with the trainer's own compiled chunk (one step per call, to read every step's weights)."""
         from flax import nnx
 
@@ -147,45 +187,24 @@ class JaxSide:
             self._chunks[key] = (optimizer, make_train_chunk(graphdef, optimizer))
         optimizer, train_chunk = self._chunks[key]
         opt_state = optimizer.init(params)
-        all_rows, all_labels, losses, after = self._put(rows), self._put(labels.astype(np.int32)), [], []
+        all_rows, all_labels = self._put(rows), self._put(labels.astype(np.int32))
+        losses, after = [], []
         for indices in index_batches:
-            params, opt_state, loss = train_chunk(params, opt_state, all_rows, all_labels,
-                                                  self._put(indices[None].astype(np.int32)))
+            batch = self._put(indices[None].astype(np.int32))
+            params, opt_state, loss = train_chunk(params, opt_state, all_rows, all_labels, batch)
             losses.append(float(loss[0]))
             after.append(self.to_canonical(nnx.merge(graphdef, params)))
         return Trajectory(np.array(losses), after)
 
 
-def _jax_helpers():
-    """Jitted JAX functions, made on first use so that importing this module does not import JAX."""
+@functools.cache
+def _jitted_layer_outputs() -> Callable[..., Any]:
+    """`(graphdef, state, rows) -> every layer's output`, compiled; made on first use so that importing
+    this module imports no JAX."""
     import jax
     from flax import nnx
 
-    from jax_impl.train import loss_fn
-
-    @jax.jit(static_argnums=0)
-    def layer_outputs(graphdef, state, rows):
+    def layer_outputs(graphdef: Any, state: Any, rows: Any) -> Any:
         return nnx.merge(graphdef, state).layer_outputs(rows)
 
-    @jax.jit(static_argnums=0)
-    def value_and_grad(graphdef, params, rows, labels):
-        return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
-
-    return layer_outputs, value_and_grad
-
-
-def _layer_outputs(graphdef, state, rows):
-    return _cached_helpers()[0](graphdef, state, rows)
-
-
-def _value_and_grad(graphdef, params, rows, labels):
-    return _cached_helpers()[1](graphdef, params, rows, labels)
-
-
-_HELPERS: list = []
-
-
-def _cached_helpers():
-    if not _HELPERS:
-        _HELPERS.extend(_jax_helpers())
-    return _HELPERS
+    return jax.jit(layer_outputs, static_argnums=0)

@@ -7,22 +7,22 @@ and cross-eval train. (accuracy, full trainings over seeds, is `parity.accuracy`
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from common.config import Config
+from common.config import Config, DType
 from common.data import Dataset, images_to_row_sequences
 from common.presets import get_preset
 from parity import checks
 from parity.checks import SUITE_CHECKS, Row
-from parity.sides import JaxSide, OracleSide, TorchSide
+from parity.sides import JaxSide, OracleSide, Side, TorchSide, TrainingSide
 
 
 @dataclasses.dataclass(frozen=True)
 class SuiteOptions:
     checks: tuple[str, ...] = SUITE_CHECKS
-    dtypes: tuple[str, ...] = ("float32", "float64")  # logits, hidden-states, gradients, trajectory at lr 1e-4
+    dtypes: tuple[DType, ...] = ("float32", "float64")  # logits, hidden-states, gradients, trajectory at lr 1e-4
     images: int = 64  # real test images for logits, hidden-states and gradients
     small_lr_steps: int = 100  # trajectory: steps at lr 1e-4, held to a tight per-step tolerance
     recipe_lr_steps: int = 150  # trajectory at the recipe's lr (drift against rounding's), and cross-eval's training
@@ -65,15 +65,28 @@ def set_tf32(enabled: bool) -> None:
 
 def as_tf32_rows(rows: list[Row]) -> list[Row]:
     """Rows of a run with TF32 on: shown beside the full-precision ones, not judged by float32's tolerances."""
-    return [dataclasses.replace(row, dtype=f"{row.dtype}+tf32", passed=None,
-                                detail=f"TF32 on, not judged ({'passes' if row.passed else 'fails'} float32's "
-                                       f"tolerance){'; ' + row.detail if row.detail else ''}")
-            for row in rows if row.dtype == "float32"]
+    return [
+        dataclasses.replace(
+            row,
+            dtype=f"{row.dtype}+tf32",
+            passed=None,
+            detail=f"TF32 on, not judged ({'passes' if row.passed else 'fails'} float32's "
+            f"tolerance){'; ' + row.detail if row.detail else ''}",
+        )
+        for row in rows
+        if row.dtype == "float32"
+    ]
 
 
-def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions,
-               jax_side: JaxSide | None = None, on_curves: Callable[[Curves], None] | None = None,
-               on_logit_gaps: Callable[[str, np.ndarray], None] | None = None) -> list[Row]:
+def run_preset(
+    preset: str,
+    dataset: Dataset,
+    device: str,
+    options: SuiteOptions,
+    jax_side: JaxSide | None = None,
+    on_curves: Callable[[Curves], None] | None = None,
+    on_logit_gaps: Callable[[str, np.ndarray], None] | None = None,
+) -> list[Row]:
     """Every requested check for one preset on one device ("cpu" or "gpu"), float32 and float64."""
     torch_side = TorchSide("cuda" if device == "gpu" else "cpu")
     jax_side = jax_side or JaxSide(device)
@@ -85,13 +98,13 @@ def run_preset(preset: str, dataset: Dataset, device: str, options: SuiteOptions
         weights = checks.random_weights(config)
         images, labels = checks.test_rows(dataset, options.images, dtype)
         if "logits" in options.checks:
-            results = {side.name: side.logits(config, weights, images) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_logits(preset, config, device, results, "random weights")
+            logits = {side.name: side.logits(config, weights, images) for side in (torch_side, jax_side, oracle)}
+            rows += checks.compare_logits(preset, config, device, logits, "random weights")
             if on_logit_gaps and dtype == "float32":
-                on_logit_gaps(preset, (results["torch"] - results["jax"]).ravel())
+                on_logit_gaps(preset, (logits["torch"] - logits["jax"]).ravel())
         if "hidden-states" in options.checks:
-            results = {side.name: side.hidden_states(config, weights, images) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_hidden_states(preset, config, device, results)
+            states = {side.name: side.hidden_states(config, weights, images) for side in (torch_side, jax_side, oracle)}
+            rows += checks.compare_hidden_states(preset, config, device, states)
         if "gradients" in options.checks:
             _, torch_grads = torch_side.gradients(config, weights, images, labels)
             _, jax_grads = jax_side.gradients(config, weights, images, labels)
@@ -112,7 +125,15 @@ def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray
     return images_to_row_sequences(dataset.train_images[used], config.dtype), dataset.train_labels[used], local
 
 
-def small_lr_trajectory(preset, config, device, dataset, options, torch_side, jax_side) -> Row:
+def small_lr_trajectory(
+    preset: str,
+    config: Config,
+    device: str,
+    dataset: Dataset,
+    options: SuiteOptions,
+    torch_side: TrainingSide,
+    jax_side: TrainingSide,
+) -> Row:
     """Trajectory at lr 1e-4: every step's loss and weights agree (float64: the math; float32: rounding's envelope)."""
     config = dataclasses.replace(config, learning_rate=checks.SMALL_LEARNING_RATE)
     weights = checks.random_weights(config)
@@ -125,26 +146,51 @@ def small_lr_trajectory(preset, config, device, dataset, options, torch_side, ja
         text = f"{checks.ABSOLUTE_FLOAT64:g} every step"
     else:
         exact = dataclasses.replace(config, dtype="float64")
-        torch64 = torch_side.train(exact, {k: v.astype(np.float64) for k, v in weights.items()},
-                                   pool.astype(np.float64), labels, batches)
+        torch64 = torch_side.train(
+            exact, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
+        )
         rounding_loss, rounding_weights = checks.trajectory_gap(torch_run, torch64)
         loss_tol = np.maximum(checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_loss), checks.TRAJECTORY_FLOOR)
-        weight_tol = np.maximum(checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_weights), checks.TRAJECTORY_FLOOR)
-        text = (f"{checks.ROUNDING_FACTOR:g}x torch f32-f64 drift (max {loss_tol.max():.1e}, "
-                f"{weight_tol.max():.1e})")
+        weight_tol = np.maximum(
+            checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_weights), checks.TRAJECTORY_FLOOR
+        )
+        text = f"{checks.ROUNDING_FACTOR:g}x torch f32-f64 drift (max {loss_tol.max():.1e}, {weight_tol.max():.1e})"
     bad = np.nonzero((loss_gaps > loss_tol) | (weight_gaps > weight_tol))[0]
-    detail = (f"{len(batches)} steps at lr {config.learning_rate:g}: loss gap max {loss_gaps.max():.2g}, "
-              f"weights gap max {weight_gaps.max():.2g}")
+    detail = (
+        f"{len(batches)} steps at lr {config.learning_rate:g}: loss gap max {loss_gaps.max():.2g}, "
+        f"weights gap max {weight_gaps.max():.2g}"
+    )
     if len(bad):
         step = int(bad[0])
-        detail += (f"; first over at step {step + 1} (loss {loss_gaps[step]:.2g} > {loss_tol[step]:.2g} or "
-                   f"weights {weight_gaps[step]:.2g} > {weight_tol[step]:.2g})")
-    return Row(preset, "trajectory", f"lr {config.learning_rate:g}", device, config.dtype, "torch vs jax",
-               {"max_loss_gap": float(loss_gaps.max()), "max_weight_gap": float(weight_gaps.max())}, text,
-               not len(bad), detail)
+        detail += (
+            f"; first over at step {step + 1} (loss {loss_gaps[step]:.2g} > {loss_tol[step]:.2g} or "
+            f"weights {weight_gaps[step]:.2g} > {weight_tol[step]:.2g})"
+        )
+    return Row(
+        preset,
+        "trajectory",
+        f"lr {config.learning_rate:g}",
+        device,
+        config.dtype,
+        "torch vs jax",
+        {"max_loss_gap": float(loss_gaps.max()), "max_weight_gap": float(weight_gaps.max())},
+        text,
+        not len(bad),
+        detail,
+    )
 
 
-def recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_side, oracle, on_curves) -> list[Row]:
+def recipe_lr_checks(
+    preset: str,
+    base: Config,
+    device: str,
+    dataset: Dataset,
+    options: SuiteOptions,
+    torch_side: TrainingSide,
+    jax_side: TrainingSide,
+    oracle: Side,
+    on_curves: Callable[[Curves], None] | None,
+) -> list[Row]:
     """The trajectory at the recipe's lr (drift against rounding's own), and cross-eval of the weights those
     runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
     rows: list[Row] = []
@@ -165,22 +211,33 @@ def recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_sid
         if "cross-eval" in options.checks:
             subset = images[: options.images]
             results = {side.name: side.logits(f32, trained, subset) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_logits(preset, f32, device, results, f"logits, trained by {trained_by}",
-                                          check="cross-eval")
+            rows += checks.compare_logits(
+                preset, f32, device, results, f"logits, trained by {trained_by}", check="cross-eval"
+            )
             torch_logits = torch_side.logits(f32, trained, images)
             jax_logits = jax_side.logits(f32, trained, images)
             accuracy_t, accuracy_j, same = checks.agreement(torch_logits, jax_logits, labels_test)
             near_ties = checks.disagreements_are_near_ties(torch_logits, jax_logits)
-            rows.append(Row(preset, "cross-eval", f"predictions, trained by {trained_by}", device, "float32",
-                            "torch vs jax", {"accuracy_torch": accuracy_t, "accuracy_jax": accuracy_j,
-                                             "share_differing": 1.0 - same},
-                            f"only near-ties ({checks.NEAR_TIE:g} x logit tolerance) may differ", near_ties,
-                            f"accuracy {accuracy_t:.4f} / {accuracy_j:.4f}, same class {same:.2%} of {len(images)}"))
+            rows.append(
+                Row(
+                    preset,
+                    "cross-eval",
+                    f"predictions, trained by {trained_by}",
+                    device,
+                    "float32",
+                    "torch vs jax",
+                    {"accuracy_torch": accuracy_t, "accuracy_jax": accuracy_j, "share_differing": 1.0 - same},
+                    f"only near-ties ({checks.NEAR_TIE:g} x logit tolerance) may differ",
+                    near_ties,
+                    f"accuracy {accuracy_t:.4f} / {accuracy_j:.4f}, same class {same:.2%} of {len(images)}",
+                )
+            )
     return rows
 
 
-def recipe_lr_row(preset: str, config: Config, device: str, torch32: np.ndarray, jax32: np.ndarray,
-                  torch64: np.ndarray) -> Row:
+def recipe_lr_row(
+    preset: str, config: Config, device: str, torch32: np.ndarray, jax32: np.ndarray, torch64: np.ndarray
+) -> Row:
     """The trajectory at the recipe's lr: the frameworks may part no sooner than ENVELOPE_SHARE of the way
     to where rounding alone parts torch from itself (a loss gap over DIVERGENCE), over these steps."""
     framework_gap, rounding_gap = np.abs(torch32 - jax32), np.abs(torch32 - torch64)
@@ -189,15 +246,27 @@ def recipe_lr_row(preset: str, config: Config, device: str, torch32: np.ndarray,
     steps = len(torch32)
     passed = (framework_at or steps + 1) >= checks.ENVELOPE_SHARE * (rounding_at or steps + 1)
     threshold = f"{checks.DIVERGENCE:g}"
-    return Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding",
-               {"max_framework_gap": float(framework_gap.max()), "max_rounding_gap": float(rounding_gap.max()),
-                "framework_parts_at": framework_at, "rounding_parts_at": rounding_at},
-               f"gap > {threshold} no sooner than {checks.ENVELOPE_SHARE:g} x rounding's step", passed,
-               f"lr {config.learning_rate:g}, {steps} steps: torch-jax gap > {threshold} at step "
-               f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}")
+    return Row(
+        preset,
+        "trajectory",
+        "recipe lr",
+        device,
+        "float32",
+        "torch vs jax vs rounding",
+        {
+            "max_framework_gap": float(framework_gap.max()),
+            "max_rounding_gap": float(rounding_gap.max()),
+            "framework_parts_at": framework_at,
+            "rounding_parts_at": rounding_at,
+        },
+        f"gap > {threshold} no sooner than {checks.ENVELOPE_SHARE:g} x rounding's step",
+        passed,
+        f"lr {config.learning_rate:g}, {steps} steps: torch-jax gap > {threshold} at step "
+        f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}",
+    )
 
 
-def cross_device_rows(preset: str, dataset: Dataset, options: SuiteOptions, sides: dict) -> list[Row]:
+def cross_device_rows(preset: str, dataset: Dataset, options: SuiteOptions, sides: dict[str, Side]) -> list[Row]:
     """The same random weights and images through every side on every device (`sides`: name -> side, e.g.
     torch-cpu, torch-gpu, jax-cpu, jax-gpu, numpy): the logits, every pair, float32 and float64."""
     rows: list[Row] = []
@@ -206,15 +275,21 @@ def cross_device_rows(preset: str, dataset: Dataset, options: SuiteOptions, side
         weights = checks.random_weights(config)
         images, _ = checks.test_rows(dataset, options.images, dtype)
         results = {name: side.logits(config, weights, images) for name, side in sides.items()}
-        rows += checks.compare_logits(preset, config, "+".join(sorted({name.split("-")[-1] for name in sides})),
-                                      results, "across devices")
+        rows += checks.compare_logits(
+            preset, config, "+".join(sorted({name.split("-")[-1] for name in sides})), results, "across devices"
+        )
     return rows
 
 
-def every_device_sides() -> dict:
+def every_device_sides() -> dict[str, Side]:
     """torch and jax on the CPU and on the GPU, and the NumPy oracle."""
-    return {"torch-cpu": TorchSide("cpu"), "torch-gpu": TorchSide("cuda"), "jax-cpu": JaxSide("cpu"),
-            "jax-gpu": JaxSide("gpu"), "numpy": OracleSide()}
+    return {
+        "torch-cpu": TorchSide("cpu"),
+        "torch-gpu": TorchSide("cuda"),
+        "jax-cpu": JaxSide("cpu"),
+        "jax-gpu": JaxSide("gpu"),
+        "numpy": OracleSide(),
+    }
 
 
 def not_run_rows(preset: str, device: str, reason: str, options: SuiteOptions) -> list[Row]:

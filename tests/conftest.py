@@ -41,8 +41,12 @@ def idx_bytes(array: np.ndarray, kind: str) -> bytes:
 def write_idx_dir(directory: Path, train: tuple, test: tuple, compress: bool = True) -> Path:
     """Write the four standard IDX files (gzip'd or not) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    files = {"train-images-idx3-ubyte": idx_bytes(train[0], "images"), "train-labels-idx1-ubyte": idx_bytes(train[1], "labels"),
-             "t10k-images-idx3-ubyte": idx_bytes(test[0], "images"), "t10k-labels-idx1-ubyte": idx_bytes(test[1], "labels")}
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(train[0], "images"),
+        "train-labels-idx1-ubyte": idx_bytes(train[1], "labels"),
+        "t10k-images-idx3-ubyte": idx_bytes(test[0], "images"),
+        "t10k-labels-idx1-ubyte": idx_bytes(test[1], "labels"),
+    }
     for name, payload in files.items():
         if compress:
             (directory / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
@@ -76,8 +80,9 @@ def mnist_rows(mnist) -> np.ndarray:
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m ARGS...` from the repository root as a user would, under CI=true."""
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
@@ -127,5 +132,7 @@ def matmul_flops(jaxpr, inside_scan_only: bool = False, _in_scan: bool = False) 
             for inner in value if isinstance(value, (tuple, list)) else (value,):
                 inner = inner.jaxpr if isinstance(inner, ClosedJaxpr) else inner
                 if isinstance(inner, Jaxpr):
-                    total += repeats * matmul_flops(inner, inside_scan_only, _in_scan or equation.primitive.name == "scan")
+                    total += repeats * matmul_flops(
+                        inner, inside_scan_only, _in_scan or equation.primitive.name == "scan"
+                    )
     return total

@@ -30,12 +30,20 @@ DATA_PROBLEMS = {
     "missing file": (lambda d: (d / "t10k-images-idx3-ubyte.gz").unlink(), "missing t10k-images-idx3-ubyte"),
     "empty file": (lambda d: (d / "train-labels-idx1-ubyte.gz").write_bytes(b""), "train-labels-idx1-ubyte.gz: empty"),
     "truncated": (lambda d: rewrite(d / "t10k-images-idx3-ubyte.gz", lambda p: p[:-1]), "truncated"),
-    "wrong magic": (lambda d: rewrite(d / "t10k-images-idx3-ubyte.gz", lambda p: b"\x00\x00\x08\x01" + p[4:]),
-                    "not an IDX images file"),
-    "count mismatch": (lambda d: (d / "t10k-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(idx_bytes(np.zeros(3, np.uint8), "labels"))), "100 images but 3 labels"),
-    "label out of range": (lambda d: rewrite(d / "t10k-labels-idx1-ubyte.gz", lambda p: p[:-1] + b"\x0b"),
-                           "labels must lie in 0..9"),
+    "wrong magic": (
+        lambda d: rewrite(d / "t10k-images-idx3-ubyte.gz", lambda p: b"\x00\x00\x08\x01" + p[4:]),
+        "not an IDX images file",
+    ),
+    "count mismatch": (
+        lambda d: (d / "t10k-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(np.zeros(3, np.uint8), "labels"))
+        ),
+        "100 images but 3 labels",
+    ),
+    "label out of range": (
+        lambda d: rewrite(d / "t10k-labels-idx1-ubyte.gz", lambda p: p[:-1] + b"\x0b"),
+        "labels must lie in 0..9",
+    ),
 }
 
 
@@ -75,20 +83,44 @@ def edited(config, edit):
 
 WEIGHT_PROBLEMS = {
     "not safetensors": (lambda path, config: path.write_bytes(b"PK\x03\x04 a zip"), "not a safetensors weights file"),
-    "missing tensor": (lambda path, config: path.write_bytes(save(
-        edited(config, lambda w: w.pop("out.bias")), {"config": config.to_json()})), "missing tensor out.bias"),
-    "extra tensor": (lambda path, config: path.write_bytes(save(
-        edited(config, lambda w: w.update({"head.weight": np.zeros(3, np.float32)})), {"config": config.to_json()})),
-        "unexpected tensor head.weight"),
-    "mis-shaped": (lambda path, config: path.write_bytes(save(
-        edited(config, lambda w: w.update({"out.bias": np.zeros(9, np.float32)})), {"config": config.to_json()})),
-        "out.bias has shape (9,), expected (10,)"),
-    "non-float": (lambda path, config: path.write_bytes(save(
-        edited(config, lambda w: w.update({"out.bias": np.zeros(10, np.int64)})), {"config": config.to_json()})),
-        "out.bias has dtype int64"),
-    "nan": (lambda path, config: path.write_bytes(save(
-        edited(config, lambda w: w["rnn.weight_hh_l0"].__setitem__((0, 0), np.nan)), {"config": config.to_json()})),
-        "rnn.weight_hh_l0 holds NaN or inf"),
+    "missing tensor": (
+        lambda path, config: path.write_bytes(
+            save(edited(config, lambda w: w.pop("out.bias")), {"config": config.to_json()})
+        ),
+        "missing tensor out.bias",
+    ),
+    "extra tensor": (
+        lambda path, config: path.write_bytes(
+            save(
+                edited(config, lambda w: w.update({"head.weight": np.zeros(3, np.float32)})),
+                {"config": config.to_json()},
+            )
+        ),
+        "unexpected tensor head.weight",
+    ),
+    "mis-shaped": (
+        lambda path, config: path.write_bytes(
+            save(
+                edited(config, lambda w: w.update({"out.bias": np.zeros(9, np.float32)})), {"config": config.to_json()}
+            )
+        ),
+        "out.bias has shape (9,), expected (10,)",
+    ),
+    "non-float": (
+        lambda path, config: path.write_bytes(
+            save(edited(config, lambda w: w.update({"out.bias": np.zeros(10, np.int64)})), {"config": config.to_json()})
+        ),
+        "out.bias has dtype int64",
+    ),
+    "nan": (
+        lambda path, config: path.write_bytes(
+            save(
+                edited(config, lambda w: w["rnn.weight_hh_l0"].__setitem__((0, 0), np.nan)),
+                {"config": config.to_json()},
+            )
+        ),
+        "rnn.weight_hh_l0 holds NaN or inf",
+    ),
 }
 
 
@@ -99,7 +131,11 @@ def test_bad_weights_files(tmp_path, command, problem, capsys):
     path = tmp_path / "w.safetensors"
     write(path, get_preset("lstm"))
     main = {**TRAINERS, **EVALUATORS}[command]
-    args = ["--weights", str(path)] if command in EVALUATORS else ["--init-weights", str(path), "--out", str(tmp_path / "r")]
+    args = (
+        ["--weights", str(path)]
+        if command in EVALUATORS
+        else ["--init-weights", str(path), "--out", str(tmp_path / "r")]
+    )
     code, _, err = run_main(main, args, capsys)
     assert_one_line(code, err, 1, fragment)
 
@@ -107,8 +143,11 @@ def test_bad_weights_files(tmp_path, command, problem, capsys):
 @pytest.mark.parametrize("command", [*EVALUATORS, *TRAINERS])
 def test_weights_for_another_model_than_the_flags(tmp_path, weights_file, command, capsys):
     main = {**TRAINERS, **EVALUATORS}[command]
-    args = (["--weights", str(weights_file), "--preset", "lstm2"] if command in EVALUATORS
-            else ["--preset", "lstm2", "--init-weights", str(weights_file), "--out", str(tmp_path / "r")])
+    args = (
+        ["--weights", str(weights_file), "--preset", "lstm2"]
+        if command in EVALUATORS
+        else ["--preset", "lstm2", "--init-weights", str(weights_file), "--out", str(tmp_path / "r")]
+    )
     code, _, err = run_main(main, args, capsys)
     assert_one_line(code, err, 1, "holds num_layers=1 but the flags ask for 2")
 

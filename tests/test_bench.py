@@ -25,8 +25,9 @@ def bench_rows(path) -> list[dict]:
 
 def test_bench_times_steps_every_runner_really_took(tmp_path):
     steps, reps = 5, 2
-    result = run_cli("bench", "--presets", "lstm", "--steps", str(steps), "--reps", str(reps),
-                     "--json", str(tmp_path / "b.json"))
+    result = run_cli(
+        "bench", "--presets", "lstm", "--steps", str(steps), "--reps", str(reps), "--json", str(tmp_path / "b.json")
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = bench_rows(tmp_path / "b.json")
     assert [row["runner"] for row in rows] == ["tutorial loop", "torch trainer", "jax trainer"]
@@ -44,18 +45,46 @@ def test_bench_times_steps_every_runner_really_took(tmp_path):
 
 def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path):
     levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices"
-    result = run_cli("bench", "--presets", "lstm", "--steps", "4", "--reps", "1", "--levers", levers,
-                     "--sweep", "batch", "--sweep-sizes", "32,128", "--sweep-images", "256",
-                     "--plot", str(tmp_path / "sweep.png"), "--json", str(tmp_path / "b.json"))
+    result = run_cli(
+        "bench",
+        "--presets",
+        "lstm",
+        "--steps",
+        "4",
+        "--reps",
+        "1",
+        "--levers",
+        levers,
+        "--sweep",
+        "batch",
+        "--sweep-sizes",
+        "32,128",
+        "--sweep-images",
+        "256",
+        "--plot",
+        str(tmp_path / "sweep.png"),
+        "--json",
+        str(tmp_path / "b.json"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = bench_rows(tmp_path / "b.json")
     timed = [row for row in rows if "sweep" not in row]
     assert [(row["runner"], row["framework"]) for row in timed] == [
-        ("tutorial loop", "torch"), ("torch trainer", "torch"), ("jax trainer", "jax"),
-        ("torch: Adam for-loop", "torch"), ("jax: hoisted input projection", "jax"), ("jax: 2 CPU devices", "jax")]
+        ("tutorial loop", "torch"),
+        ("torch trainer", "torch"),
+        ("jax trainer", "jax"),
+        ("torch: Adam for-loop", "torch"),
+        ("jax: hoisted input projection", "jax"),
+        ("jax: 2 CPU devices", "jax"),
+    ]
     assert all(row["steps_taken"] == 2 * 4 for row in timed)
     swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
-    assert swept == [(32, "torch trainer", 32), (32, "jax trainer", 32), (128, "torch trainer", 128), (128, "jax trainer", 128)]
+    assert swept == [
+        (32, "torch trainer", 32),
+        (32, "jax trainer", 32),
+        (128, "torch trainer", 128),
+        (128, "jax trainer", 128),
+    ]
     assert all(row["steps_taken"] == 2 * (256 // row["batch_size"]) for row in rows if "sweep" in row)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout

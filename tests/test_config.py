@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,7 @@ from common.config import Config
 from common.errors import ConfigError
 from common.presets import PRESETS, get_preset
 from jax_impl.train import main as jax_main
-from tests.conftest import ROOT, assert_one_line, assert_one_line_error, run_cli, run_main
+from tests.conftest import assert_one_line, assert_one_line_error, run_cli, run_main
 from torch_impl.train import main as torch_main
 
 # The tutorials' recipes (DEVELOPERS.md table): cell, hidden, layers, bidirectional, lr, batch, epochs, recurrent init.
@@ -25,8 +23,16 @@ TUTORIAL_RECIPES = {
     "lstm2x128": ("lstm", 128, 2, False, 0.01, 100, 2, "default"),
     "bilstm2x128": ("lstm", 128, 2, True, 0.003, 100, 2, "default"),
 }
-RECIPE_FIELDS = ("cell", "hidden_size", "num_layers", "bidirectional", "learning_rate", "batch_size", "epochs",
-                 "recurrent_init")
+RECIPE_FIELDS = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "recurrent_init",
+)
 
 
 @pytest.mark.parametrize("name", TUTORIAL_RECIPES)
@@ -37,8 +43,11 @@ def test_preset_matches_its_tutorial(name):
 
 
 def test_only_lstm2_evaluates_on_the_first_2000_images_every_50_steps():
-    periodic = {name: (preset.eval_every_steps, preset.eval_images) for name, preset in PRESETS.items()
-                if preset.eval_every_steps}
+    periodic = {
+        name: (preset.eval_every_steps, preset.eval_images)
+        for name, preset in PRESETS.items()
+        if preset.eval_every_steps
+    }
     assert periodic == {"lstm2": (50, 2000)}
 
 
@@ -47,14 +56,17 @@ def test_config_is_frozen():
         get_preset("lstm").hidden_size = 3
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("learning_rate", -0.1, "learning_rate must be a positive finite number, got -0.1"),
-    ("batch_size", 0, "batch_size must be positive, got 0"),
-    ("cell", "transformer", "cell must be one of rnn, lstm, gru, got 'transformer'"),
-    ("hidden_size", 2.5, "hidden_size must be an integer, got 2.5"),
-    ("dtype", "float16", "dtype must be one of float32, float64"),
-    ("input_size", 14, "input_size must be 28"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", -0.1, "learning_rate must be a positive finite number, got -0.1"),
+        ("batch_size", 0, "batch_size must be positive, got 0"),
+        ("cell", "transformer", "cell must be one of rnn, lstm, gru, got 'transformer'"),
+        ("hidden_size", 2.5, "hidden_size must be an integer, got 2.5"),
+        ("dtype", "float16", "dtype must be one of float32, float64"),
+        ("input_size", 14, "input_size must be 28"),
+    ],
+)
 def test_invalid_values_are_refused_with_a_message_naming_them(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(**{field: value})
@@ -76,8 +88,15 @@ def test_print_config_prints_the_resolved_preset_as_json(framework):
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed == get_preset("bilstm").to_dict()
-    assert (printed["cell"], printed["bidirectional"], printed["hidden_size"], printed["num_layers"],
-            printed["learning_rate"], printed["batch_size"], printed["epochs"]) == ("lstm", True, 64, 1, 0.01, 64, 1)
+    assert (
+        printed["cell"],
+        printed["bidirectional"],
+        printed["hidden_size"],
+        printed["num_layers"],
+        printed["learning_rate"],
+        printed["batch_size"],
+        printed["epochs"],
+    ) == ("lstm", True, 64, 1, 0.01, 64, 1)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -87,22 +106,46 @@ def test_both_trainers_resolve_every_preset_identically(name, capsys):
 
 
 def test_flags_override_the_preset(capsys):
-    _, out, _ = run_main(torch_main, ["--preset", "lstm", "--epochs", "3", "--hidden-size", "128", "--bidirectional",
-                                      "--cell", "gru", "--dtype", "float64", "--print-config"], capsys)
+    _, out, _ = run_main(
+        torch_main,
+        [
+            "--preset",
+            "lstm",
+            "--epochs",
+            "3",
+            "--hidden-size",
+            "128",
+            "--bidirectional",
+            "--cell",
+            "gru",
+            "--dtype",
+            "float64",
+            "--print-config",
+        ],
+        capsys,
+    )
     printed = json.loads(out)
-    assert (printed["epochs"], printed["hidden_size"], printed["bidirectional"], printed["cell"], printed["dtype"]) == \
-        (3, 128, True, "gru", "float64")
+    assert (printed["epochs"], printed["hidden_size"], printed["bidirectional"], printed["cell"], printed["dtype"]) == (
+        3,
+        128,
+        True,
+        "gru",
+        "float64",
+    )
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--learning-rate", "-1"], "learning_rate must be a positive finite number"),
-    (["--batch-size", "0"], "batch_size must be positive"),
-    (["--cell", "transformer"], "--cell"),
-    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["--epochs", "two"], "--epochs"),
-    (["--max-steps", "0"], "--max-steps"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--learning-rate", "-1"], "learning_rate must be a positive finite number"),
+        (["--batch-size", "0"], "batch_size must be positive"),
+        (["--cell", "transformer"], "--cell"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--epochs", "two"], "--epochs"),
+        (["--max-steps", "0"], "--max-steps"),
+    ],
+)
 @pytest.mark.parametrize("main", [torch_main, jax_main], ids=["torch", "jax"])
 def test_bad_flags_exit_2_with_one_line(main, args, fragment, capsys):
     code, _, err = run_main(main, [*args, "--print-config"], capsys)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.data import BUNDLED_DIR, DEBIAN_FASHION_DIR, images_to_row_sequences, load_dataset, verify_bundled
+from common.errors import SeqMnistError
 from common.idx import read_idx
 from common.sampler import BatchSampler
-from common.errors import SeqMnistError
 from jax_impl.train import main as jax_main
 from tests.conftest import assert_one_line, idx_bytes, run_main, small_split, write_idx_dir
 from torch_impl.train import main as torch_main
@@ -91,16 +91,29 @@ def corrupt(directory: Path, name: str, mutate) -> None:
     path.write_bytes(gzip.compress(mutate(payload)))
 
 
-@pytest.mark.parametrize("mutation, fragment", [
-    (lambda d: corrupt(d, "train-images-idx3-ubyte", lambda p: p[:-100]), "train-images-idx3-ubyte.gz: truncated"),
-    (lambda d: corrupt(d, "t10k-labels-idx1-ubyte", lambda p: b"\x00\x00\x08\x03" + p[4:]), "not an IDX labels file"),
-    (lambda d: corrupt(d, "t10k-labels-idx1-ubyte", lambda p: p[:8] + b"\x0c" + p[9:]), "labels must lie in 0..9"),
-    (lambda d: (d / "train-images-idx3-ubyte.gz").write_bytes(b""), "train-images-idx3-ubyte.gz: empty file"),
-    (lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage"), "t10k-images-idx3-ubyte.gz: cannot read"),
-    (lambda d: (d / "t10k-labels-idx1-ubyte.gz").unlink(), "missing t10k-labels-idx1-ubyte"),
-    (lambda d: (d / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(7, np.uint8), "labels"))),
-     "100 images but 7 labels"),
-])
+@pytest.mark.parametrize(
+    "mutation, fragment",
+    [
+        (lambda d: corrupt(d, "train-images-idx3-ubyte", lambda p: p[:-100]), "train-images-idx3-ubyte.gz: truncated"),
+        (
+            lambda d: corrupt(d, "t10k-labels-idx1-ubyte", lambda p: b"\x00\x00\x08\x03" + p[4:]),
+            "not an IDX labels file",
+        ),
+        (lambda d: corrupt(d, "t10k-labels-idx1-ubyte", lambda p: p[:8] + b"\x0c" + p[9:]), "labels must lie in 0..9"),
+        (lambda d: (d / "train-images-idx3-ubyte.gz").write_bytes(b""), "train-images-idx3-ubyte.gz: empty file"),
+        (
+            lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage"),
+            "t10k-images-idx3-ubyte.gz: cannot read",
+        ),
+        (lambda d: (d / "t10k-labels-idx1-ubyte.gz").unlink(), "missing t10k-labels-idx1-ubyte"),
+        (
+            lambda d: (d / "t10k-labels-idx1-ubyte.gz").write_bytes(
+                gzip.compress(idx_bytes(np.zeros(7, np.uint8), "labels"))
+            ),
+            "100 images but 7 labels",
+        ),
+    ],
+)
 def test_bad_idx_files_give_one_line_naming_the_file(idx_dir, mutation, fragment):
     mutation(idx_dir)
     with pytest.raises(SeqMnistError) as error:
@@ -135,7 +148,7 @@ def test_sampler_is_a_seeded_shuffle_keeping_the_last_partial_batch():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     assert not np.array_equal(np.concatenate(batches), np.arange(1000))
     again = list(BatchSampler(1000, 64, 3).batches(0))
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
     assert not np.array_equal(sampler.permutation(1), sampler.permutation(0))
     assert not np.array_equal(BatchSampler(1000, 64, 4).permutation(0), sampler.permutation(0))
 
@@ -145,7 +158,7 @@ def test_sampler_resumes_from_an_epoch_and_step():
     whole = list(sampler.batches(2))
     resumed = list(sampler.batches(2, start_step=5))
     assert len(resumed) == len(whole) - 5
-    assert all(np.array_equal(a, b) for a, b in zip(whole[5:], resumed))
+    assert all(np.array_equal(a, b) for a, b in zip(whole[5:], resumed, strict=True))
     assert np.array_equal(sampler.batch(2, 7), whole[7])
 
 

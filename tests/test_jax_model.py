@@ -15,7 +15,7 @@ from common.weights import canonical_shapes, initial_weights
 from jax_impl.convert import cells, from_canonical, to_canonical
 from jax_impl.model import build_model
 from parity import oracle
-from parity.checks import ABSOLUTE_FLOAT64, logit_tolerance, random_weights
+from parity.checks import logit_tolerance, random_weights
 
 GRU = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2)
 
@@ -26,8 +26,9 @@ def test_logits_and_every_layers_outputs_have_the_right_shapes(name, mnist_rows)
     model = build_model(config)
     rows = jnp.asarray(mnist_rows)
     assert model(rows).shape == (32, 10)
-    assert [output.shape for output in model.layer_outputs(rows)] == \
-        [(32, 28, config.num_directions * config.hidden_size)] * config.num_layers
+    assert [output.shape for output in model.layer_outputs(rows)] == [
+        (32, 28, config.num_directions * config.hidden_size)
+    ] * config.num_layers
 
 
 def test_head_reads_the_last_time_step_only(mnist_rows):
@@ -67,7 +68,7 @@ def test_flax_to_canonical_to_flax_is_bit_exact(name):
     assert all(np.array_equal(again[k], canonical[k]) for k in canonical)
     before = jax.tree.leaves(jax.tree.map(np.asarray, model))
     after = jax.tree.leaves(jax.tree.map(np.asarray, from_canonical(canonical, config)))
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 @pytest.mark.parametrize("name", ["lstm", "rnn", "gru"])

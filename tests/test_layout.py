@@ -16,28 +16,43 @@ FRAMEWORKS = ("torch", "jax", "flax", "optax", "tensorflow", "tensorflow_dataset
 # Names one side has and the other has not, each for a reason that is not an accident of history.
 MIRROR_DIFFERENCES = {
     "model": {
-        # torch picks nn.RNN/LSTM/GRU from this table; Flax builds its cell in make_cell
-        "torch": {"RECURRENT_MODULES"},
-        "jax": {"make_cell",
-                "TorchLSTMCell", "TorchRNNCell", "TorchGRUCell",  # Flax cells given PyTorch's two biases
-                "identity_blocks",  # a Flax kernel initialiser; torch sets identity weight_hh in build_model
-                "zero_carry",  # Flax passes initial states explicitly; nn.RNN starts from zeros by itself
-                "enable_dtype",  # JAX needs x64 switched on for float64; torch has it always
-                "RECURRENCES"},  # other schedules of the time loop (jax_impl/recurrence.py); torch's is one kernel
+        # torch builds nn.RNN/LSTM/GRU (all layers in one module); Flax builds one cell in make_cell
+        "torch": {"recurrent_layers"},
+        "jax": {
+            "make_cell",
+            "TorchLSTMCell",
+            "TorchRNNCell",
+            "TorchGRUCell",  # Flax cells given PyTorch's two biases
+            "identity_blocks",  # a Flax kernel initialiser; torch sets identity weight_hh in build_model
+            "zero_carry",  # Flax passes initial states explicitly; nn.RNN starts from zeros by itself
+            "enable_dtype",  # JAX needs x64 switched on for float64; torch has it always
+            "RECURRENCES",
+        },  # other schedules of the time loop (jax_impl/recurrence.py); torch's is one kernel
     },
     "convert": {
         # tutorial checkpoints are torch pickles: reading them needs torch (python -m torch_impl.convert)
-        "torch": {"TUTORIAL_RECURRENT_NAMES", "TUTORIAL_HEAD_NAMES", "read_tutorial_checkpoint", "canonical_name",
-                  "tutorial_to_canonical", "main"},
+        "torch": {
+            "TUTORIAL_RECURRENT_NAMES",
+            "TUTORIAL_HEAD_NAMES",
+            "read_tutorial_checkpoint",
+            "canonical_name",
+            "tutorial_to_canonical",
+            "main",
+        },
         # the canonical layout is torch's own state_dict; only Flax needs a table of paths and transposes
         "jax": {"CELL_TABLE", "HEAD_TABLE", "cells", "parameters"},
     },
     "train": {
-        "torch": {"TorchTrainer",  # each trainer is named for its framework, so logs and tracebacks say which
-                  "AdamImplementation",  # torch's three Adam implementations; optax has one
-                  "process_settings"},  # torch's thread count and denormal flushing are process-wide
-        "jax": {"JaxTrainer", "make_train_chunk",  # a chunk of train steps in one compiled lax.scan
-                "placements"},  # one device, or a mesh of CPU devices (data parallel lever)
+        "torch": {
+            "TorchTrainer",  # each trainer is named for its framework, so logs and tracebacks say which
+            "AdamImplementation",  # torch's three Adam implementations; optax has one
+            "process_settings",
+        },  # torch's thread count and denormal flushing are process-wide
+        "jax": {
+            "JaxTrainer",
+            "make_train_chunk",  # a chunk of train steps in one compiled lax.scan
+            "placements",
+        },  # one device, or a mesh of CPU devices (data parallel lever)
     },
 }
 ONE_SIDED_MODULES = {"jax_impl/recurrence.py"}  # schedules of the time loop; torch's recurrence is one library kernel
@@ -57,14 +72,17 @@ def public_names(path: Path) -> set[str]:
 
 
 def modules(package: str) -> list[str]:
-    return sorted(f"{package}.{path.stem}" for path in (ROOT / package).glob("*.py")
-                  if path.stem not in ("__init__", "__main__"))
+    return sorted(
+        f"{package}.{path.stem}" for path in (ROOT / package).glob("*.py") if path.stem not in ("__init__", "__main__")
+    )
 
 
 def loaded_after_import(names: list[str], candidates: tuple[str, ...]) -> list[str]:
     """Which of `candidates` a fresh interpreter has loaded after importing `names`."""
-    code = (f"import sys\nfor name in {names!r}: __import__(name)\n"
-            f"print(','.join(m for m in {candidates!r} if m in sys.modules))")
+    code = (
+        f"import sys\nfor name in {names!r}: __import__(name)\n"
+        f"print(','.join(m for m in {candidates!r} if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return [name for name in result.stdout.strip().split(",") if name]
@@ -74,8 +92,10 @@ def test_common_imports_no_framework():
     assert loaded_after_import(modules("common"), FRAMEWORKS) == []
 
 
-@pytest.mark.parametrize("package, forbidden", [("torch_impl", ("jax", "flax", "parity", "bench")),
-                                                 ("jax_impl", ("torch", "parity", "bench"))])
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [("torch_impl", ("jax", "flax", "parity", "bench")), ("jax_impl", ("torch", "parity", "bench"))],
+)
 def test_framework_packages_import_neither_the_other_nor_parity_nor_bench(package, forbidden):
     assert loaded_after_import(modules(package), forbidden) == []
 
@@ -87,7 +107,9 @@ def test_parity_imports_nothing_from_bench():
 def test_torch_impl_and_jax_impl_have_the_same_modules():
     torch_side = {path.name for path in (ROOT / "torch_impl").glob("*.py")}
     jax_side = {path.name for path in (ROOT / "jax_impl").glob("*.py")}
-    one_sided = {f"torch_impl/{name}" for name in torch_side - jax_side} | {f"jax_impl/{name}" for name in jax_side - torch_side}
+    one_sided = {f"torch_impl/{name}" for name in torch_side - jax_side} | {
+        f"jax_impl/{name}" for name in jax_side - torch_side
+    }
     assert one_sided == ONE_SIDED_MODULES
 
 
@@ -102,16 +124,21 @@ def test_each_module_pair_defines_the_same_public_names(module):
 
 def class_methods(path: Path, name: str) -> set[str]:
     """The public methods (and properties) a class defines in its own body."""
-    (node,) = [node for node in ast.parse(path.read_text()).body if isinstance(node, ast.ClassDef) and node.name == name]
+    (node,) = [
+        node for node in ast.parse(path.read_text()).body if isinstance(node, ast.ClassDef) and node.name == name
+    ]
     return {item.name for item in node.body if isinstance(item, ast.FunctionDef) and not item.name.startswith("_")}
 
 
-@pytest.mark.parametrize("module, torch_class, jax_class, allowed", [
-    # forward is torch's name for what Flax calls __call__ (a dunder, so not listed); the rest must match
-    ("model", "SequenceClassifier", "SequenceClassifier", {"torch": {"forward"}, "jax": set()}),
-    # TorchTrainer.model is an attribute (the nn.Module it trains); JaxTrainer.model a property merging its params
-    ("train", "TorchTrainer", "JaxTrainer", {"torch": set(), "jax": {"model"}}),
-])
+@pytest.mark.parametrize(
+    "module, torch_class, jax_class, allowed",
+    [
+        # forward is torch's name for what Flax calls __call__ (a dunder, so not listed); the rest must match
+        ("model", "SequenceClassifier", "SequenceClassifier", {"torch": {"forward"}, "jax": set()}),
+        # TorchTrainer.model is an attribute (the nn.Module it trains); JaxTrainer.model a property merging its params
+        ("train", "TorchTrainer", "JaxTrainer", {"torch": set(), "jax": {"model"}}),
+    ],
+)
 def test_the_model_and_trainer_classes_have_the_same_methods(module, torch_class, jax_class, allowed):
     torch_methods = class_methods(ROOT / "torch_impl" / f"{module}.py", torch_class)
     jax_methods = class_methods(ROOT / "jax_impl" / f"{module}.py", jax_class)

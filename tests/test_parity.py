@@ -29,13 +29,26 @@ def test_every_check_passes_for_every_preset(mnist, preset):
     failed = [(row.check, row.case, row.dtype, row.compared, row.figures, row.detail) for row in rows if not row.passed]
     assert not failed
     kinds = {(row.check, row.case) for row in rows}
-    assert {("logits", "random weights"), ("hidden-states", "every layer, step and unit"), ("gradients", "every tensor"),
-            ("trajectory", f"lr {checks.SMALL_LEARNING_RATE:g}"), ("trajectory", "recipe lr"),
-            ("cross-eval", "logits, trained by torch"), ("cross-eval", "predictions, trained by jax")} <= kinds
+    assert {
+        ("logits", "random weights"),
+        ("hidden-states", "every layer, step and unit"),
+        ("gradients", "every tensor"),
+        ("trajectory", f"lr {checks.SMALL_LEARNING_RATE:g}"),
+        ("trajectory", "recipe lr"),
+        ("cross-eval", "logits, trained by torch"),
+        ("cross-eval", "predictions, trained by jax"),
+    } <= kinds
     assert {row.dtype for row in rows if row.check == "gradients"} == {"float32", "float64"}
     for row in rows:
-        assert set(row.figures) == set(checks.FIGURES["trajectory-recipe" if row.case == "recipe lr" else
-                                                      "logits" if row.case.startswith("logits") else row.check])
+        assert set(row.figures) == set(
+            checks.FIGURES[
+                "trajectory-recipe"
+                if row.case == "recipe lr"
+                else "logits"
+                if row.case.startswith("logits")
+                else row.check
+            ]
+        )
 
 
 def test_asking_for_logits_alone_trains_nothing(mnist, monkeypatch):
@@ -57,8 +70,9 @@ def recipe_trajectory(mnist, jax_side):
     pool, labels, batches = train_rows(mnist, config, RECIPE_STEPS)
     torch32 = TorchSide().train(config, weights, pool, labels, batches)
     config64 = dataclasses.replace(config, dtype="float64")
-    torch64 = TorchSide().train(config64, {k: v.astype(np.float64) for k, v in weights.items()},
-                                pool.astype(np.float64), labels, batches)
+    torch64 = TorchSide().train(
+        config64, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
+    )
     jax32 = jax_side.train(config, weights, pool, labels, batches)
     return recipe_lr_row("rnn", config, "cpu", torch32.losses, jax32.losses, torch64.losses)
 
@@ -74,8 +88,11 @@ def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_p
 
     import jax_impl.train
 
-    monkeypatch.setattr(jax_impl.train, "make_optimizer",
-                        lambda config: optax.adam(config.learning_rate * 1.01, b1=0.9, b2=0.999, eps=1e-8))
+    monkeypatch.setattr(
+        jax_impl.train,
+        "make_optimizer",
+        lambda config: optax.adam(config.learning_rate * 1.01, b1=0.9, b2=0.999, eps=1e-8),
+    )
     row = recipe_trajectory(mnist, JaxSide())
     assert not row.passed, row.detail
     assert row.figures["framework_parts_at"] < checks.ENVELOPE_SHARE * row.figures["rounding_parts_at"]
@@ -89,31 +106,43 @@ def swap_rows(array: np.ndarray, hidden: int, a: int, b: int) -> np.ndarray:
 
 def gate_order_swapped(weights, config):
     """A conversion that reads PyTorch's gates as f, i, g, o (i and f swapped)."""
-    swapped = {name: swap_rows(array, config.hidden_size, 0, 1) if name.startswith("rnn.") else array
-               for name, array in weights.items()}
+    swapped = {
+        name: swap_rows(array, config.hidden_size, 0, 1) if name.startswith("rnn.") else array
+        for name, array in weights.items()
+    }
     return convert.from_canonical(swapped, config)
 
 
 def hidden_bias_dropped(weights, config):
     """A conversion that loads b_ih but forgets b_hh (as one that forgets to sum them into Flax's one bias)."""
-    return convert.from_canonical({name: np.zeros_like(array) if ".bias_hh_" in name else array
-                                   for name, array in weights.items()}, config)
+    return convert.from_canonical(
+        {name: np.zeros_like(array) if ".bias_hh_" in name else array for name, array in weights.items()}, config
+    )
 
 
 def recurrent_matrix_untransposed(weights, config):
     """A conversion that copies the square W_hh into the kernel without transposing it."""
-    return convert.from_canonical({name: array.T.copy() if ".weight_hh_" in name else array
-                                   for name, array in weights.items()}, config)
+    return convert.from_canonical(
+        {name: array.T.copy() if ".weight_hh_" in name else array for name, array in weights.items()}, config
+    )
 
 
-@pytest.mark.parametrize("broken, preset, where", [
-    (gate_order_swapped, "lstm", "layer 0, forward, step 0"),
-    (hidden_bias_dropped, "bilstm", "layer 0, forward, step 0"),
-    (recurrent_matrix_untransposed, "rnn", "layer 0, forward, step 1"),
-])
+@pytest.mark.parametrize(
+    "broken, preset, where",
+    [
+        (gate_order_swapped, "lstm", "layer 0, forward, step 0"),
+        (hidden_bias_dropped, "bilstm", "layer 0, forward, step 0"),
+        (recurrent_matrix_untransposed, "rnn", "layer 0, forward, step 1"),
+    ],
+)
 def test_a_broken_conversion_fails_and_the_report_points_at_the_first_place(mnist, broken, preset, where):
-    rows = run_preset(preset, mnist, "cpu", SuiteOptions(checks=("logits", "hidden-states"), images=16),
-                      jax_side=JaxSide(from_canonical=broken))
+    rows = run_preset(
+        preset,
+        mnist,
+        "cpu",
+        SuiteOptions(checks=("logits", "hidden-states"), images=16),
+        jax_side=JaxSide(from_canonical=broken),
+    )
     by = {(row.check, row.dtype, row.compared): row for row in rows}
     for dtype in ("float32", "float64"):
         assert by[("hidden-states", dtype, "torch vs numpy")].passed  # the oracle sides with torch ...
@@ -159,8 +188,19 @@ def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, 
 
 
 def test_parity_command_prints_a_table_and_json(tmp_path):
-    result = run_cli("parity", "--presets", "lstm", "--checks", "1,gradients", "--images", "8", "--device", "all",
-                     "--json", str(tmp_path / "rows.json"))
+    result = run_cli(
+        "parity",
+        "--presets",
+        "lstm",
+        "--checks",
+        "1,gradients",
+        "--images",
+        "8",
+        "--device",
+        "all",
+        "--json",
+        str(tmp_path / "rows.json"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random weights" in result.stdout and "gradients" in result.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())
@@ -186,14 +226,29 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
     from parity.checks import Row
     from torch_impl import device as torch_device
 
-    saved = (torch.backends.cudnn.rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
-             jax_device.jax.config.jax_default_matmul_precision)
+    saved = (
+        torch.backends.cudnn.rnn.fp32_precision,
+        torch.backends.cuda.matmul.fp32_precision,
+        jax_device.jax.config.jax_default_matmul_precision,
+    )
     seen = []
 
     def run_preset_here(preset, dataset, device, options, **hooks):
         seen.append((device, options.dtypes, torch_device.tf32_enabled(), jax_device.tf32_enabled()))
-        return [Row(preset, "logits", "random weights", device, dtype, "torch vs jax",
-                    {"max_abs_diff": 1e-6, "scaled_diff": 1e-6}, "1e-05 x 1", True) for dtype in options.dtypes]
+        return [
+            Row(
+                preset,
+                "logits",
+                "random weights",
+                device,
+                dtype,
+                "torch vs jax",
+                {"max_abs_diff": 1e-6, "scaled_diff": 1e-6},
+                "1e-05 x 1",
+                True,
+            )
+            for dtype in options.dtypes
+        ]
 
     monkeypatch.setattr(parity_main, "gpu_available", lambda: (True, ""))
     monkeypatch.setattr(parity_main, "run_preset", run_preset_here)
@@ -206,7 +261,9 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
     assert code == 0 and after == (False, False)
     assert seen == [("gpu", ("float32", "float64"), False, False), ("gpu", ("float32",), True, True)]
     out = capsys.readouterr().out
-    assert "float32+tf32" in out and "TF32 on, not judged" in out and "2 passed, 0 failed, 1 not run or not judged" in out
+    assert (
+        "float32+tf32" in out and "TF32 on, not judged" in out and "2 passed, 0 failed, 1 not run or not judged" in out
+    )
 
 
 def test_the_cross_device_row_compares_every_side_with_every_other(mnist):
@@ -214,11 +271,18 @@ def test_the_cross_device_row_compares_every_side_with_every_other(mnist):
     from parity.sides import OracleSide
     from parity.suite import cross_device_rows
 
-    sides = {"torch-cpu": TorchSide("cpu"), "torch-cpu2": TorchSide("cpu"), "jax-cpu": JaxSide("cpu"),
-             "numpy": OracleSide()}
+    sides = {
+        "torch-cpu": TorchSide("cpu"),
+        "torch-cpu2": TorchSide("cpu"),
+        "jax-cpu": JaxSide("cpu"),
+        "numpy": OracleSide(),
+    }
     rows = cross_device_rows("bilstm", mnist, SuiteOptions(images=8), sides)
     assert {(row.dtype, row.compared) for row in rows} == {
-        (dtype, f"{a} vs {b}") for dtype in ("float32", "float64")
-        for i, a in enumerate(sides) for b in list(sides)[i + 1:]}
+        (dtype, f"{a} vs {b}")
+        for dtype in ("float32", "float64")
+        for i, a in enumerate(sides)
+        for b in list(sides)[i + 1 :]
+    }
     assert all(row.passed and row.case == "across devices" and row.check == "logits" for row in rows)
     assert {row.device for row in rows} == {"cpu+cpu2+numpy"}

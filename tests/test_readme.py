@@ -32,8 +32,13 @@ COMMANDS = [(page, argv) for page, argv in shown_commands() if argv[0] not in ("
 
 
 def help_text(module: str, capsys) -> str:
-    main = importlib.import_module(module if module.endswith(("train", "evaluate", "convert", "plot"))
-                                   else f"{module}.__main__" if module in ("parity", "bench") else module).main
+    main = importlib.import_module(
+        module
+        if module.endswith(("train", "evaluate", "convert", "plot"))
+        else f"{module}.__main__"
+        if module in ("parity", "bench")
+        else module
+    ).main
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0

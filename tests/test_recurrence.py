@@ -13,9 +13,9 @@ from jax.experimental.rnn import get_num_params_in_lstm, lstm_ref, unpack_lstm_w
 
 from common.errors import ConfigError
 from common.presets import get_preset
+from common.weights import layer_input_size
 from jax_impl.convert import from_canonical
 from jax_impl.model import RECURRENCES, build_model
-from common.weights import layer_input_size
 from jax_impl.recurrence import pack_lstm, unpack_lstm
 from parity.checks import ABSOLUTE_FLOAT64, random_weights
 from tests.conftest import matmul_flops
@@ -23,8 +23,7 @@ from tests.conftest import matmul_flops
 CONFIGS = {  # small float64 versions of the presets' shapes: stacked, bidirectional, tanh RNN
     "bilstm2": dataclasses.replace(get_preset("bilstm2x128"), hidden_size=16, dtype="float64"),
     "lstm2": dataclasses.replace(get_preset("lstm2"), hidden_size=16, dtype="float64"),
-    "birnn2": dataclasses.replace(get_preset("rnn"), num_layers=2, hidden_size=16, bidirectional=True,
-                                  dtype="float64"),
+    "birnn2": dataclasses.replace(get_preset("rnn"), num_layers=2, hidden_size=16, bidirectional=True, dtype="float64"),
 }
 CPU_SCHEDULES = [name for name in RECURRENCES if name not in ("flax", "cudnn")]  # cudnn: see its own tests
 SCHEDULES = [{"recurrence": name} for name in CPU_SCHEDULES] + [{"unroll": 2}]
@@ -62,7 +61,9 @@ def test_the_hoisted_schedule_moves_the_input_projection_out_of_the_time_loop():
 
 
 def test_an_unknown_schedule_or_a_gru_schedule_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match="recurrence must be one of flax, hoisted, fused-directions, cudnn, got 'warp'"):
+    with pytest.raises(
+        ConfigError, match="recurrence must be one of flax, hoisted, fused-directions, cudnn, got 'warp'"
+    ):
         build_model(get_preset("lstm"), recurrence="warp")
     with pytest.raises(ConfigError, match="covers the lstm and rnn cells, not gru"):
         build_model(dataclasses.replace(get_preset("lstm"), cell="gru"), recurrence="hoisted")
@@ -78,7 +79,8 @@ def test_cudnn_packing_round_trips_bit_exactly(shape):
     flat = pack_lstm(weights, config)
     assert [vector.size for vector in flat] == [
         get_num_params_in_lstm(layer_input_size(config, layer), config.hidden_size, 1, config.bidirectional)
-        for layer in range(config.num_layers)]
+        for layer in range(config.num_layers)
+    ]
     unpacked = unpack_lstm(flat, config)
     assert set(unpacked) == {name for name in weights if name.startswith("rnn.")}
     assert all(np.array_equal(unpacked[name], weights[name]) for name in unpacked)
@@ -92,15 +94,31 @@ def test_cudnn_packing_is_the_layout_jax_reads_and_computes_the_models_hidden_st
     weights = random_weights(config)
     model = from_canonical(weights, config)
     sequence = jnp.asarray(mnist_rows, dtype=jnp.float64)
-    for layer, (vector, expected) in enumerate(zip(pack_lstm(weights, config), model.layer_outputs(sequence), strict=True)):
+    for layer, (vector, expected) in enumerate(
+        zip(pack_lstm(weights, config), model.layer_outputs(sequence), strict=True)
+    ):
         inputs = layer_input_size(config, layer)
-        w_ih, w_hh, b_ih, b_hh = unpack_lstm_weights(jnp.asarray(vector), inputs, config.hidden_size, 1,
-                                                     config.bidirectional)
+        w_ih, w_hh, b_ih, b_hh = unpack_lstm_weights(
+            jnp.asarray(vector), inputs, config.hidden_size, 1, config.bidirectional
+        )
         assert np.array_equal(np.asarray(w_ih[0]), weights[f"rnn.weight_ih_l{layer}"])
         zeros = jnp.zeros((config.num_directions, len(mnist_rows), config.hidden_size), jnp.float64)
         lengths = jnp.full((len(mnist_rows),), 28, jnp.int32)
-        sequence, _, _ = lstm_ref(sequence, zeros, zeros, w_ih, w_hh, b_ih, b_hh, lengths, inputs,
-                                  config.hidden_size, 1, 0.0, config.bidirectional)
+        sequence, _, _ = lstm_ref(
+            sequence,
+            zeros,
+            zeros,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            lengths,
+            inputs,
+            config.hidden_size,
+            1,
+            0.0,
+            config.bidirectional,
+        )
         gap = float(np.abs(np.asarray(sequence) - np.asarray(expected)).max())
         assert gap <= ABSOLUTE_FLOAT64, f"layer {layer}: cuDNN's layout computes other hidden states ({gap})"
 

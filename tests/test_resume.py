@@ -22,8 +22,14 @@ COMMAND = ["--preset", "lstm", "--max-steps", "120", "--checkpoint-every", "20",
 
 def start(framework: str, out) -> subprocess.Popen:
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", f"{framework}_impl.train", *COMMAND, "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"{framework}_impl.train", *COMMAND, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(out, process, minimum_step: int, timeout: float = 300) -> None:
@@ -83,8 +89,21 @@ def test_resume_refuses_other_flags_and_a_folder_without_checkpoints(tmp_path):
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("torch_impl.train", "--preset", "rnn", "--learning-rate", "1e30", "--checkpoint-every", "1",
-                     "--log-every", "1", "--max-steps", "50", "--out", str(out))
+    result = run_cli(
+        "torch_impl.train",
+        "--preset",
+        "rnn",
+        "--learning-rate",
+        "1e30",
+        "--checkpoint-every",
+        "1",
+        "--log-every",
+        "1",
+        "--max-steps",
+        "50",
+        "--out",
+        str(out),
+    )
     assert_one_line_error(result, 1, "step", "try a lower --learning-rate")
     assert "loss became" in result.stderr or "weights became NaN or inf" in result.stderr
     assert not (out / "model.safetensors").exists()

@@ -16,7 +16,8 @@ HAVE_TFDS = all(importlib.util.find_spec(name) for name in ("tensorflow_datasets
 
 def example_keys(images: np.ndarray, labels: np.ndarray) -> list[str]:
     """One key per (image, label) pair, sorted: equal lists mean equal multisets of pairs."""
-    return sorted(hashlib.sha1(image.tobytes() + bytes([label])).hexdigest() for image, label in zip(images, labels))
+    pairs = zip(images, labels, strict=True)
+    return sorted(hashlib.sha1(image.tobytes() + bytes([label])).hexdigest() for image, label in pairs)
 
 
 @pytest.mark.tfds

@@ -13,16 +13,32 @@ pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m
 
 def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):
     work, report = tmp_path / "work", tmp_path / "c6.json"
-    arguments = ("parity.accuracy", "--presets", "lstm", "--seeds", "2", "--runs", "torch,jax,torch64,jax64",
-                 "--max-steps", "3", "--work", str(work), "--json", str(report))
+    arguments = (
+        "parity.accuracy",
+        "--presets",
+        "lstm",
+        "--seeds",
+        "2",
+        "--runs",
+        "torch,jax,torch64,jax64",
+        "--max-steps",
+        "3",
+        "--work",
+        str(work),
+        "--json",
+        str(report),
+    )
     result = run_cli(*arguments)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     payload = json.loads(report.read_text())
     assert [(r["seed"], sorted(r["accuracy"])) for r in payload["per_seed"]] == [
-        (0, ["jax", "jax64", "torch", "torch64"]), (1, ["jax", "jax64", "torch", "torch64"])]
+        (0, ["jax", "jax64", "torch", "torch64"]),
+        (1, ["jax", "jax64", "torch", "torch64"]),
+    ]
     (summary,) = payload["summary"]
-    for seed_result, gap, jax_rounding in zip(payload["per_seed"], summary["gap_torch_jax_pp"],
-                                              summary["gap_jax_rounding_pp"]):
+    for seed_result, gap, jax_rounding in zip(
+        payload["per_seed"], summary["gap_torch_jax_pp"], summary["gap_jax_rounding_pp"], strict=True
+    ):
         assert gap == seed_result["accuracy"]["torch"] - seed_result["accuracy"]["jax"]
         assert jax_rounding == seed_result["accuracy"]["jax"] - seed_result["accuracy"]["jax64"]
     assert abs(summary["mean_gap_pp"] - (sum(summary["torch"]) - sum(summary["jax"])) / 2) < 1e-9
@@ -30,6 +46,7 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
     assert result.returncode == (0 if summary["passed"] else 1)
     # the float64 run started from the float32 weights, exactly
     from common.weights import load_weights
+
     start32, _ = load_weights(work / "lstm" / "seed-0" / "init-float32.safetensors")
     start64, _ = load_weights(work / "lstm" / "seed-0" / "init-float64.safetensors")
     assert all((start64[name] == start32[name].astype("float64")).all() for name in start32)
@@ -40,16 +57,37 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
     assert "lstm" in again.stdout and "per-seed torch32-torch64" in again.stdout
     # report-only: asks for more seeds and runs than exist, trains none of them, reports what is there
     partial, plot = tmp_path / "partial.json", tmp_path / "c6.png"
-    only = run_cli("parity.accuracy", "--presets", "lstm", "--seeds", "3", "--runs", "torch,jax,jax-native",
-                   "--max-steps", "3", "--work", str(work), "--json", str(partial), "--plot", str(plot), "--report-only")
+    only = run_cli(
+        "parity.accuracy",
+        "--presets",
+        "lstm",
+        "--seeds",
+        "3",
+        "--runs",
+        "torch,jax,jax-native",
+        "--max-steps",
+        "3",
+        "--work",
+        str(work),
+        "--json",
+        str(partial),
+        "--plot",
+        str(plot),
+        "--report-only",
+    )
     assert only.returncode == result.returncode, only.stderr[-2000:]
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs
     assert not (work / "lstm" / "seed-2").exists() and not list(work.rglob("jax-native*"))
     reported = json.loads(partial.read_text())
-    assert [(r["seed"], sorted(r["accuracy"])) for r in reported["per_seed"]] == [(0, ["jax", "torch"]), (1, ["jax", "torch"])]
+    assert [(r["seed"], sorted(r["accuracy"])) for r in reported["per_seed"]] == [
+        (0, ["jax", "torch"]),
+        (1, ["jax", "torch"]),
+    ]
     assert reported["summary"][0]["mean_gap_pp"] == summary["mean_gap_pp"]
-    assert abs(reported["summary"][0]["mean_abs_gap_torch_jax_pp"]
-               - sum(abs(g) for g in summary["gap_torch_jax_pp"]) / 2) < 1e-9
+    assert (
+        abs(reported["summary"][0]["mean_abs_gap_torch_jax_pp"] - sum(abs(g) for g in summary["gap_torch_jax_pp"]) / 2)
+        < 1e-9
+    )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -72,9 +110,11 @@ def test_check6_seeds_are_a_count_a_list_or_a_range():
 def test_check6_mean_gap_pairs_seeds_when_a_run_is_missing():
     from parity.accuracy import SeedResult, summarize
 
-    results = [SeedResult("lstm", 0, {"torch": 96.0, "jax": 95.0}, {}),
-               SeedResult("lstm", 1, {"torch": 97.0, "jax": 97.5}, {}),
-               SeedResult("lstm", 2, {"jax": 90.0}, {})]  # torch for seed 2 not finished (yet)
+    results = [
+        SeedResult("lstm", 0, {"torch": 96.0, "jax": 95.0}, {}),
+        SeedResult("lstm", 1, {"torch": 97.0, "jax": 97.5}, {}),
+        SeedResult("lstm", 2, {"jax": 90.0}, {}),
+    ]  # torch for seed 2 not finished (yet)
     (row,) = summarize(results)
     assert row["gap_torch_jax_pp"] == [1.0, -0.5, None]
     assert row["mean_gap_pp"] == 0.25  # the difference of the unpaired means would be 96.5 - 94.17 = 2.33
@@ -83,16 +123,22 @@ def test_check6_mean_gap_pairs_seeds_when_a_run_is_missing():
 
 
 def test_check6_report_only_refuses_a_folder_without_runs(tmp_path):
-    assert_one_line_error(run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path / "none")), 2,
-                          "--report-only", "is not a folder")
-    assert_one_line_error(run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path)), 1,
-                          "no finished check-6 run")
+    assert_one_line_error(
+        run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path / "none")),
+        2,
+        "--report-only",
+        "is not a folder",
+    )
+    assert_one_line_error(
+        run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path)), 1, "no finished check-6 run"
+    )
 
 
 def test_plot_overlays_runs_of_both_frameworks(tmp_path):
     for framework in ("torch", "jax"):
-        result = run_cli(f"{framework}_impl.train", "--max-steps", "40", "--log-every", "10", "--out",
-                         str(tmp_path / framework))
+        result = run_cli(
+            f"{framework}_impl.train", "--max-steps", "40", "--log-every", "10", "--out", str(tmp_path / framework)
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     result = run_cli("jax_impl.plot", str(tmp_path / "torch"), str(tmp_path / "jax"), "--out", str(tmp_path / "p.png"))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -100,16 +146,31 @@ def test_plot_overlays_runs_of_both_frameworks(tmp_path):
 
 
 def test_plot_refuses_a_folder_that_is_not_a_run(tmp_path):
-    assert_one_line_error(run_cli("torch_impl.plot", str(tmp_path), "--out", str(tmp_path / "p.png")), 1,
-                          "not a run folder (no metrics.jsonl)")
+    assert_one_line_error(
+        run_cli("torch_impl.plot", str(tmp_path), "--out", str(tmp_path / "p.png")),
+        1,
+        "not a run folder (no metrics.jsonl)",
+    )
 
 
 @pytest.mark.slow
 def test_check6_full_training_of_lstm_over_five_seeds_agrees_within_half_a_point(tmp_path):
     """Check 6 for real on the cheapest preset (about 3 minutes on 2 cores): torch and Flax, 5 seeds."""
     report = tmp_path / "c6.json"
-    result = run_cli("parity.accuracy", "--presets", "lstm", "--seeds", "5", "--runs", "torch,jax",
-                     "--work", str(tmp_path / "work"), "--json", str(report), timeout=3600)
+    result = run_cli(
+        "parity.accuracy",
+        "--presets",
+        "lstm",
+        "--seeds",
+        "5",
+        "--runs",
+        "torch,jax",
+        "--work",
+        str(tmp_path / "work"),
+        "--json",
+        str(report),
+        timeout=3600,
+    )
     (summary,) = json.loads(report.read_text())["summary"]
     assert result.returncode == 0 and summary["passed"], (summary["torch"], summary["jax"], result.stderr[-2000:])
     assert min(summary["torch"] + summary["jax"]) > 94.0  # every seed learned the task
@@ -117,8 +178,12 @@ def test_check6_full_training_of_lstm_over_five_seeds_agrees_within_half_a_point
 
 def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
     # named: the suite hands --seeds to check 6, whose one-line refusal shows it got there
-    assert_one_line_error(run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0",
-                                  "--work", str(tmp_path)), 2, "python -m parity.accuracy", "--seeds")
+    assert_one_line_error(
+        run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0", "--work", str(tmp_path)),
+        2,
+        "python -m parity.accuracy",
+        "--seeds",
+    )
     assert_one_line_error(run_cli("parity", "--checks", "7"), 2, "--checks: unknown check 7", "1 logits")
 
 
@@ -132,17 +197,26 @@ def test_the_gpu_report_runs_every_part_in_its_dry_run(tmp_path):
 
     out = tmp_path / "report"
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
-    result = subprocess.run(["bash", "tools/gpu_report.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        ["bash", "tools/gpu_report.sh", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     timings = (out / "timings.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in timings] == ["versions", "parity", "accuracy", "bench", "epochs", "determinism"]
+    assert [line.split(":")[0] for line in timings] == [
+        "versions",
+        "parity",
+        "accuracy",
+        "bench",
+        "epochs",
+        "determinism",
+    ]
     assert all(line.endswith("exit 0") for line in timings), timings
     assert all(row["passed"] for row in json.loads((out / "parity.json").read_text()))
     assert {row["runner"] for row in json.loads((out / "bench.json").read_text())} >= {"torch trainer", "jax trainer"}
     assert len(json.loads((out / "check6.json").read_text())["per_seed"]) == 1
     assert len(list((out / "epochs").glob("*/summary.json"))) == 4
     assert (out / "determinism.txt").read_text().count("identical weights") == 2
-    unknown = subprocess.run(["bash", "tools/gpu_report.sh", str(out), "warp"], cwd=ROOT, env=env,
-                             capture_output=True, text=True)
+    unknown = subprocess.run(
+        ["bash", "tools/gpu_report.sh", str(out), "warp"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert unknown.returncode == 2 and "unknown part warp" in unknown.stderr

@@ -15,7 +15,13 @@ from common.weights import canonical_shapes
 from parity import oracle
 from parity.checks import ABSOLUTE_FLOAT64, logit_tolerance, random_weights
 from tests.conftest import assert_one_line_error, run_cli
-from torch_impl.convert import from_canonical, read_weights, to_canonical, tutorial_to_canonical, read_tutorial_checkpoint
+from torch_impl.convert import (
+    from_canonical,
+    read_tutorial_checkpoint,
+    read_weights,
+    to_canonical,
+    tutorial_to_canonical,
+)
 from torch_impl.model import build_model
 
 
@@ -46,7 +52,6 @@ def test_bidirectional_output_halves_are_the_final_states(mnist_rows):
     # h_n is [layers * directions, batch, hidden]: the last layer's forward state is -2, its backward state -1
     torch.testing.assert_close(output[:, -1, :hidden], h_n[-2], rtol=0, atol=0)
     torch.testing.assert_close(output[:, 0, hidden:], h_n[-1], rtol=0, atol=0)
-
 
 
 def test_the_heads_backward_half_has_read_only_the_last_row(mnist_rows):
@@ -89,15 +94,26 @@ class TutorialRNN(torch.nn.Module):
     def __init__(self, recurrent_name: str, head_name: str, config, batch_first=True):
         super().__init__()
         kind = {"lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[config.cell]
-        setattr(self, recurrent_name, kind(28, config.hidden_size, config.num_layers, batch_first=batch_first,
-                                           bidirectional=config.bidirectional))
+        setattr(
+            self,
+            recurrent_name,
+            kind(
+                28, config.hidden_size, config.num_layers, batch_first=batch_first, bidirectional=config.bidirectional
+            ),
+        )
         setattr(self, head_name, torch.nn.Linear(config.num_directions * config.hidden_size, 10))
 
 
-@pytest.mark.parametrize("recurrent_name, head_name, preset, batch_first", [
-    ("rnn", "out", "lstm", True), ("lstm", "fc", "lstm2", True), ("birnn", "fc", "bilstm2x128", True),
-    ("basic_rnn", "FC", "rnn", False), ("lstm", "out", "bilstm", True),
-])
+@pytest.mark.parametrize(
+    "recurrent_name, head_name, preset, batch_first",
+    [
+        ("rnn", "out", "lstm", True),
+        ("lstm", "fc", "lstm2", True),
+        ("birnn", "fc", "bilstm2x128", True),
+        ("basic_rnn", "FC", "rnn", False),
+        ("lstm", "out", "bilstm", True),
+    ],
+)
 def test_tutorial_checkpoints_convert_for_each_naming_variant(tmp_path, recurrent_name, head_name, preset, batch_first):
     config = get_preset(preset)
     tutorial = TutorialRNN(recurrent_name, head_name, config, batch_first)
@@ -108,7 +124,9 @@ def test_tutorial_checkpoints_convert_for_each_naming_variant(tmp_path, recurren
     np.testing.assert_array_equal(weights["rnn.weight_hh_l0"], recurrent.weight_hh_l0.detach().numpy())
     np.testing.assert_array_equal(weights["out.bias"], getattr(tutorial, head_name).bias.detach().numpy())
     out = tmp_path / "converted.safetensors"
-    result = run_cli("torch_impl.convert", str(path), "--preset", preset, "--out", str(out)) if preset == "lstm" else None
+    result = (
+        run_cli("torch_impl.convert", str(path), "--preset", preset, "--out", str(out)) if preset == "lstm" else None
+    )
     if result is not None:
         assert result.returncode == 0, result.stderr
         assert read_weights(str(out), None)[1] == config

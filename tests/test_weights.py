@@ -74,13 +74,22 @@ def write_file(path, weights, config=None):
     return path
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    (lambda w: w.pop("rnn.bias_hh_l0"), "missing tensor rnn.bias_hh_l0"),
-    (lambda w: w.update({"rnn.weight_ih_l1": np.zeros((256, 64), np.float32)}), "unexpected tensor rnn.weight_ih_l1"),
-    (lambda w: w.update({"out.weight": np.zeros((10, 32), np.float32)}), "out.weight has shape (10, 32), expected (10, 64)"),
-    (lambda w: w.update({"out.bias": np.zeros(10, np.int32)}), "out.bias has dtype int32, expected float32"),
-    (lambda w: w.update({"out.bias": np.full(10, np.inf, np.float32)}), "out.bias holds NaN or inf"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda w: w.pop("rnn.bias_hh_l0"), "missing tensor rnn.bias_hh_l0"),
+        (
+            lambda w: w.update({"rnn.weight_ih_l1": np.zeros((256, 64), np.float32)}),
+            "unexpected tensor rnn.weight_ih_l1",
+        ),
+        (
+            lambda w: w.update({"out.weight": np.zeros((10, 32), np.float32)}),
+            "out.weight has shape (10, 32), expected (10, 64)",
+        ),
+        (lambda w: w.update({"out.bias": np.zeros(10, np.int32)}), "out.bias has dtype int32, expected float32"),
+        (lambda w: w.update({"out.bias": np.full(10, np.inf, np.float32)}), "out.bias holds NaN or inf"),
+    ],
+)
 def test_bad_tensors_are_named(tmp_path, edit, fragment):
     config = get_preset("lstm")
     weights = initial_weights(config)

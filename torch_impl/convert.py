@@ -12,8 +12,8 @@ import pickle
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,8 @@ def read_tutorial_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         culprit = re.search(r"(?:Unsupported global|Unsupported operand)[^.\n]*", str(error))
         reason = culprit.group(0) if culprit else str(error).strip().splitlines()[0][:120]
         raise SeqMnistError(
-            f"{path}: refused: not a plain tensor pickle; loading it could run code, and weights_only=True says ({reason})"
+            f"{path}: refused: not a plain tensor pickle; loading it could run code, "
+            f"and weights_only=True says ({reason})"
         ) from None
     except Exception as error:  # torch raises RuntimeError / EOFError / zip errors for non-checkpoints
         raise SeqMnistError(f"{path}: not a PyTorch checkpoint ({str(error).strip().splitlines()[0][:160]})") from None

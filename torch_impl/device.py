@@ -31,10 +31,12 @@ def set_tf32(enabled: bool) -> None:
     `torch.backends.fp32_precision` does not reach it, so each setting is made explicitly.
     """
     precision = "tf32" if enabled else "ieee"
-    try:  # torch >= 2.9: the fp32_precision settings (mixing them with allow_tf32 is an error)
-        torch.backends.cudnn.rnn.fp32_precision = precision
+    # torch >= 2.9: the fp32_precision settings (mixing them with allow_tf32 is an error). They are set
+    # on modules at run time and absent from torch's type stubs, hence the ignores.
+    try:
+        torch.backends.cudnn.rnn.fp32_precision = precision  # type: ignore[attr-defined]
         torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision  # type: ignore[attr-defined]
     except AttributeError:
         torch.backends.cudnn.allow_tf32 = enabled
         torch.backends.cuda.matmul.allow_tf32 = enabled
@@ -42,7 +44,8 @@ def set_tf32(enabled: bool) -> None:
 
 def tf32_enabled() -> bool:
     """Whether float32 RNNs or matmuls on a GPU may use TF32 now (cuDNN's RNNs do by default)."""
-    return "tf32" in (torch.backends.cudnn.rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    rnn = torch.backends.cudnn.rnn.fp32_precision  # type: ignore[attr-defined]  # not in torch's stubs
+    return "tf32" in (rnn, torch.backends.cuda.matmul.fp32_precision)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:

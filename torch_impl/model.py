@@ -7,8 +7,24 @@ from torch import nn
 
 from common.config import Config
 
-RECURRENT_MODULES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def recurrent_layers(config: Config, input_size: int, num_layers: int) -> nn.RNNBase:
+    """The config's `nn.RNN` (tanh), `nn.LSTM` or `nn.GRU`: batch first, `num_layers` stacked."""
+    hidden, bidirectional = config.hidden_size, config.bidirectional
+    if config.cell == "rnn":
+        return nn.RNN(
+            input_size,
+            hidden,
+            num_layers=num_layers,
+            nonlinearity="tanh",
+            batch_first=True,
+            bidirectional=bidirectional,
+        )
+    if config.cell == "lstm":
+        return nn.LSTM(input_size, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    return nn.GRU(input_size, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
 
 
 class SequenceClassifier(nn.Module):
@@ -20,10 +36,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        recurrent = RECURRENT_MODULES[config.cell]
-        options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
-        self.rnn = recurrent(config.input_size, config.hidden_size, num_layers=config.num_layers,
-                             batch_first=True, bidirectional=config.bidirectional, **options)
+        self.rnn = recurrent_layers(config, config.input_size, config.num_layers)
         self.out = nn.Linear(config.num_directions * config.hidden_size, config.num_classes)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
@@ -38,15 +51,16 @@ class SequenceClassifier(nn.Module):
         module of the same kind holding that layer's parameters (the same library kernel).
         """
         config, outputs, sequence = self.config, [], rows
-        options = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
         for layer in range(config.num_layers):
-            single = RECURRENT_MODULES[config.cell](sequence.shape[-1], config.hidden_size, batch_first=True,
-                                                    bidirectional=config.bidirectional, **options)
-            single = single.to(device=rows.device, dtype=rows.dtype)
+            single = recurrent_layers(config, sequence.shape[-1], 1).to(device=rows.device, dtype=rows.dtype)
             parameters = dict(self.rnn.named_parameters())
-            single.load_state_dict({f"{kind}_l0{direction}": parameters[f"{kind}_l{layer}{direction}"]
-                                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                                    for direction in ["", "_reverse"][: config.num_directions]})
+            single.load_state_dict(
+                {
+                    f"{kind}_l0{direction}": parameters[f"{kind}_l{layer}{direction}"]
+                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                    for direction in ["", "_reverse"][: config.num_directions]
+                }
+            )
             sequence = single(sequence)[0]
             outputs.append(sequence)
         return outputs

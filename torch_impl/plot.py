@@ -1,9 +1,9 @@
-"""`python -m torch_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy curves, and the digits the first gets wrong."""
+"""`python -m torch_impl.plot RUN_DIR [RUN_DIR ...]`: runs' loss and accuracy, and digits the first gets wrong."""
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from common.runplot import plot_main
 from torch_impl.evaluate import predict_logits

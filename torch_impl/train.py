@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from typing import Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,22 +39,37 @@ def make_optimizer(model: nn.Module, config: Config, adam: AdamImplementation = 
 
     The three implementations apply the same update rule; they differ in how many kernels they launch.
     """
-    implementation = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[adam]
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, **implementation)
+    if adam == "fused":
+        return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, foreach=adam == "foreach")
 
 
-def loss_fn(model: nn.Module, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_fn(model: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean softmax cross-entropy over the batch (`nn.CrossEntropyLoss()`, as the tutorials use it)."""
     return nn.functional.cross_entropy(model(rows), labels)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def train_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    rows: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
     """One Adam step on the batch's mean cross-entropy; returns the (detached) loss before the step."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, rows, labels)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def loss_and_gradients(model: nn.Module, rows: torch.Tensor, labels: torch.Tensor) -> tuple[float, Weights]:
+    """The batch's mean cross-entropy and its gradient for every parameter, under canonical names."""
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, rows, labels)
+    loss.backward()
+    grads = {name: parameter.grad for name, parameter in model.named_parameters()}
+    return float(loss.detach()), {name: grad.detach().cpu().numpy() for name, grad in grads.items() if grad is not None}
 
 
 @contextlib.contextmanager
@@ -75,8 +91,14 @@ def process_settings(options: TrainOptions) -> Iterator[None]:
 class TorchTrainer:
     """Model, Adam and the whole dataset on one device; batches are index slices of device tensors."""
 
-    def __init__(self, config: Config, weights: Weights | None, dataset: Dataset, device: str,
-                 options: TrainOptions = TrainOptions()):
+    def __init__(
+        self,
+        config: Config,
+        weights: Weights | None,
+        dataset: Dataset,
+        device: str,
+        options: TrainOptions = TrainOptions(),
+    ):
         self.config, self.options = config, options
         self.torch_device = resolve_device(device)
         self.device = describe_device(self.torch_device)
@@ -84,7 +106,9 @@ class TorchTrainer:
         model = build_model(config, native_seed=config.seed) if weights is None else from_canonical(weights, config)
         self.model: SequenceClassifier = model.to(self.torch_device)
         self.optimizer = make_optimizer(self.model, config, options.adam)
-        self.step_model: nn.Module = torch.compile(self.model) if options.compile else self.model
+        self.step_model: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.model) if options.compile else self.model
+        )
         self.train_rows = self._to_device(images_to_row_sequences(dataset.train_images, config.dtype))
         self.train_labels = self._to_device(dataset.train_labels)
         self.test_rows = self._to_device(images_to_row_sequences(dataset.test_images, config.dtype))
@@ -98,8 +122,9 @@ class TorchTrainer:
         with process_settings(self.options):
             for indices in index_batches:
                 index = self._to_device(indices)
-                losses.append(train_step(self.step_model, self.optimizer, self.train_rows[index],
-                                         self.train_labels[index]))
+                losses.append(
+                    train_step(self.step_model, self.optimizer, self.train_rows[index], self.train_labels[index])
+                )
         return torch.stack(losses).cpu().numpy()
 
     def test_logits(self, count: int) -> np.ndarray:
@@ -118,8 +143,11 @@ class TorchTrainer:
             moments = self.optimizer.state.get(parameter, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 value = moments.get(key)
-                state[f"adam.{key}.{name}"] = (np.zeros(parameter.shape, parameter.detach().cpu().numpy().dtype)
-                                               if value is None else value.detach().cpu().numpy().copy())
+                state[f"adam.{key}.{name}"] = (
+                    np.zeros(parameter.shape, parameter.detach().cpu().numpy().dtype)
+                    if value is None
+                    else value.detach().cpu().numpy().copy()
+                )
             step = int(moments["step"]) if "step" in moments else step
         state["adam.step"] = np.array([step], dtype=np.int64)
         return state
@@ -137,7 +165,7 @@ class TorchTrainer:
             }
 
 
-def versions() -> dict:
+def versions() -> dict[str, str | int | None]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
 
