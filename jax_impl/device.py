@@ -29,7 +29,7 @@ def set_tf32(enabled: bool) -> None:
 
 def tf32_enabled() -> bool:
     """Whether float32 matmuls on a GPU may use TF32 now (JAX's default precision)."""
-    return jax.config.read("jax_default_matmul_precision") in (None, "default", "tensorfloat32", "bfloat16_3x")
+    return jax.config.values["jax_default_matmul_precision"] in (None, "default", "tensorfloat32", "bfloat16_3x")
 
 
 def peak_memory_mb(device: jax.Device) -> float | None:
