@@ -24,7 +24,7 @@ from bench.bound import matmul_gflops
 from bench.levers import LEVERS
 from bench.runners import bench_preset
 from bench.sweep import SWEEPS, plot_sweep, sweep
-from common.cli import OneLineParser, cli_errors
+from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
 from common.console import print_table
 from common.data import load_dataset
 from common.presets import PRESETS
@@ -32,12 +32,12 @@ from common.presets import PRESETS
 PROG = "python -m bench"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="lstm,bilstm")
+    parser.add_argument("--presets", default="lstm,bilstm", help="comma-separated presets")
     parser.add_argument("--steps", type=int, default=200, help="training steps per timed repetition")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions of every runner, round-robin")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--levers",
         nargs="?",
@@ -53,10 +53,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sweep-images", type=int, default=12800, help="training images per timed sweep repetition")
     parser.add_argument(
-        "--sweep-sizes", metavar="N,N,...", help="sizes to sweep (default: batch 32..1024, hidden 64..512)"
+        "--sweep-sizes", metavar="N,N,...", help="sizes to sweep (when not given: batch 32..1024, hidden 64..512)"
     )
     parser.add_argument("--plot", metavar="FILE", default="bench-sweep.png", help="PNG for --sweep")
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.preset_list = args.presets.split(",")
     if any(p not in PRESETS for p in args.preset_list):
@@ -130,8 +135,17 @@ def report(results: list[dict]) -> None:
             print(f"{r['preset']}: process peak RSS {r['peak_rss_mb']:.0f} MiB, {r['seconds']:.0f} s")
 
 
+def device_kind(requested: str) -> str:
+    """`--device` as "cpu" or "gpu" (auto: a GPU when torch sees one)."""
+    from torch_impl.device import resolve_device
+
+    with cli_errors(PROG):
+        return "gpu" if resolve_device(requested).type == "cuda" else "cpu"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.device = device_kind(args.device)
     levers = [name for name in args.lever_list if args.device in LEVERS[name].devices]
     skipped = [name for name in args.lever_list if name not in levers]
     if skipped:

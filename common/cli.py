@@ -10,7 +10,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, NoReturn, Protocol
 
-from common.config import Config, field_type
+from common.config import FIELD_HELP, Config, field_type
 from common.data import DATA_SOURCES
 from common.errors import ConfigError, SeqMnistError
 from common.presets import DEFAULT_PRESET, PRESETS, get_preset
@@ -19,8 +19,20 @@ DEVICES = ("auto", "cpu", "gpu", "cuda")
 INIT_CHOICES = ("canonical", "native")
 
 
+DEVICE_HELP = "auto: a GPU when there is one, else the CPU; gpu (or cuda) without one is an error"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage block) and exits with code 2."""
+    """argparse that reports a bad flag in one line (no usage block) and exits with code 2.
+
+    Flags must be spelled out (`--hidden` is not taken for `--hidden-size`), and `--help` shows every
+    option's default.
+    """
+
+    def __init__(self, **options: Any):
+        options.setdefault("allow_abbrev", False)
+        options.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(**options)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -56,7 +68,7 @@ def add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None
         if only is not None and field.name not in only:
             continue
         kind = field_type(field)
-        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
+        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": FIELD_HELP[field.name]}
         if typing.get_origin(kind) is Literal:
             options.update(choices=typing.get_args(kind), metavar="{" + ",".join(typing.get_args(kind)) + "}")
         elif kind is bool:
@@ -80,7 +92,7 @@ def add_data_flags(parser: FlagGroup) -> None:
         default="auto",
         help="auto: --data-dir, else the bundled copy; tfds / torchvision on request",
     )
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto picks a GPU when there is one")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
 
 
 def positive_int(text: str) -> int:
@@ -90,16 +102,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_train_parser(prog: str) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description="Train a row-by-row MNIST recurrent classifier.")
-    parser.add_argument(
-        "--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})"
-    )
+def build_train_parser(prog: str, framework: str) -> OneLineParser:
+    """The trainer's flags; `framework` ("torch" or "jax") tailors the help to that trainer."""
+    library = {"torch": "PyTorch", "jax": "Flax NNX + optax"}[framework]
+    parser = OneLineParser(prog=prog, description=f"Train a row-by-row MNIST recurrent classifier with {library}.")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"the recipe: one of {', '.join(PRESETS)}")
     add_config_flags(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--max-steps", type=positive_int, help="stop after N training steps (smoke runs)")
     add_data_flags(run)
-    run.add_argument("--out", help="output folder (default runs/<framework>-<preset>-<time>)")
+    run.add_argument("--out", help=f"output folder (when not given: runs/{framework}-<preset>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.add_argument(
@@ -113,10 +125,11 @@ def build_train_parser(prog: str) -> OneLineParser:
         "--init",
         choices=INIT_CHOICES,
         default="canonical",
-        help="canonical: the shared NumPy initial weights for the seed; native: the framework's own",
+        help=f"canonical: the shared NumPy initial weights for the seed; native: {library}'s own initialisers",
     )
     run.add_argument("--init-weights", metavar="FILE", help="start from this canonical weights file")
-    run.add_argument("--log-every", type=positive_int, default=50, help="log (and JIT-chunk) every N steps")
+    logging = {"torch": "log every N steps", "jax": "log every N steps (also the steps per compiled chunk)"}
+    run.add_argument("--log-every", type=positive_int, default=50, help=logging[framework])
     run.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser
 
@@ -132,14 +145,22 @@ def resolve_config(namespace: argparse.Namespace, base: Config | None = None) ->
     return dataclasses.replace(config, **overrides)
 
 
-def parse_train_args(argv: Sequence[str] | None, prog: str) -> tuple[Config, RunOptions]:
+def flag_message(error: ConfigError) -> str:
+    """The error's message naming the flag (`--batch-size must be positive`) where it names a field."""
+    message = str(error)
+    if error.field and message.startswith(error.field):
+        return flag_name(error.field) + message[len(error.field) :]
+    return message
+
+
+def parse_train_args(argv: Sequence[str] | None, prog: str, framework: str) -> tuple[Config, RunOptions]:
     """Parse the trainer's flags; a bad flag or value exits with code 2 and one line."""
-    parser = build_train_parser(prog)
+    parser = build_train_parser(prog, framework)
     namespace = parser.parse_args(argv)
     try:
         config = resolve_config(namespace)
     except ConfigError as error:
-        parser.error(str(error))
+        parser.error(flag_message(error))
     options = RunOptions(**{field.name: getattr(namespace, field.name) for field in dataclasses.fields(RunOptions)})
     if options.resume and options.overwrite:
         parser.error("--resume and --overwrite exclude each other")
@@ -148,14 +169,14 @@ def parse_train_args(argv: Sequence[str] | None, prog: str) -> tuple[Config, Run
     return config, options
 
 
-def build_evaluate_parser(prog: str) -> OneLineParser:
+def build_evaluate_parser(prog: str, framework: str) -> OneLineParser:
+    """The evaluator's flags; `framework` ("torch" or "jax") tailors the help to that evaluator."""
+    weights_help = {
+        "torch": "canonical .safetensors, or a tutorial's torch.save(state_dict) pickle with --preset",
+        "jax": "canonical .safetensors (a tutorial's pickle: convert it first with python -m torch_impl.convert)",
+    }[framework]
     parser = OneLineParser(prog=prog, description="Evaluate a weights file on the test set.")
-    parser.add_argument(
-        "--weights",
-        required=True,
-        metavar="FILE",
-        help="canonical .safetensors (or, in torch_impl, a tutorial .pkl with --preset)",
-    )
+    parser.add_argument("--weights", required=True, metavar="FILE", help=weights_help)
     parser.add_argument("--preset", help="the model a file without config metadata holds (tutorial checkpoints)")
     add_config_flags(parser, only=("dataset", "dtype"))
     add_data_flags(parser)
@@ -176,6 +197,6 @@ def cli_errors(prog: str) -> Iterator[None]:
     try:
         yield
     except ConfigError as error:
-        fail(prog, str(error), code=2)
+        fail(prog, flag_message(error), code=2)
     except SeqMnistError as error:
         fail(prog, str(error))

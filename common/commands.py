@@ -50,7 +50,7 @@ def train_main(
 ) -> int:
     """`python -m <framework>_impl.train`: parse, train, evaluate, write the four run files."""
     prog = f"python -m {framework}_impl.train"
-    config, options = parse_train_args(argv, prog)
+    config, options = parse_train_args(argv, prog, framework)
     if options.print_config:
         print(config.to_json())
         return 0
@@ -106,7 +106,7 @@ def evaluate_main(
 ) -> int:
     """`python -m <framework>_impl.evaluate --weights FILE`: accuracy and loss on the test set."""
     prog = f"python -m {framework}_impl.evaluate"
-    namespace = build_evaluate_parser(prog).parse_args(argv)
+    namespace = build_evaluate_parser(prog, framework).parse_args(argv)
     with cli_errors(prog):
         preset = get_preset(namespace.preset) if namespace.preset else None
         weights, config = read_weights(namespace.weights, preset)

@@ -16,6 +16,23 @@ DatasetName = Literal["mnist", "fashion_mnist"]
 DType = Literal["float32", "float64"]
 
 GATES_PER_CELL = {"rnn": 1, "lstm": 4, "gru": 3}
+FIELD_HELP = {  # what each field means, for the flags' --help
+    "cell": "the recurrent cell (rnn: tanh RNN)",
+    "input_size": "pixels per time step (one 28-pixel image row)",
+    "hidden_size": "units per layer and direction",
+    "num_layers": "stacked recurrent layers",
+    "bidirectional": "also read each image bottom-up (PyTorch's bidirectional=True)",
+    "num_classes": "outputs of the linear head",
+    "recurrent_init": "identity: every gate block of weight_hh starts as I (the 3x150 tanh-RNN tutorial)",
+    "learning_rate": "Adam's learning rate",
+    "batch_size": "training images per step",
+    "epochs": "passes over the training set",
+    "seed": "initial weights and batch order",
+    "dataset": "MNIST or Fashion-MNIST",
+    "dtype": "parameters and arithmetic",
+    "eval_every_steps": "also evaluate every N steps (0: at the end of each epoch only)",
+    "eval_images": "test images those evaluations use (0: all)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +111,19 @@ def _check_field(field: dataclasses.Field[Any], value: Any) -> None:
     if typing.get_origin(kind) is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(field=name, message=f"{name} must be one of {', '.join(choices)}, got {value!r}")
     elif kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(field=name, message=f"{name} must be true or false, got {value!r}")
     elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
+            raise ConfigError(field=name, message=f"{name} must be an integer, got {value!r}")
         if name in POSITIVE_INT_FIELDS and value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
+            raise ConfigError(field=name, message=f"{name} must be positive, got {value}")
         if name in NON_NEGATIVE_INT_FIELDS and value < 0:
-            raise ConfigError(f"{name} must be zero or positive, got {value}")
+            raise ConfigError(field=name, message=f"{name} must be zero or positive, got {value}")
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
+            raise ConfigError(field=name, message=f"{name} must be a number, got {value!r}")
         if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name} must be a positive finite number, got {value}")
+            raise ConfigError(field=name, message=f"{name} must be a positive finite number, got {value}")

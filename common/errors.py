@@ -6,4 +6,11 @@ class SeqMnistError(Exception):
 
 
 class ConfigError(SeqMnistError):
-    """A flag or config value is invalid (command-line tools exit with code 2 for these)."""
+    """A flag or config value is invalid (command-line tools exit with code 2 for these).
+
+    `field` names the Config field at fault, when one is, so that a command can name its flag instead.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field

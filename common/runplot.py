@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import OneLineParser, cli_errors
+from common.cli import OneLineParser, cli_errors, positive_int
 from common.commands import PredictLogits
 from common.data import images_to_row_sequences, load_dataset
 from common.errors import SeqMnistError
@@ -88,14 +88,20 @@ def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits
     plt.close(figure)
 
 
+def build_plot_parser(framework: str) -> OneLineParser:
+    parser = OneLineParser(prog=f"python -m {framework}_impl.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders written by torch_impl.train or jax_impl.train")
+    parser.add_argument("--out", default="runs.png", help="the PNG to write")
+    parser.add_argument(
+        "--digits", type=positive_int, default=24, help=f"misclassified digits to show ({framework} classifies them)"
+    )
+    return parser
+
+
 def plot_main(argv: Sequence[str] | None, *, framework: str, predict_logits: PredictLogits) -> int:
     """`python -m <framework>_impl.plot RUN_DIR ...`: the runs' curves and misclassified digits in one PNG."""
     prog = f"python -m {framework}_impl.plot"
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders written by torch_impl.train / jax_impl.train")
-    parser.add_argument("--out", default="runs.png", help="the PNG to write (default runs.png)")
-    parser.add_argument("--digits", type=int, default=24, help="how many misclassified digits to show")
-    args = parser.parse_args(argv)
+    args = build_plot_parser(framework).parse_args(argv)
     with cli_errors(prog):
         plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
     print(f"wrote {args.out}")

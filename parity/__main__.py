@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import OneLineParser, cli_errors
+from common.cli import DEVICES, OneLineParser, cli_errors
 from common.console import print_table, progress
 from common.data import load_dataset
 from common.presets import PRESETS
@@ -55,18 +55,23 @@ def parse_checks(text: str) -> tuple[str, ...]:
     return tuple(name for name in CHECKS if name in names)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__)
-    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument(
         "--checks",
         default=",".join(SUITE_CHECKS),
         help="comma-separated names or numbers: "
         + ", ".join(f"{n} {name}" for name, n in CHECKS.items())
-        + f" (default: {','.join(SUITE_CHECKS)}); accuracy, full trainings over seeds, only when "
-        "named (hours on a CPU)",
+        + "; accuracy, full trainings over seeds, runs only when named (hours on a CPU)",
     )
-    parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto: the CPU, and the GPU too when there is one (then also the cross-device row); "
+        "gpu (or cuda): the GPU only, its rows 'not run' where there is none",
+    )
     parser.add_argument("--steps", type=int, default=100, help="trajectory: training steps at lr 1e-4")
     parser.add_argument(
         "--recipe-steps", type=int, default=150, help="trajectory and cross-eval: training steps at the recipe's lr"
@@ -76,13 +81,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tf32",
         action="store_true",
         help="on a GPU, also run the float32 checks with TF32 on (the frameworks' default) and show "
-        "those rows beside the full-precision ones, not judged (default: off)",
+        "those rows beside the full-precision ones, not judged",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
-    parser.add_argument("--plot", metavar="DIR", help="write PNGs: check 4b loss curves, logit differences")
-    parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
+    parser.add_argument("--plot", metavar="DIR", help="write PNGs: the recipe-lr loss curves, logit differences")
+    parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")
     parser.add_argument("--seeds", default="5", help="accuracy: a seed count N (0..N-1), a list 3,7 or a range 5-9")
     parser.add_argument("--work", default="runs/check6", help="accuracy: folder for its trainings (reused on a rerun)")
+    return parser
+
+
+def devices_to_run(requested: str) -> list[str]:
+    """`--device` as the devices whose rows run: auto is the CPU plus the GPU when both frameworks see one."""
+    if requested == "auto":
+        return ["cpu", "gpu"] if gpu_available()[0] else ["cpu"]
+    return ["gpu"] if requested in ("gpu", "cuda") else ["cpu"]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     unknown = [name for name in args.presets.split(",") if name not in PRESETS]
     if unknown:
@@ -140,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = SuiteOptions(
         checks=args.check_list, images=args.images, small_lr_steps=args.steps, recipe_lr_steps=args.recipe_steps
     )
-    devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
+    devices = devices_to_run(args.device)
     curves: list[Curves] = []
     logit_gaps: dict[str, np.ndarray] = {}
     rows: list[Row] = []

@@ -38,7 +38,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from common.cli import OneLineParser, cli_errors
+from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
 from common.console import print_table
 from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
@@ -358,16 +358,16 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m parity.accuracy", description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument(
         "--seeds", default="5", help="a count N (seeds 0..N-1), a list 3,7 or a range 5-9 (2-2: seed 2 alone)"
     )
     parser.add_argument("--work", default="runs/check6", help="folder for every run (kept; reused on a rerun)")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"which trainings, from {', '.join(RUNS)}")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--data-dir", help="IDX folder (default: the bundled MNIST)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help=f"the trainings' --device ({DEVICE_HELP})")
+    parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")
     parser.add_argument("--max-steps", type=int, help="stop each training after N steps (smoke runs, not check 6)")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
     parser.add_argument("--plot", metavar="FILE", help="also write a PNG: every seed's accuracy, and the gaps")
@@ -376,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="train nothing: the table from the runs already finished under --work",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]

@@ -105,7 +105,7 @@ def test_the_lever_trainers_get_the_levers_options():
 def test_flop_count_is_three_times_the_matmuls_jax_runs_in_a_forward_pass(preset):
     config = get_preset(preset)
     graphdef, state = nnx.split(build_model(config))
-    program = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.zeros((1, 28, 28)))
+    program = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.zeros((1, 28, 28), jnp.float32))
     assert train_flops_per_image(config) == 3 * matmul_flops(program.jaxpr)
 
 

@@ -138,8 +138,8 @@ def test_flags_override_the_preset(capsys):
     "args, fragment",
     [
         (["--preset", "nope"], "unknown preset 'nope'"),
-        (["--learning-rate", "-1"], "learning_rate must be a positive finite number"),
-        (["--batch-size", "0"], "batch_size must be positive"),
+        (["--learning-rate", "-1"], "--learning-rate must be a positive finite number"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
         (["--cell", "transformer"], "--cell"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--epochs", "two"], "--epochs"),

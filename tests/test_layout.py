@@ -37,6 +37,8 @@ MIRROR_DIFFERENCES = {
             "read_tutorial_checkpoint",
             "canonical_name",
             "tutorial_to_canonical",
+            "PROG",
+            "build_parser",
             "main",
         },
         # the canonical layout is torch's own state_dict; only Flax needs a table of paths and transposes

@@ -196,8 +196,6 @@ def test_parity_command_prints_a_table_and_json(tmp_path):
         "1,gradients",
         "--images",
         "8",
-        "--device",
-        "all",
         "--json",
         str(tmp_path / "rows.json"),
     )
@@ -206,9 +204,15 @@ def test_parity_command_prints_a_table_and_json(tmp_path):
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert {row["check"] for row in rows} == {"logits", "gradients"}  # 1 is an alias of logits
     cpu = [row for row in rows if row["device"] == "cpu"]
-    gpu = [row for row in rows if row["device"] == "gpu"]
     assert cpu and all(row["passed"] for row in cpu)
-    if gpu and gpu[0]["passed"] is None:  # a CPU machine: GPU rows say why they did not run, never "pass"
+    # --device auto (the default): GPU rows only where there is a GPU, and then they pass too
+    assert all(row["passed"] for row in rows if row["device"] != "cpu")
+    asked = run_cli(
+        "parity", "--presets", "lstm", "--checks", "logits", "--device", "gpu", "--json", str(tmp_path / "g.json")
+    )
+    gpu = json.loads((tmp_path / "g.json").read_text())
+    assert asked.returncode == 0 and gpu and {row["device"] for row in gpu} == {"gpu"}
+    if gpu[0]["passed"] is None:  # a CPU machine: the GPU rows say why they did not run, never "pass"
         assert all(row["detail"].startswith("not run: no GPU") for row in gpu)
 
 

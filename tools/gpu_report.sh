@@ -31,7 +31,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   train_args=(--max-steps 3)
 else
   device=gpu
-  parity_args=(--presets "$all_presets" --device all --tf32)
+  parity_args=(--presets "$all_presets" --device auto --tf32)
   accuracy_args=(--presets lstm,bilstm,bilstm2x128 --seeds 5 --runs torch,jax --device gpu)
   bench_args=(--presets "$all_presets" --steps 200 --reps 3 --device gpu --levers "jax: cuDNN LSTM")
   train_args=()

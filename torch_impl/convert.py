@@ -109,14 +109,20 @@ def read_weights(path: str, preset: Config | None) -> tuple[Weights, Config]:
     return load_weights(path, preset)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    prog = "python -m torch_impl.convert"
-    parser = OneLineParser(prog=prog, description="Convert a tutorial's state_dict pickle to canonical safetensors.")
+PROG = "python -m torch_impl.convert"
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="Convert a tutorial's state_dict pickle to canonical safetensors.")
     parser.add_argument("source", help="the tutorial's torch.save(model.state_dict()) file")
     parser.add_argument("--preset", required=True, help=f"the model it holds: one of {', '.join(PRESETS)}")
     parser.add_argument("--out", required=True, help="the .safetensors file to write")
-    namespace = parser.parse_args(argv)
-    with cli_errors(prog):
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    namespace = build_parser().parse_args(argv)
+    with cli_errors(PROG):
         config = get_preset(namespace.preset)
         weights = tutorial_to_canonical(read_tutorial_checkpoint(namespace.source), config, namespace.source)
         save_weights(namespace.out, weights, config)
