@@ -27,6 +27,8 @@ from bench.sweep import SWEEPS, plot_sweep, sweep
 from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
 from common.console import print_table
 from common.data import load_dataset
+from common.errors import ConfigError
+from common.outputs import check_output_file, entry_point
 from common.presets import PRESETS
 
 PROG = "python -m bench"
@@ -76,6 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             args.sizes = [0]
         if min(args.sizes) <= 0:
             parser.error(f"--sweep-sizes: expected positive integers separated by commas, got {args.sweep_sizes!r}")
+    try:
+        check_output_file(args.json, "--json")
+        if args.sweep:
+            check_output_file(args.plot, "--plot")
+    except ConfigError as error:
+        parser.error(str(error))
     args.lever_list = []
     if args.levers:
         args.lever_list = list(LEVERS) if args.levers == "all" else args.levers.split(",")
@@ -186,4 +194,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

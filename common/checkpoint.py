@@ -25,11 +25,12 @@ from safetensors.numpy import load, save
 
 from common.config import Config
 from common.errors import SeqMnistError
-from common.weights import Weights, check_weights, write_atomically
+from common.weights import Weights, check_same_model, check_weights, load_weights, read_safetensors, write_atomically
 
 CHECKPOINT_DIR = "checkpoints"
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
 KEEP = 2
+CHECKPOINT_KEY = "checkpoint"  # the safetensors metadata entry that makes a file a checkpoint
 
 
 @dataclasses.dataclass
@@ -54,7 +55,7 @@ def save_checkpoint(out: Path, checkpoint: Checkpoint) -> Path:
     check_weights(checkpoint.weights, checkpoint.config, "checkpoint")
     tensors = {f"model.{name}": np.ascontiguousarray(array) for name, array in checkpoint.weights.items()}
     tensors.update({name: np.ascontiguousarray(array) for name, array in checkpoint.optimizer.items()})
-    metadata = {"checkpoint": json.dumps({"step": checkpoint.step, "config": checkpoint.config.to_dict()})}
+    metadata = {CHECKPOINT_KEY: json.dumps({"step": checkpoint.step, "config": checkpoint.config.to_dict()})}
     path = Path(out) / CHECKPOINT_DIR / f"step-{checkpoint.step:08d}.safetensors"
     write_atomically(path, save(tensors, metadata))
     for old in checkpoint_paths(out)[:-KEEP]:
@@ -68,7 +69,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         payload = path.read_bytes()
         tensors = load(payload)
         header = json.loads(payload[8 : 8 + int.from_bytes(payload[:8], "little")])
-        info = json.loads(header["__metadata__"]["checkpoint"])
+        info = json.loads(header["__metadata__"][CHECKPOINT_KEY])
     except (OSError, SafetensorError, ValueError, KeyError, TypeError) as error:
         raise SeqMnistError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     config = Config.from_dict(info["config"], str(path))
@@ -78,6 +79,29 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if "adam.step" not in optimizer:
         raise SeqMnistError(f"{path}: checkpoint has no optimizer state")
     return Checkpoint(int(info["step"]), weights, optimizer, config)
+
+
+def read_model_weights(path: str | Path, preset: Config | None = None) -> tuple[Weights, Config]:
+    """Canonical weights and their config from what a user has: a weights file, a training checkpoint, or a
+    run folder (its model.safetensors). `preset` says which model a file without a config holds."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"
+        elif kept := checkpoint_paths(path):
+            raise SeqMnistError(
+                f"{path}: a run folder without model.safetensors (unfinished?); "
+                f"evaluate its newest checkpoint instead: {kept[-1]}"
+            )
+        else:
+            raise SeqMnistError(f"{path}: a folder, and not a run folder (no model.safetensors in it)")
+    _, metadata = read_safetensors(path)
+    if CHECKPOINT_KEY not in metadata:
+        return load_weights(path, preset)
+    checkpoint = load_checkpoint(path)
+    if preset is not None:
+        check_same_model(checkpoint.config, preset, str(path))
+    return checkpoint.weights, checkpoint.config
 
 
 def latest_checkpoint(out: Path) -> Checkpoint | None:

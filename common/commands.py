@@ -9,6 +9,7 @@ import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,15 +17,33 @@ from common import metrics
 from common.cli import RunOptions, build_evaluate_parser, cli_errors, fail, parse_train_args
 from common.config import Config
 from common.data import images_to_row_sequences, load_dataset
-from common.loop import Interrupted, train
+from common.loop import Interrupted, TrainingFigures, train
 from common.presets import get_preset
-from common.rundir import default_out_dir, prepare_out_dir, resume_argv, resume_state, truncate_metrics
+from common.rundir import check_out_dir, default_out_dir, make_out_dir, resume_argv, resume_state, truncate_metrics
 from common.trainer import MakeTrainer, evaluate_trainer
 from common.weights import Weights, initial_weights, load_weights, save_weights, write_atomically
 
 Versions = Callable[[], dict[str, str | int | None]]  # the framework's library versions, for summary.json
 PredictLogits = Callable[[Config, Weights, np.ndarray, str], np.ndarray]
 ReadWeights = Callable[[str, "Config | None"], "tuple[Weights, Config]"]
+
+
+class Summary(TrainingFigures):
+    """summary.json: what a finished run reports (docs/run-files.md documents every field)."""
+
+    framework: str  # "torch" or "jax"
+    preset: str
+    test_accuracy: float  # in [0, 1], on the whole test set, after the last step
+    test_loss: float  # mean cross-entropy on the whole test set
+    compile_seconds: float  # compilation, kept out of train_images_per_s (0 for eager torch)
+    wall_seconds: float  # the whole command: data, compilation, training, evaluations, files
+    device: str  # e.g. "cpu (2 threads)", "cpu (XLA, 2 cores)", "cuda (NVIDIA H100 80GB HBM3)"
+    init: str  # canonical, native or file
+    data_source: str  # where the data came from, e.g. "bundled (.../data/mnist)"
+    peak_rss_mb: float  # the process's peak resident memory
+    peak_device_mb: float | None  # peak accelerator memory; None on a CPU
+    versions: dict[str, str | int | None]  # python, numpy and the framework's libraries
+    config: dict[str, Any]  # the resolved Config, as config.json holds it
 
 
 def peak_rss_mb() -> float:
@@ -58,16 +77,18 @@ def train_main(
     out = Path(options.out) if options.out else default_out_dir(framework, options.preset)
     try:
         with cli_errors(prog):
-            prepare_out_dir(out, options.overwrite, options.resume)
+            check_out_dir(out, options.overwrite, options.resume)
             checkpoint = resume_state(out, config) if options.resume else None
             weights = checkpoint.weights if checkpoint else starting_weights(config, options)
             dataset = load_dataset(config.dataset, options.data_dir, options.data_source)
+            trainer = make_trainer(config, weights, dataset, options.device)
+            # everything the run needs is loaded: only now does it touch its folder
+            make_out_dir(out, options.overwrite and not checkpoint)
             if checkpoint:
                 truncate_metrics(out, checkpoint.step)
                 (out / "summary.json").unlink(missing_ok=True)
             else:
                 write_atomically(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
-            trainer = make_trainer(config, weights, dataset, options.device)
             if checkpoint:
                 trainer.load_optimizer_state(checkpoint.optimizer)
             figures = train(config, options, trainer, dataset, out, checkpoint.step if checkpoint else 0)
@@ -77,7 +98,7 @@ def train_main(
         fail(prog, f"{stopped}; continue with: {prog} {' '.join(resume_argv(argv, out))}", code=130)
     except KeyboardInterrupt:
         fail(prog, f"interrupted; continue from the last checkpoint with --resume --out {out}", code=130)
-    summary = {
+    summary: Summary = {
         "framework": framework,
         "preset": options.preset,
         "test_accuracy": test_accuracy,
@@ -113,7 +134,7 @@ def evaluate_main(
         overrides = {name: getattr(namespace, name) for name in ("dataset", "dtype") if hasattr(namespace, name)}
         config = dataclasses.replace(config, **overrides)
         weights = {name: array.astype(config.dtype) for name, array in weights.items()}
-        dataset = load_dataset(config.dataset, namespace.data_dir, namespace.data_source)
+        dataset = load_dataset(config.dataset, namespace.data_dir, namespace.data_source, splits=("test",))
         count = min(namespace.limit or len(dataset.test_images), len(dataset.test_images))
         rows = images_to_row_sequences(dataset.test_images[:count], config.dtype)
         logits = predict_logits(config, weights, rows, namespace.device)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +38,8 @@ BUNDLED_SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+Splits = tuple[str, ...]  # which of "train", "test" to read
+BOTH: Splits = ("train", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,25 +63,33 @@ def images_to_row_sequences(images: np.ndarray, dtype: str = "float32") -> np.nd
     return rows
 
 
-def idx_directory(data_dir: Path, dataset: str) -> Path:
+def idx_directory(data_dir: Path, dataset: str, splits: Splits = BOTH) -> Path:
     """The folder under `data_dir` that holds the IDX files: itself or torchvision's `<Name>/raw`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise SeqMnistError(f"--data-dir {data_dir}: no such directory")
     candidates = [data_dir, data_dir / TORCHVISION_FOLDERS[dataset] / "raw", data_dir / "raw"]
+    marker = SPLIT_FILES[splits[0]][0]  # the first images file asked for
     for directory in candidates:
-        if find_idx_file(directory, SPLIT_FILES["train"][0]) is not None:
+        if find_idx_file(directory, marker) is not None:
             return directory
     raise SeqMnistError(
-        f"--data-dir {data_dir}: no {SPLIT_FILES['train'][0]}[.gz] in it or in "
-        f"{TORCHVISION_FOLDERS[dataset]}/raw (expected the four standard IDX files)"
+        f"--data-dir {data_dir}: no {marker}[.gz] in it or in "
+        f"{TORCHVISION_FOLDERS[dataset]}/raw (expected the standard IDX files)"
     )
 
 
-def load_idx_directory(directory: Path, dataset: str, source: str) -> Dataset:
-    """Read and check the four IDX files of `directory`."""
-    arrays = {}
+EMPTY_SPLIT = (np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.int64))  # a split that was not asked for
+
+
+def load_idx_directory(
+    directory: Path, dataset: str, source: str, splits: tuple[str, ...] = ("train", "test")
+) -> Dataset:
+    """Read and check the IDX files of `directory` (the four, or only those of `splits`)."""
+    arrays = {"train": EMPTY_SPLIT, "test": EMPTY_SPLIT}
     for split, stems in SPLIT_FILES.items():
+        if split not in splits:
+            continue
         paths = []
         for stem in stems:
             path = find_idx_file(directory, stem)
@@ -97,9 +105,12 @@ def load_idx_directory(directory: Path, dataset: str, source: str) -> Dataset:
 # --- sources --------------------------------------------------------------------------------------
 
 
-def verify_bundled(directory: Path = BUNDLED_DIR) -> None:
-    """Check the SHA-256 of every bundled MNIST file against the sums in data/mnist/README.md."""
+def verify_bundled(directory: Path = BUNDLED_DIR, splits: Splits = BOTH) -> None:
+    """Check the SHA-256 of the bundled MNIST files (of `splits`) against the sums in data/mnist/README.md."""
+    wanted = {f"{stem}.gz" for split in splits for stem in SPLIT_FILES[split]}
     for name, expected in BUNDLED_SHA256.items():
+        if name not in wanted:
+            continue
         path = directory / name
         if not path.is_file():
             raise SeqMnistError(f"{path}: bundled MNIST file missing (expected it in the repository)")
@@ -108,105 +119,42 @@ def verify_bundled(directory: Path = BUNDLED_DIR) -> None:
             raise SeqMnistError(f"{path}: SHA-256 {digest[:16]}... does not match the bundled {expected[:16]}...")
 
 
-def load_bundled(dataset: str) -> Dataset:
+def load_bundled(dataset: str, splits: Splits = BOTH) -> Dataset:
     """The repository's own MNIST copy, or Debian's Fashion-MNIST package where installed."""
     if dataset == "mnist":
-        verify_bundled()
-        return load_idx_directory(BUNDLED_DIR, dataset, f"bundled ({BUNDLED_DIR})")
-    if find_idx_file(DEBIAN_FASHION_DIR, SPLIT_FILES["train"][0]) is not None:
-        return load_idx_directory(DEBIAN_FASHION_DIR, dataset, f"idx ({DEBIAN_FASHION_DIR})")
+        verify_bundled(splits=splits)
+        return load_idx_directory(BUNDLED_DIR, dataset, f"bundled ({BUNDLED_DIR})", splits)
+    if find_idx_file(DEBIAN_FASHION_DIR, SPLIT_FILES["test"][0]) is not None:
+        return load_idx_directory(DEBIAN_FASHION_DIR, dataset, f"idx ({DEBIAN_FASHION_DIR})", splits)
     raise SeqMnistError(
         "fashion_mnist is not bundled: pass --data-dir with its IDX files, install Debian's "
         "dataset-fashion-mnist, or use --data-source tfds"
     )
 
 
-def load_tfds(dataset: str, data_dir: Path | None) -> Dataset:
-    """Load through TensorFlow Datasets; offline, MNIST is prepared from the bundled IDX files.
-
-    TFDS keeps its own order of examples (the same (image, label) pairs as the IDX files).
-    """
-    if importlib.util.find_spec("tensorflow_datasets") is None:
-        raise SeqMnistError("--data-source tfds: tensorflow-datasets is not installed (pip install -e '.[tfds]')")
-    import tensorflow_datasets as tfds
-
-    if not sys.stderr.isatty():
-        tfds.disable_progress_bar()
-    manual_dir = str(BUNDLED_DIR) if dataset == "mnist" else None
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    try:
-        splits = tfds.as_numpy(
-            tfds.load(
-                dataset,
-                split=["train", "test"],
-                batch_size=-1,
-                as_supervised=True,
-                data_dir=None if data_dir is None else str(data_dir),
-                download_and_prepare_kwargs={"download_config": config},
-            )
-        )
-    except Exception as error:  # TFDS raises many types (network, missing TF, ...): report in one line
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SeqMnistError(f"--data-source tfds: could not load {dataset}: {message}") from None
-    (train_images, train_labels), (test_images, test_labels) = splits
-    return Dataset(
-        dataset,
-        "tfds",
-        train_images[..., 0].astype(np.uint8),
-        train_labels.astype(np.int64),
-        test_images[..., 0].astype(np.uint8),
-        test_labels.astype(np.int64),
-    )
-
-
-def torchvision_importable() -> tuple[bool, str]:
-    """(True, "") when torchvision imports, else (False, the one-line reason)."""
-    if importlib.util.find_spec("torchvision") is None:
-        return False, "torchvision is not installed"
-    try:
-        import torchvision  # noqa: F401  (imported only to see whether it imports)
-    except Exception as error:  # a CUDA wheel beside a CPU torch raises RuntimeError on import
-        return False, f"torchvision does not import: {str(error).strip().splitlines()[0]}"
-    return True, ""
-
-
-def load_torchvision(dataset: str, data_dir: Path | None) -> Dataset:
-    """Load through torchvision's `datasets.MNIST` / `FashionMNIST` (downloads when networked)."""
-    ok, reason = torchvision_importable()
-    if not ok:
-        raise SeqMnistError(f"--data-source torchvision: {reason}")
-    from torchvision import datasets
-
-    root = str(data_dir) if data_dir is not None else str(Path.home() / ".cache" / "torchvision")
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[dataset]
-    try:
-        train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
-    except Exception as error:
-        raise SeqMnistError(f"--data-source torchvision: could not load {dataset}: {error}") from None
-    return Dataset(
-        dataset,
-        "torchvision",
-        train.data.numpy().astype(np.uint8),
-        train.targets.numpy().astype(np.int64),
-        test.data.numpy().astype(np.uint8),
-        test.targets.numpy().astype(np.int64),
-    )
-
-
 @functools.lru_cache(maxsize=4)
-def load_dataset(dataset: str = "mnist", data_dir: str | None = None, source: str = "auto") -> Dataset:
-    """Load `dataset` from the first source that has it (see the module docstring), once per process."""
+def load_dataset(
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    source: str = "auto",
+    splits: tuple[str, ...] = ("train", "test"),
+) -> Dataset:
+    """Load `dataset` from the first source that has it (see the module docstring), once per process.
+
+    `splits=("test",)` reads only the test files of an IDX source (an evaluation needs no training set);
+    the training arrays are then empty.
+    """
     if source not in DATA_SOURCES:
         raise SeqMnistError(f"--data-source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
     if dataset not in TORCHVISION_FOLDERS:
         raise SeqMnistError(f"dataset must be one of {', '.join(TORCHVISION_FOLDERS)}, got {dataset!r}")
     directory = None if data_dir is None else Path(data_dir)
-    if source == "tfds":
-        return load_tfds(dataset, directory)
-    if source == "torchvision":
-        return load_torchvision(dataset, directory)
+    if source in ("tfds", "torchvision"):
+        from common.sources import load_tfds, load_torchvision  # optional libraries, imported on request
+
+        return (load_tfds if source == "tfds" else load_torchvision)(dataset, directory)
     if directory is not None:
-        return load_idx_directory(idx_directory(directory, dataset), dataset, f"idx ({directory})")
+        return load_idx_directory(idx_directory(directory, dataset, splits), dataset, f"idx ({directory})", splits)
     if source == "idx":
         raise SeqMnistError("--data-source idx needs --data-dir DIR holding the four IDX files")
-    return load_bundled(dataset)
+    return load_bundled(dataset, splits)

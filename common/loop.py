@@ -43,7 +43,8 @@ class TrainingFigures(TypedDict):
 
     steps: int
     epochs_completed: float
-    final_train_loss: float | None  # mean loss over the last epoch's worth of steps
+    train_loss_last_epoch: float | None  # mean training loss over the last epoch's worth of steps (or all)
+    train_loss_last_log: float | None  # the last log point's `loss`: the mean over the steps it covers
     train_images_per_s: float | None  # steady state: compilation and the first chunk excluded
     train_seconds: float
 
@@ -139,6 +140,7 @@ def train(
     eval_count = config.eval_images or len(dataset.test_images)
     log = RunLog(out, schedule.total_steps, f"{options.preset}")
     step, losses, timed_images, timed_seconds, first_chunk = start_step, [], 0, 0.0, True
+    last_chunk = 0
     try:
         with StopRequest() as stop_request:
             while step < schedule.total_steps:
@@ -156,6 +158,7 @@ def train(
                     bad = int(np.argmax(~np.isfinite(chunk_losses)))
                     raise not_finite(f"loss became {chunk_losses[bad]}", step + bad + 1, out)
                 losses.extend(chunk_losses.tolist())
+                last_chunk = len(chunk_losses)
                 step = stop
                 record: MetricsRecord = {
                     "step": step,
@@ -182,7 +185,8 @@ def train(
     return {
         "steps": step,
         "epochs_completed": step / schedule.steps_per_epoch,
-        "final_train_loss": float(np.mean(losses[-schedule.steps_per_epoch :])) if losses else None,
+        "train_loss_last_epoch": float(np.mean(losses[-schedule.steps_per_epoch :])) if losses else None,
+        "train_loss_last_log": float(np.mean(losses[-last_chunk:])) if losses and last_chunk else None,
         "train_images_per_s": timed_images / timed_seconds if timed_seconds > 0 else None,
         "train_seconds": log.elapsed(),
     }

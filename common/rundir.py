@@ -12,6 +12,7 @@ from pathlib import Path
 from common.checkpoint import Checkpoint, checkpoint_paths, latest_checkpoint
 from common.config import Config
 from common.errors import SeqMnistError
+from common.outputs import check_output_dir
 from common.weights import write_atomically
 
 RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "summary.json")
@@ -21,10 +22,12 @@ def default_out_dir(framework: str, preset: str) -> Path:
     return Path("runs") / f"{framework}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
-    """Refuse to write into a folder that already holds a run, unless --overwrite (or --resume)."""
-    if out.exists() and not out.is_dir():
-        raise SeqMnistError(f"--out {out} exists and is not a folder")
+def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse a folder that cannot be written, or that already holds a run unless --overwrite (or --resume).
+
+    Nothing is created or removed here: a run that fails before it starts leaves no folder behind.
+    """
+    check_output_dir(out, "--out")
     existing = [name for name in RUN_FILES if (out / name).exists()] + [p.name for p in checkpoint_paths(out)]
     if resume:
         if not (out / "config.json").is_file():
@@ -34,6 +37,10 @@ def prepare_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
         raise SeqMnistError(
             f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder"
         )
+
+
+def make_out_dir(out: Path, overwrite: bool) -> None:
+    """Create the run folder; with --overwrite, clear the old run's log and checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         (out / "metrics.jsonl").unlink(missing_ok=True)

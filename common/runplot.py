@@ -18,6 +18,7 @@ from common.commands import PredictLogits
 from common.data import images_to_row_sequences, load_dataset
 from common.errors import SeqMnistError
 from common.loop import MetricsRecord
+from common.outputs import check_output_file
 from common.weights import load_weights
 
 
@@ -103,6 +104,7 @@ def plot_main(argv: Sequence[str] | None, *, framework: str, predict_logits: Pre
     prog = f"python -m {framework}_impl.plot"
     args = build_plot_parser(framework).parse_args(argv)
     with cli_errors(prog):
+        check_output_file(args.out, "--out")
         plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
     print(f"wrote {args.out}")
     return 0

@@ -121,6 +121,7 @@ def write_atomically(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
             file.flush()
@@ -129,6 +130,13 @@ def write_atomically(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_safetensors(path: str | Path) -> tuple[Weights, dict[str, str]]:
@@ -169,7 +177,7 @@ def load_weights(path: str | Path, config: Config | None = None) -> tuple[Weight
             raise SeqMnistError(f"{path}: no config in its metadata; pass --preset to say which model it holds")
         config = stored
     elif stored is not None:
-        _check_same_model(stored, config, str(path))
+        check_same_model(stored, config, str(path))
     check_weights(weights, config, str(path))
     return weights, config
 
@@ -177,7 +185,7 @@ def load_weights(path: str | Path, config: Config | None = None) -> tuple[Weight
 MODEL_FIELDS = ("cell", "input_size", "hidden_size", "num_layers", "bidirectional", "num_classes", "dtype")
 
 
-def _check_same_model(stored: Config, wanted: Config, source: str) -> None:
+def check_same_model(stored: Config, wanted: Config, source: str) -> None:
     for field in MODEL_FIELDS:
         if getattr(stored, field) != getattr(wanted, field):
             raise SeqMnistError(

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from common.checkpoint import read_model_weights
 from common.config import Config
 from common.errors import SeqMnistError
-from common.weights import Weights, check_weights, layer_suffixes, load_weights
+from common.weights import Weights, check_weights, layer_suffixes
 from jax_impl.model import DTYPES, SequenceClassifier, build_model
 
 # canonical kind -> (Flax Linear inside the cell, its parameter, transposed?)
@@ -88,4 +89,4 @@ def read_weights(path: str, preset: Config | None) -> tuple[Weights, Config]:
             f"{path}: a PyTorch pickle; convert it first: python -m torch_impl.convert {path} "
             "--preset NAME --out FILE.safetensors"
         )
-    return load_weights(path, preset)
+    return read_model_weights(path, preset)

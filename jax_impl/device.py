@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 from common.errors import SeqMnistError
@@ -19,6 +21,9 @@ def resolve_device(requested: str) -> jax.Device:
 
 
 def describe_device(device: jax.Device) -> str:
+    """`cpu (XLA, 2 cores)` or `gpu (NVIDIA H100 80GB HBM3)`."""
+    if device.platform == "cpu":
+        return f"cpu (XLA, {os.cpu_count()} cores)"
     return f"{device.platform} ({device.device_kind})"
 
 

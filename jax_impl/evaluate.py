@@ -10,6 +10,7 @@ import numpy as np
 
 from common.commands import evaluate_main
 from common.config import Config
+from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
 from jax_impl.convert import from_canonical, read_weights
@@ -30,4 +31,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

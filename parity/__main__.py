@@ -14,6 +14,8 @@ import numpy as np
 from common.cli import DEVICES, OneLineParser, cli_errors
 from common.console import print_table, progress
 from common.data import load_dataset
+from common.errors import ConfigError
+from common.outputs import check_output_dir, check_output_file, entry_point
 from common.presets import PRESETS
 from parity.checks import CHECKS, SUITE_CHECKS, Row
 from parity.suite import (
@@ -114,6 +116,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag in ("steps", "recipe_steps", "images"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    try:
+        check_output_file(args.json, "--json")
+        check_output_dir(args.plot, "--plot")
+        if "accuracy" in args.check_list:
+            check_output_dir(args.work, "--work")
+    except ConfigError as error:
+        parser.error(str(error))
     return args
 
 
@@ -222,4 +231,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

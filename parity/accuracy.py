@@ -40,7 +40,8 @@ import numpy as np
 
 from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
 from common.console import print_table
-from common.errors import SeqMnistError
+from common.errors import ConfigError, SeqMnistError
+from common.outputs import check_output_dir, check_output_file, entry_point
 from common.presets import PRESETS, get_preset
 from common.weights import initial_weights, save_weights, write_atomically
 
@@ -396,8 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs or any(r not in RUNS for r in runs):
         parser.error(f"--runs: expected some of {', '.join(RUNS)}, got {args.runs!r}")
     work = Path(args.work)
-    if work.exists() and not work.is_dir():
-        parser.error(f"--work: {work} exists and is not a folder")
+    try:
+        check_output_dir(work, "--work")
+        check_output_file(args.json, "--json")
+        check_output_file(args.plot, "--plot")
+    except ConfigError as error:
+        parser.error(str(error))
     if args.report_only and not work.is_dir():
         parser.error(f"--report-only: {work} is not a folder of check-6 runs (set --work)")
     with cli_errors("python -m parity.accuracy"):
@@ -419,4 +424,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

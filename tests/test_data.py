@@ -163,7 +163,7 @@ def test_sampler_resumes_from_an_epoch_and_step():
 
 
 def test_torchvision_source_reads_the_same_arrays(tmp_path, mnist):
-    from common.data import torchvision_importable
+    from common.sources import torchvision_importable
 
     ok, reason = torchvision_importable()
     if not ok:

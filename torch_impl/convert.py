@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.checkpoint import read_model_weights
 from common.cli import OneLineParser, cli_errors
 from common.config import Config
 from common.errors import ConfigError, SeqMnistError
+from common.outputs import check_output_file, entry_point
 from common.presets import PRESETS, get_preset
-from common.weights import Weights, check_weights, load_weights, save_weights
+from common.weights import Weights, check_weights, save_weights
 from torch_impl.model import DTYPES, SequenceClassifier, build_model
 
 # Attribute names the classic tutorials give their two modules (first component of a state_dict key).
@@ -49,16 +51,22 @@ def read_tutorial_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise SeqMnistError(f"{path}: checkpoint not found")
+    with path.open("rb") as stream:
+        head = stream.read(2)
+    # torch.save writes a zip archive (PK..); older versions a pickle (PROTO opcode 0x80, protocol 2-5)
+    if not (head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)):
+        raise SeqMnistError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; our errors are one line
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         culprit = re.search(r"(?:Unsupported global|Unsupported operand)[^.\n]*", str(error))
-        reason = culprit.group(0) if culprit else str(error).strip().splitlines()[0][:120]
+        if culprit is None:  # a damaged pickle, not a dangerous one
+            raise SeqMnistError(f"{path}: not a readable PyTorch checkpoint (a damaged pickle)") from None
         raise SeqMnistError(
             f"{path}: refused: not a plain tensor pickle; loading it could run code, "
-            f"and weights_only=True says ({reason})"
+            f"and weights_only=True says ({culprit.group(0)})"
         ) from None
     except Exception as error:  # torch raises RuntimeError / EOFError / zip errors for non-checkpoints
         raise SeqMnistError(f"{path}: not a PyTorch checkpoint ({str(error).strip().splitlines()[0][:160]})") from None
@@ -106,7 +114,7 @@ def read_weights(path: str, preset: Config | None) -> tuple[Weights, Config]:
         if preset is None:
             raise ConfigError(f"{path}: a tutorial checkpoint carries no config; pass --preset NAME")
         return tutorial_to_canonical(read_tutorial_checkpoint(path), preset, path), preset
-    return load_weights(path, preset)
+    return read_model_weights(path, preset)
 
 
 PROG = "python -m torch_impl.convert"
@@ -123,6 +131,7 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     namespace = build_parser().parse_args(argv)
     with cli_errors(PROG):
+        check_output_file(namespace.out, "--out")
         config = get_preset(namespace.preset)
         weights = tutorial_to_canonical(read_tutorial_checkpoint(namespace.source), config, namespace.source)
         save_weights(namespace.out, weights, config)
@@ -131,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

@@ -15,6 +15,7 @@ from torch import nn
 from common.commands import train_main
 from common.config import Config
 from common.data import Dataset, images_to_row_sequences
+from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
 from torch_impl.convert import from_canonical, to_canonical
@@ -175,4 +176,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))
