@@ -104,6 +104,20 @@ def read_model_weights(path: str | Path, preset: Config | None = None) -> tuple[
     return checkpoint.weights, checkpoint.config
 
 
-def latest_checkpoint(out: Path) -> Checkpoint | None:
-    paths = checkpoint_paths(out)
-    return load_checkpoint(paths[-1]) if paths else None
+def latest_readable_checkpoint(out: Path) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that reads back whole, and a note for each newer one that did not.
+
+    An unreadable one (a crash mid-write where rename is not atomic, a full disk) is renamed to
+    `step-NNNNNNNN.safetensors.unreadable`: kept for a look, out of the way of the run's next checkpoints.
+    """
+    notes: list[str] = []
+    for path in reversed(checkpoint_paths(out)):
+        try:
+            return load_checkpoint(path), notes
+        except SeqMnistError as error:
+            aside = path.with_name(path.name + ".unreadable")
+            path.rename(aside)
+            notes.append(
+                f"{path.name} is unreadable ({str(error).removeprefix(f'{path}: ')}); set aside as {aside.name}"
+            )
+    return None, notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -19,7 +20,15 @@ from common.config import Config
 from common.data import images_to_row_sequences, load_dataset
 from common.loop import Interrupted, TrainingFigures, train
 from common.presets import get_preset
-from common.rundir import check_out_dir, default_out_dir, make_out_dir, resume_argv, resume_state, truncate_metrics
+from common.rundir import (
+    check_out_dir,
+    clear_old_run,
+    default_out_dir,
+    locked_out_dir,
+    resume_argv,
+    resume_state,
+    truncate_metrics,
+)
 from common.trainer import MakeTrainer, evaluate_trainer
 from common.weights import Weights, initial_weights, load_weights, save_weights, write_atomically
 
@@ -76,14 +85,20 @@ def train_main(
     started = time.perf_counter()
     out = Path(options.out) if options.out else default_out_dir(framework, options.preset)
     try:
-        with cli_errors(prog):
+        with cli_errors(prog), contextlib.ExitStack() as stack:
             check_out_dir(out, options.overwrite, options.resume)
-            checkpoint = resume_state(out, config) if options.resume else None
+            checkpoint = None
+            if options.resume:  # the folder is there: hold it before reading its checkpoints
+                stack.enter_context(locked_out_dir(out))
+                checkpoint = resume_state(out, config)
             weights = checkpoint.weights if checkpoint else starting_weights(config, options)
             dataset = load_dataset(config.dataset, options.data_dir, options.data_source)
             trainer = make_trainer(config, weights, dataset, options.device)
-            # everything the run needs is loaded: only now does it touch its folder
-            make_out_dir(out, options.overwrite and not checkpoint)
+            if not checkpoint:  # everything the run needs is loaded: only now does it make its folder
+                stack.enter_context(locked_out_dir(out))
+                check_out_dir(out, options.overwrite)  # again, holding the lock: another run may have been quicker
+                if options.overwrite:
+                    clear_old_run(out)
             if checkpoint:
                 truncate_metrics(out, checkpoint.step)
                 (out / "summary.json").unlink(missing_ok=True)
@@ -94,27 +109,27 @@ def train_main(
             figures = train(config, options, trainer, dataset, out, checkpoint.step if checkpoint else 0)
             test_loss, test_accuracy = evaluate_trainer(trainer, dataset, len(dataset.test_images))
             save_weights(out / "model.safetensors", trainer.canonical_weights(), config)
+            summary: Summary = {
+                "framework": framework,
+                "preset": options.preset,
+                "test_accuracy": test_accuracy,
+                "test_loss": test_loss,
+                **figures,
+                "compile_seconds": trainer.compile_seconds,
+                "wall_seconds": time.perf_counter() - started,
+                "device": trainer.device,
+                "init": "file" if options.init_weights else options.init,
+                "data_source": dataset.source,
+                "peak_rss_mb": peak_rss_mb(),
+                "peak_device_mb": trainer.peak_device_mb(),
+                "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions()},
+                "config": config.to_dict(),
+            }
+            write_atomically(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     except Interrupted as stopped:
         fail(prog, f"{stopped}; continue with: {prog} {' '.join(resume_argv(argv, out))}", code=130)
     except KeyboardInterrupt:
         fail(prog, f"interrupted; continue from the last checkpoint with --resume --out {out}", code=130)
-    summary: Summary = {
-        "framework": framework,
-        "preset": options.preset,
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        **figures,
-        "compile_seconds": trainer.compile_seconds,
-        "wall_seconds": time.perf_counter() - started,
-        "device": trainer.device,
-        "init": "file" if options.init_weights else options.init,
-        "data_source": dataset.source,
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_device_mb": trainer.peak_device_mb(),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions()},
-        "config": config.to_dict(),
-    }
-    write_atomically(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(
         f"{framework} {options.preset}: test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}) after "
         f"{figures['steps']} steps, {summary['wall_seconds']:.1f} s on {trainer.device}; wrote {out}"

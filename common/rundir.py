@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from common.checkpoint import Checkpoint, checkpoint_paths, latest_checkpoint
+from common.checkpoint import Checkpoint, checkpoint_paths, latest_readable_checkpoint
 from common.config import Config
 from common.errors import SeqMnistError
 from common.outputs import check_output_dir
 from common.weights import write_atomically
 
+LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "summary.json")
 
 
@@ -39,13 +42,30 @@ def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
         )
 
 
-def make_out_dir(out: Path, overwrite: bool) -> None:
-    """Create the run folder; with --overwrite, clear the old run's log and checkpoints."""
+@contextlib.contextmanager
+def locked_out_dir(out: Path) -> Iterator[None]:
+    """Create the run folder if need be and hold its lock (`OUT/.lock`) while the run writes there.
+
+    A second process started on the same --out is refused in one line rather than interleaving its
+    files with the first's. The lock is the kernel's (flock): a killed run releases it.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        for path in checkpoint_paths(out):
-            path.unlink()
+    path = out / LOCK_FILE
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SeqMnistError(
+                f"--out {out}: another run is writing there (it holds {path}); wait for it or choose another folder"
+            ) from None
+        yield
+
+
+def clear_old_run(out: Path) -> None:
+    """--overwrite: drop the old run's log and checkpoints (its other files are replaced as the run goes)."""
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    for path in checkpoint_paths(out):
+        path.unlink()
 
 
 def resume_state(out: Path, config: Config) -> Checkpoint:
@@ -57,9 +77,13 @@ def resume_state(out: Path, config: Config) -> Checkpoint:
             f"--resume: the run in {out} has {changed[0]}={getattr(stored, changed[0])!r}, "
             f"the flags say {getattr(config, changed[0])!r}; resume with the run's own flags"
         )
-    checkpoint = latest_checkpoint(out)
+    checkpoint, notes = latest_readable_checkpoint(out)
     if checkpoint is None:
+        if notes:
+            raise SeqMnistError(f"--resume: no readable checkpoint in {out}: {'; '.join(notes)}")
         raise SeqMnistError(f"--resume: {out} has no checkpoint yet; start it again with --overwrite")
+    for note in notes:
+        print(f"--resume: {note}; resuming from step {checkpoint.step}", file=sys.stderr, flush=True)
     return checkpoint
 
 

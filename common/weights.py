@@ -118,8 +118,11 @@ def save_weights(path: str | Path, weights: Weights, config: Config) -> None:
 
 def write_atomically(path: Path, payload: bytes) -> None:
     """Temporary file in the same directory, fsync, rename: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise SeqMnistError(f"{path}: could not write it ({error.strerror or error})") from None
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(handle, "wb") as file:
@@ -127,6 +130,11 @@ def write_atomically(path: Path, payload: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, a permission lost: the previous file, if any, is untouched
+        Path(temporary).unlink(missing_ok=True)
+        raise SeqMnistError(
+            f"{path}: could not write it ({error.strerror or error}); the previous file is intact"
+        ) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

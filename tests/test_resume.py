@@ -20,10 +20,10 @@ pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m
 COMMAND = ["--preset", "lstm", "--max-steps", "120", "--checkpoint-every", "20", "--log-every", "10"]
 
 
-def start(framework: str, out) -> subprocess.Popen:
+def start(framework: str, out, command: list[str] = COMMAND) -> subprocess.Popen:
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", f"{framework}_impl.train", *COMMAND, "--out", str(out)],
+        [sys.executable, "-m", f"{framework}_impl.train", *command, "--out", str(out)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -110,3 +110,76 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
     for path in checkpoint_paths(out):
         checkpoint = load_checkpoint(path)  # every kept checkpoint is finite (the loader checks)
         assert all(np.isfinite(array).all() for array in checkpoint.weights.values())
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends_byte_identical(tmp_path, framework):
+    short = [*COMMAND[:3], "60", *COMMAND[4:]]  # 60 steps, checkpoints at 20, 40, 60
+    whole = run_cli(f"{framework}_impl.train", *short, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    partial = run_cli(f"{framework}_impl.train", *short[:3], "40", *short[4:], "--out", str(tmp_path / "run"))
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    for name in ("model.safetensors", "summary.json"):  # as if killed after its step-40 checkpoint
+        (tmp_path / "run" / name).unlink()
+    newest = checkpoint_paths(tmp_path / "run")[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # a write cut short
+    result = run_cli(f"{framework}_impl.train", *short, "--out", str(tmp_path / "run"), "--resume")
+    assert result.returncode == 0, result.stderr[-2000:]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("--resume:")]
+    assert len(notes) == 1 and "step-00000040.safetensors is unreadable" in notes[0]
+    assert "resuming from step 20" in notes[0]
+    assert (tmp_path / "run" / "checkpoints" / "step-00000040.safetensors").exists()  # rewritten by the resumed run
+    assert (tmp_path / "run" / "checkpoints" / "step-00000040.safetensors.unreadable").exists()
+    same = (tmp_path / "whole" / "model.safetensors").read_bytes() == (
+        tmp_path / "run" / "model.safetensors"
+    ).read_bytes()
+    assert same
+
+
+def test_no_readable_checkpoint_is_one_clear_line(tmp_path):
+    result = run_cli("torch_impl.train", *COMMAND[:3], "20", *COMMAND[4:], "--out", str(tmp_path / "run"))
+    assert result.returncode == 0
+    (tmp_path / "run" / "model.safetensors").unlink()
+    for path in checkpoint_paths(tmp_path / "run"):
+        path.write_bytes(b"\0" * 64)
+    refused = run_cli("torch_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--resume")
+    assert_one_line_error(refused, 1, "--resume: no readable checkpoint in", "step-00000020.safetensors is unreadable")
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_files_and_names_the_file(tmp_path, monkeypatch, capsys):
+    """A full disk at the second checkpoint: one line naming it, the first checkpoint intact, no temporary file."""
+    import common.weights
+    from tests.conftest import assert_one_line, run_main
+    from torch_impl.train import main as torch_train
+
+    real_replace = os.replace
+
+    def replace_unless_second_checkpoint(source, target):
+        if str(target).endswith("step-00000040.safetensors"):
+            raise OSError(28, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(common.weights.os, "replace", replace_unless_second_checkpoint)
+    code, _, err = run_main(torch_train, [*COMMAND, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line(
+        code,
+        err,
+        1,
+        "step-00000040.safetensors: could not write it (No space left on device)",
+        "the previous file is intact",
+    )
+    assert [path.name for path in checkpoint_paths(tmp_path / "run")] == ["step-00000020.safetensors"]
+    assert load_checkpoint(checkpoint_paths(tmp_path / "run")[0]).step == 20
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path):
+    first = start("torch", tmp_path / "run", [*COMMAND[:3], "5000", *COMMAND[4:]])  # still running when ...
+    try:
+        wait_for_checkpoint(tmp_path / "run", first, minimum_step=20)
+        second = run_cli("torch_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--overwrite")
+        assert_one_line_error(second, 1, "another run is writing there")
+        assert first.poll() is None  # ... the second is refused: the first goes on, its files untouched
+    finally:
+        first.kill()
+        first.wait()
