@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from common.cli import OneLineParser, cli_errors, positive_int
 from common.commands import PredictLogits
@@ -48,45 +52,88 @@ def misclassified(run: Path, count: int, predict_logits: PredictLogits) -> tuple
     return dataset.test_images[wrong], dataset.test_labels[wrong], predictions[wrong]
 
 
-def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits: int = 24) -> None:
+SMOOTHING = 5  # log points in the moving average of the training loss, where it stands in for accuracy
+
+
+def smoothed(values: list[float], width: int = SMOOTHING) -> np.ndarray:
+    """A trailing moving average over up to `width` points (the first points over fewer)."""
+    series = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.insert(series, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(series) + 1), width)
+    result: np.ndarray = (sums[1:] - sums[np.arange(1, len(series) + 1) - counts]) / counts
+    return result
+
+
+def runs_figure(
+    series: list[tuple[str, list[MetricsRecord]]], digits: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[Figure, list[str]]:
+    """The figure (loss, accuracy or a stand-in, misclassified digits) and notes for the person reading it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [read_run(run) for run in runs]
-    images, truth, predicted = misclassified(runs[0], digits, predict_logits)
+    images, truth, predicted = digits
+    notes: list[str] = []
     figure = plt.figure(figsize=(13, 7.5))
     grid = figure.add_gridspec(2, 2, height_ratios=[1, 1.05])
     loss_axis, accuracy_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
-    for (label, records), style in zip(series, ["-", "--", ":", "-."] * len(series), strict=False):
+    curves = any(sum(r["accuracy"] is not None for r in records) > 1 for _, records in series)
+    styles = ["-", "--", ":", "-."] * len(series)
+    for index, ((label, records), style) in enumerate(zip(series, styles, strict=False)):
         steps = [r["step"] for r in records]
         loss_axis.plot(steps, [r["loss"] for r in records], style, label=label)
         evaluated = [(r["step"], accuracy) for r in records if (accuracy := r["accuracy"]) is not None]
-        accuracy_axis.plot(
-            [step for step, _ in evaluated],
-            [accuracy for _, accuracy in evaluated],
-            style,
-            marker="o",
-            markersize=3,
-            label=label,
-        )
+        if curves:
+            accuracy_axis.plot(*zip(*evaluated, strict=True), style, marker="o", markersize=3, label=label)
+            continue
+        # one evaluation per run: the smoothed loss carries the panel, the final accuracy is written on it
+        line = accuracy_axis.plot(steps, smoothed([r["loss"] for r in records]), style, label=label)[0]
+        if evaluated:
+            step, accuracy = evaluated[-1]
+            accuracy_axis.annotate(
+                f"test accuracy {accuracy:.2%}",
+                (steps[-1], smoothed([r["loss"] for r in records])[-1]),
+                textcoords="offset points",
+                xytext=(-10, 14 + 16 * index),  # stacked, so that runs ending level stay readable
+                ha="right",
+                fontsize=9,
+                color=line.get_color(),
+            )
     loss_axis.set(xlabel="step", ylabel="training loss (mean since last log point)", title="Training loss")
-    accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
+    if curves:
+        accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
+    else:
+        accuracy_axis.set(
+            xlabel="step",
+            ylabel=f"training loss, mean of {SMOOTHING} log points",
+            title="Smoothed training loss, and the final test accuracy",
+        )
+        notes.append("each run was evaluated once, at its end: train with --eval-every-steps N for an accuracy curve")
     for axis in (loss_axis, accuracy_axis):
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=9)
         axis.grid(alpha=0.3)
     digit_grid = grid[1, :].subgridspec(2, max(1, (len(images) + 1) // 2))
     for index, image in enumerate(images):
         axis = figure.add_subplot(digit_grid[index % 2, index // 2])
         axis.imshow(image, cmap="gray_r")
-        axis.set_title(f"true {truth[index]}, said {predicted[index]}", fontsize=7)
+        axis.set_title(f"true {truth[index]}, said {predicted[index]}", fontsize=8)
         axis.axis("off")
     figure.tight_layout(rect=(0, 0, 1, 0.98), h_pad=3.0)
     figure.text(0.5, 0.455, f"Test digits the first run's model gets wrong ({series[0][0]})", ha="center", fontsize=10)
+    return figure, notes
+
+
+def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits: int = 24) -> list[str]:
+    """Write the runs' figure to `out`; return the notes for whoever asked for it."""
+    import matplotlib.pyplot as plt
+
+    series = [read_run(run) for run in runs]
+    figure, notes = runs_figure(series, misclassified(runs[0], digits, predict_logits))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100)
     plt.close(figure)
+    return notes
 
 
 def build_plot_parser(framework: str) -> OneLineParser:
@@ -105,6 +152,8 @@ def plot_main(argv: Sequence[str] | None, *, framework: str, predict_logits: Pre
     args = build_plot_parser(framework).parse_args(argv)
     with cli_errors(prog):
         check_output_file(args.out, "--out")
-        plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
+        notes = plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
     print(f"wrote {args.out}")
+    for note in notes:
+        print(f"note: {note}")
     return 0

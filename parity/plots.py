@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from parity.checks import DIVERGENCE
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from parity.accuracy import AccuracyRow
     from parity.suite import Curves
 
@@ -22,11 +26,17 @@ def _pyplot() -> ModuleType:
     return plt
 
 
-def plot_trajectories(curves: list[Curves], path: Path) -> None:
-    """Per preset: torch and Flax losses overlaid at the recipe's lr, and the two gaps (framework vs rounding)."""
-    if not curves:
-        return
+def gap_for_log_axis(gap: np.ndarray) -> np.ndarray:
+    """|gap| with exact agreement (0) left out rather than drawn as a dip to some small number."""
+    absolute = np.abs(gap)
+    shown: np.ndarray = np.where(absolute > 0, absolute, np.nan)
+    return shown
+
+
+def trajectories_figure(curves: list[Curves]) -> Figure:
+    """Per preset: torch and jax losses overlaid at the recipe's lr, and the two gaps (framework vs rounding)."""
     plt = _pyplot()
+    figure: Figure
     figure, axes = plt.subplots(2, len(curves), figsize=(max(7.0, 4.2 * len(curves)), 6.5), squeeze=False)
     for column, curve in enumerate(curves):
         steps = np.arange(1, len(curve.torch32) + 1)
@@ -37,25 +47,34 @@ def plot_trajectories(curves: list[Curves], path: Path) -> None:
         top.set_xlabel("step")
         top.set_ylabel("training loss")
         top.legend(fontsize=8)
-        # + 1e-12 so that steps where the two agree exactly stay on the log axis
-        bottom.semilogy(steps, np.abs(curve.torch32 - curve.jax32) + 1e-12, label="|torch - jax| (float32)")
-        bottom.semilogy(steps, np.abs(curve.torch32 - curve.torch64) + 1e-12, label="|float32 - float64| (torch)")
-        bottom.axhline(1e-3, color="grey", linewidth=0.8, linestyle=":")
+        # steps where the two agree exactly have no point on the log axis
+        bottom.semilogy(steps, gap_for_log_axis(curve.torch32 - curve.jax32), label="|torch - jax| (float32)")
+        bottom.semilogy(steps, gap_for_log_axis(curve.torch32 - curve.torch64), label="|float32 - float64| (torch)")
+        bottom.axhline(
+            DIVERGENCE, color="grey", linewidth=0.8, linestyle=":", label=f"{DIVERGENCE:g}: the runs have parted"
+        )
         bottom.set_xlabel("step")
         bottom.set_ylabel("loss gap")
         bottom.legend(fontsize=8)
-    figure.suptitle("Same weights and batches at the recipe's lr:\nframework drift vs rounding drift", fontsize=10)
+    figure.suptitle("Same weights and batches at the recipe's lr:\nframework drift vs rounding drift", fontsize=11)
     figure.tight_layout()
+    return figure
+
+
+def plot_trajectories(curves: list[Curves], path: Path) -> None:
+    """Write `trajectories_figure` to `path` (nothing without curves)."""
+    if not curves:
+        return
+    figure = trajectories_figure(curves)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _pyplot().close(figure)
 
 
-def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> None:
-    """Histogram of torch - flax logit differences (float32, random weights), one series per preset."""
-    if not gaps:
-        return
+def logit_gaps_figure(gaps: dict[str, np.ndarray], images: int) -> Figure:
+    """Histogram of torch - jax logit differences (float32, random weights), one series per preset."""
     plt = _pyplot()
+    figure: Figure
     figure, axis = plt.subplots(figsize=(7, 4))
     limit = max(float(np.abs(g).max()) for g in gaps.values()) or 1e-9
     bins = np.linspace(-limit, limit, 61)
@@ -64,11 +83,19 @@ def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> Non
     axis.set_xlabel("torch logit - jax logit (float32, same canonical weights)")
     axis.set_ylabel("count")
     axis.set_title(f"Logit differences on {images} real MNIST test images")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=9)
     figure.tight_layout()
+    return figure
+
+
+def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> None:
+    """Write `logit_gaps_figure` to `path` (nothing without gaps)."""
+    if not gaps:
+        return
+    figure = logit_gaps_figure(gaps, images)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _pyplot().close(figure)
 
 
 SeriesKey = Literal["torch", "jax", "torch64", "jax64", "torch_native", "jax_native"]
@@ -129,6 +156,7 @@ def plot_check6(rows: list[AccuracyRow], path: Path, tolerance_pp: float) -> Non
     left.set_xticks(range(len(rows)), [row["preset"] for row in rows])
     left.set_ylabel("test accuracy (%), 10,000 images")
     left.set_title("Every seed's full training (bars: means)")
+    left.plot([], [], color="black", linewidth=2, label="bars: the mean over the seeds")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
     for index, row in enumerate(rows):
         gap_series: tuple[tuple[float, GapKey, str, str], ...] = (
@@ -154,6 +182,7 @@ def plot_check6(rows: list[AccuracyRow], path: Path, tolerance_pp: float) -> Non
     right.set_xticks(range(len(rows)), [row["preset"] for row in rows])
     right.set_ylabel("per-seed accuracy gap (percentage points)")
     right.set_title("Framework gap vs rounding's own gap (bars: means)")
+    right.plot([], [], color="black", linewidth=2, label="bars: the mean over the seeds")
     right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
