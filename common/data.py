@@ -69,12 +69,12 @@ def idx_directory(data_dir: Path, dataset: str, splits: Splits = BOTH) -> Path:
     if not data_dir.is_dir():
         raise SeqMnistError(f"--data-dir {data_dir}: no such directory")
     candidates = [data_dir, data_dir / TORCHVISION_FOLDERS[dataset] / "raw", data_dir / "raw"]
-    marker = SPLIT_FILES[splits[0]][0]  # the first images file asked for
-    for directory in candidates:
-        if find_idx_file(directory, marker) is not None:
+    wanted = [stem for split in splits for stem in SPLIT_FILES[split]]
+    for directory in candidates:  # the folder holding any of them; a missing one is then named
+        if any(find_idx_file(directory, stem) is not None for stem in wanted):
             return directory
     raise SeqMnistError(
-        f"--data-dir {data_dir}: no {marker}[.gz] in it or in "
+        f"--data-dir {data_dir}: no {wanted[0]}[.gz] in it or in "
         f"{TORCHVISION_FOLDERS[dataset]}/raw (expected the standard IDX files)"
     )
 
