@@ -14,7 +14,7 @@ from common.presets import PRESETS, get_preset
 from jax_impl.model import build_model
 from tests.conftest import assert_one_line_error, matmul_flops, run_cli
 
-pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 MNIST_TRAIN_ROWS_MIB = 60000 * 28 * 28 * 4 / 2**20  # the training set as float32 rows, which every runner holds
 

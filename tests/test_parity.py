@@ -18,7 +18,7 @@ from parity.sides import JaxSide, TorchSide
 from parity.suite import SuiteOptions, recipe_lr_row, run_preset, train_rows
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 FAST = SuiteOptions(images=16, small_lr_steps=8, recipe_lr_steps=12, eval_images=500)
 

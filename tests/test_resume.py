@@ -15,7 +15,7 @@ import pytest
 from common.checkpoint import checkpoint_paths, load_checkpoint
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
-pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 COMMAND = ["--preset", "lstm", "--max-steps", "120", "--checkpoint-every", "20", "--log-every", "10"]
 

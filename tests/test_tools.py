@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 
-pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 
 def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):

@@ -11,7 +11,7 @@ from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
 from tests.conftest import assert_one_line_error, run_cli
 
-pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains")
+pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 FRAMEWORKS = ("torch", "jax")
 SUMMARY_KEYS = {
