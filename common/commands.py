@@ -102,10 +102,9 @@ def train_main(
             if checkpoint:
                 truncate_metrics(out, checkpoint.step)
                 (out / "summary.json").unlink(missing_ok=True)
+                trainer.load_optimizer_state(checkpoint.optimizer)
             else:
                 write_atomically(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
-            if checkpoint:
-                trainer.load_optimizer_state(checkpoint.optimizer)
             figures = train(config, options, trainer, dataset, out, checkpoint.step if checkpoint else 0)
             test_loss, test_accuracy = evaluate_trainer(trainer, dataset, len(dataset.test_images))
             save_weights(out / "model.safetensors", trainer.canonical_weights(), config)

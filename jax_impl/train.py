@@ -8,7 +8,6 @@ set that lives on the device, so the host only sends index batches and reads bac
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +51,14 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
 
 
+def value_and_grad(graphdef: nnx.GraphDef, params, rows: jax.Array, labels: jax.Array):
+    """`(loss, gradients)` of the batch's mean cross-entropy with respect to `params` (a pytree like them)."""
+    return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
+
+
+_compiled_value_and_grad = jax.jit(value_and_grad, static_argnums=0)
+
+
 def train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -61,20 +68,15 @@ def train_step(
     labels: jax.Array,
 ):
     """One Adam step on the batch's mean cross-entropy: `(params, opt_state, loss before the step)`."""
-    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
+    loss, grads = value_and_grad(graphdef, params, rows, labels)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _value_and_grad(graphdef: nnx.GraphDef, params, rows: jax.Array, labels: jax.Array):
-    return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), rows, labels))(params)
 
 
 def loss_and_gradients(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> tuple[float, Weights]:
     """The batch's mean cross-entropy and its gradient for every parameter, under canonical names."""
     graphdef, params = nnx.split(model)
-    loss, grads = _value_and_grad(graphdef, params, rows, labels)
+    loss, grads = _compiled_value_and_grad(graphdef, params, rows, labels)
     return float(loss), to_canonical(nnx.merge(graphdef, grads))
 
 

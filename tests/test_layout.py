@@ -53,6 +53,7 @@ MIRROR_DIFFERENCES = {
         "jax": {
             "JaxTrainer",
             "make_train_chunk",  # a chunk of train steps in one compiled lax.scan
+            "value_and_grad",  # JAX's gradient is a function of the parameters; torch's comes from backward()
             "placements",
         },  # one device, or a mesh of CPU devices (data parallel lever)
     },

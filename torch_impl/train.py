@@ -69,8 +69,12 @@ def loss_and_gradients(model: nn.Module, rows: torch.Tensor, labels: torch.Tenso
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model, rows, labels)
     loss.backward()
-    grads = {name: parameter.grad for name, parameter in model.named_parameters()}
-    return float(loss.detach()), {name: grad.detach().cpu().numpy() for name, grad in grads.items() if grad is not None}
+    grads = {}
+    for name, parameter in model.named_parameters():
+        if parameter.grad is None:  # a parameter the loss does not reach: a broken model, not a zero gradient
+            raise RuntimeError(f"{name}: no gradient reaches it")
+        grads[name] = parameter.grad.detach().cpu().numpy()
+    return float(loss.detach()), grads
 
 
 @contextlib.contextmanager
