@@ -24,6 +24,7 @@ from bench.bound import matmul_gflops
 from bench.levers import LEVERS
 from bench.runners import bench_preset
 from bench.sweep import SWEEPS, plot_sweep, sweep
+from common.allocator import tune_glibc_malloc
 from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
 from common.console import print_table
 from common.data import load_dataset
@@ -153,6 +154,7 @@ def device_kind(requested: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_glibc_malloc()  # as the torch trainer's own command does (common/allocator.py)
     args.device = device_kind(args.device)
     levers = [name for name in args.lever_list if args.device in LEVERS[name].devices]
     skipped = [name for name in args.lever_list if name not in levers]

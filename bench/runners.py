@@ -1,83 +1,80 @@
 """The runners the benchmark times: the tutorials' own loop and both trainers (with any lever's options).
 
-All run in one process, round-robin over repetitions (so that machine noise hits them alike), each timed
-over the same number of steps after a warm-up chunk (and, for JAX, after compilation).
+All run round-robin over repetitions (so that machine noise hits them alike), each timed over the same
+number of steps after a warm-up chunk (and, for JAX, after compilation). The trainers run in this
+process; the tutorial loop runs in fresh processes of its own (`bench/tutorial.py`), as a user's script
+does, once with glibc malloc as it starts and once set up as the torch trainer sets it up.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
 
 from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
 from common.commands import peak_rss_mb
 from common.console import progress
-from common.errors import ConfigError
+from common.errors import ConfigError, SeqMnistError
 from common.presets import get_preset
 from common.sampler import BatchSampler
 from common.trainer import Trainer
 from common.weights import initial_weights
 
+TUTORIAL_RUNNERS = {"tutorial loop": "default", "tutorial loop, malloc tuned": "tuned"}  # runner -> --malloc
 
-def tutorial_loop(config, dataset, steps: int) -> tuple[Callable[[], float], Callable[[], int]]:
-    """The tutorials' own loop: DataLoader(TensorDataset, shuffle=True), explicit zero h0/c0, nn.LSTM + Linear, Adam.
 
-    Returns a function that trains `steps` more steps and returns the seconds they took, and one that
-    reads how many steps Adam has taken.
+class TutorialProcess:
+    """The tutorials' loop in a fresh process (`python -m bench.tutorial`), set up and warmed up when made.
+
+    `run` has it train `steps` more steps and returns their seconds (timed in the child: the pipe is not
+    counted); `ready` is its first line (warm-up seconds, memory its set-up added).
     """
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
 
-    class TutorialRNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            kind = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[config.cell]
-            self.rnn = kind(
-                28, config.hidden_size, config.num_layers, batch_first=True, bidirectional=config.bidirectional
+    def __init__(self, preset: str, steps: int, data: Path, malloc: str):
+        self.command = ["-m", "bench.tutorial", "--preset", preset, "--steps", str(steps), "--malloc", malloc]
+        self.command += ["--data", str(data)]
+        self.child = subprocess.Popen(
+            [sys.executable, *self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.taken = 0
+        self.ready = self._reply()
+
+    def _reply(self) -> dict:
+        line = self.child.stdout.readline() if self.child.stdout else ""
+        if not line:
+            raise SeqMnistError(
+                f"python {' '.join(self.command)}: the tutorial process ended (exit {self.child.wait()})"
             )
-            self.out = nn.Linear(config.num_directions * config.hidden_size, 10)
+        return json.loads(line)
 
-        def forward(self, x):
-            zeros = torch.zeros(config.num_layers * config.num_directions, x.size(0), config.hidden_size)
-            output, _ = self.rnn(x, (zeros, zeros) if config.cell == "lstm" else zeros)
-            return self.out(output[:, -1, :])
+    def run(self) -> float:
+        if self.child.stdin is None:
+            raise SeqMnistError("the tutorial process has been closed")
+        self.child.stdin.write("run\n")
+        self.child.stdin.flush()
+        answer = self._reply()
+        self.taken = answer["steps_taken"]
+        return float(answer["seconds"])
 
-    torch.manual_seed(config.seed)
-    images = torch.from_numpy(dataset.train_images).float().div(255)
-    loader = DataLoader(
-        TensorDataset(images, torch.from_numpy(dataset.train_labels)), batch_size=config.batch_size, shuffle=True
-    )
-    model = TutorialRNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_function = nn.CrossEntropyLoss()
-    batches = iter(loader)
+    def steps_taken(self) -> int:
+        return self.taken
 
-    def run() -> float:
-        nonlocal batches
-        began = time.perf_counter()
-        for _ in range(steps):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                x, y = next(batches)
-            loss = loss_function(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        return time.perf_counter() - began
-
-    def steps_taken() -> int:
-        state = optimizer.state.get(next(iter(model.parameters())), {})
-        return int(state["step"]) if "step" in state else 0
-
-    return run, steps_taken
+    def close(self) -> None:
+        if self.child.stdin:
+            self.child.stdin.close()
+        self.child.wait(timeout=60)
 
 
 def trainer_loop(trainer, config, dataset, steps: int) -> Callable[[], float]:
@@ -121,6 +118,8 @@ class Runner:
     trainer: Trainer | None = None  # None for the tutorial loop
     memory_mb: float = 0.0  # resident memory its setup and warm-up added
     warmup_s: float = 0.0
+    close: Callable[[], None] = lambda: None  # ends the tutorial loop's process
+    malloc: str | None = None  # the tutorial process's malloc set-up, in words (None: this process's)
 
 
 def runner_framework(name: str) -> str:
@@ -128,7 +127,9 @@ def runner_framework(name: str) -> str:
     return (
         LEVERS[name].framework
         if name in LEVERS
-        else {"tutorial loop": "torch", "torch trainer": "torch", "jax trainer": "jax"}[name]
+        else "torch"
+        if name in TUTORIAL_RUNNERS
+        else {"torch trainer": "torch", "jax trainer": "jax"}[name]
     )
 
 
@@ -151,28 +152,51 @@ def adam_steps(trainer: Trainer) -> int:
     return int(trainer.optimizer_state()["adam.step"][0])
 
 
-def make_runners(config, dataset, steps: int, device: str, levers: Sequence[str], tutorial: bool) -> list[Runner]:
-    """The tutorial loop (CPU), both trainers, and any levers; each set up and warmed up, memory noted."""
-    names = (["tutorial loop"] if tutorial else []) + ["torch trainer", "jax trainer", *levers]
+def tutorial_data(dataset, folder: Path) -> Path:
+    """The training set as the tutorial process reads it: uncompressed arrays (written once per folder)."""
+    if not (folder / "train_labels.npy").is_file():
+        np.save(folder / "train_images.npy", dataset.train_images)
+        np.save(folder / "train_labels.npy", dataset.train_labels)
+    return folder
+
+
+def make_runners(
+    preset: str, config, dataset, steps: int, device: str, levers: Sequence[str], tutorial: bool, scratch: Path
+) -> list[Runner]:
+    """The tutorial loop in fresh processes (CPU; default and tuned malloc), both trainers, and any levers;
+    each set up and warmed up, memory noted."""
+    names = (list(TUTORIAL_RUNNERS) if tutorial else []) + ["torch trainer", "jax trainer", *levers]
     runners = []
     for name in names:
         before, began = rss_mb(), time.perf_counter()
-        if name == "tutorial loop":
-            run, steps_taken = tutorial_loop(config, dataset, steps)
-            runner = Runner(name, "torch", run, steps_taken)
-        else:
-            try:
-                trainer = make_trainer(name, config, dataset, device)
-            except ConfigError as error:  # a lever that does not apply to this model (a cuDNN LSTM on a tanh RNN)
-                print(f"{name}: skipped for this model ({error})")
-                continue
-            runner = Runner(
-                name,
-                runner_framework(name),
-                trainer_loop(trainer, config, dataset, steps),
-                functools.partial(adam_steps, trainer),
-                trainer,
+        if name in TUTORIAL_RUNNERS:
+            child = TutorialProcess(preset, steps, tutorial_data(dataset, scratch), TUTORIAL_RUNNERS[name])
+            ready = child.ready
+            runners.append(
+                Runner(
+                    name,
+                    "torch",
+                    child.run,
+                    child.steps_taken,
+                    memory_mb=ready["memory_mb"],
+                    warmup_s=ready["warmup_s"],
+                    close=child.close,
+                    malloc=ready["malloc"],
+                )
             )
+            continue
+        try:
+            trainer = make_trainer(name, config, dataset, device)
+        except ConfigError as error:  # a lever that does not apply to this model (a cuDNN LSTM on a tanh RNN)
+            print(f"{name}: skipped for this model ({error})")
+            continue
+        runner = Runner(
+            name,
+            runner_framework(name),
+            trainer_loop(trainer, config, dataset, steps),
+            functools.partial(adam_steps, trainer),
+            trainer,
+        )
         runner.run()  # warm-up chunk (and compilation) before any timing
         runner.warmup_s, runner.memory_mb = time.perf_counter() - began, rss_mb() - before
         runners.append(runner)
@@ -196,11 +220,18 @@ def bench_preset(
     """
     config = config or get_preset(preset)
     began = time.perf_counter()
-    runners = make_runners(config, dataset, steps, device, levers, tutorial and device == "cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-tutorial-") as scratch:
+        runners = make_runners(
+            preset, config, dataset, steps, device, levers, tutorial and device == "cpu", Path(scratch)
+        )
     times: dict[str, list[float]] = {runner.name: [] for runner in runners}
-    for _ in progress(range(reps), f"bench {preset}"):
+    try:
+        for _ in progress(range(reps), f"bench {preset}"):
+            for runner in runners:
+                times[runner.name].append(runner.run())
+    finally:
         for runner in runners:
-            times[runner.name].append(runner.run())
+            runner.close()
     images = steps * config.batch_size
     flops = train_flops_per_image(config)
     baseline = statistics.median(images / t for t in times["tutorial loop"]) if "tutorial loop" in times else None
@@ -225,6 +256,7 @@ def bench_preset(
                 "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
                 "vs_tutorial": median / baseline if baseline else None,
                 "memory_mb": runner.memory_mb,
+                "malloc": runner.malloc,
                 "steps_taken": runner.steps_taken(),
                 "peak_device_mb": trainer.peak_device_mb() if trainer is not None else None,
                 "train_gflops": median * flops / 1e9,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.allocator import tune_glibc_malloc
 from common.cli import DEVICES, OneLineParser, cli_errors
 from common.console import print_table, progress
 from common.data import load_dataset
@@ -161,6 +162,7 @@ def report(rows: list[Row]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_glibc_malloc()  # common/allocator.py: torch's CPU RNNs allocate and free megabytes every step
     check6 = "accuracy" in args.check_list
     args.check_list = tuple(c for c in args.check_list if c != "accuracy")
     options = SuiteOptions(

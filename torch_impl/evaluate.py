@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from common.allocator import tune_glibc_malloc
 from common.commands import evaluate_main
 from common.config import Config
 from common.outputs import entry_point
@@ -26,6 +27,7 @@ def predict_logits(config: Config, weights: Weights, rows: np.ndarray, device: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_glibc_malloc()  # common/allocator.py: torch's CPU RNNs allocate and free megabytes every batch
     return evaluate_main(argv, framework="torch", read_weights=read_weights, predict_logits=predict_logits)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.allocator import tune_glibc_malloc
 from common.commands import train_main
 from common.config import Config
 from common.data import Dataset, images_to_row_sequences
@@ -176,7 +177,10 @@ def versions() -> dict[str, str | int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return train_main(argv, framework="torch", make_trainer=TorchTrainer, versions=versions)
+    malloc = tune_glibc_malloc()  # before the first large block: torch's CPU RNN workspaces (common/allocator.py)
+    return train_main(
+        argv, framework="torch", make_trainer=TorchTrainer, versions=lambda: {**versions(), "malloc": malloc}
+    )
 
 
 if __name__ == "__main__":
