@@ -20,7 +20,11 @@ class Lever:
     description: str  # printed under the table
     options: dict[str, Any]  # keyword arguments of that framework's TrainOptions
     devices: tuple[str, ...] = ("cpu", "gpu")  # where it can run; elsewhere `--levers all` leaves it out
+    process: dict[str, Any] = dataclasses.field(default_factory=dict)  # JAX settings read once per process:
+    # set in a fresh process of the lever's own (bench/process.py) before JAX starts
 
+
+XNN_TYPES = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"  # the fusion kinds
 
 LEVERS = {
     "torch: Adam for-loop": Lever(
@@ -48,6 +52,34 @@ LEVERS = {
         "jax",
         "a bidirectional layer's two directions stepped in one lax.scan (two dots per step); other layers as default",
         {"recurrence": "fused-directions"},
+    ),
+    "jax: unroll 28": Lever("jax", "nnx.RNN(unroll=28): the 28-step time loop fully unrolled", {"unroll": 28}),
+    "jax: XNN fusion": Lever(
+        "jax",
+        "XLA:CPU fuses dots, elementwise ops and reductions into XNNPACK calls "
+        "(xla_cpu_experimental_xnn_fusion_type, experimental)",
+        {"compiler_options": (("xla_cpu_experimental_xnn_fusion_type", XNN_TYPES),)},
+        devices=("cpu",),
+    ),
+    "jax: XNN graph fusion": Lever(
+        "jax",
+        "XLA:CPU extracts XNNPACK subgraphs greedily (xla_cpu_experimental_xnn_graph_fusion_mode, experimental)",
+        {"compiler_options": (("xla_cpu_experimental_xnn_graph_fusion_mode", "XNN_GRAPH_FUSION_MODE_GREEDY"),)},
+        devices=("cpu",),
+    ),
+    "jax: YNN fusion": Lever(
+        "jax",
+        "XLA:CPU fuses dots, elementwise ops and reductions into YNNPACK calls "
+        "(xla_cpu_experimental_ynn_fusion_type, experimental)",
+        {"compiler_options": (("xla_cpu_experimental_ynn_fusion_type", XNN_TYPES),)},
+        devices=("cpu",),
+    ),
+    "jax: synchronous dispatch": Lever(
+        "jax",
+        "jax_cpu_enable_async_dispatch=False: each CPU computation runs on the calling thread (own process)",
+        {},
+        devices=("cpu",),
+        process={"jax_cpu_enable_async_dispatch": False},
     ),
     "jax: 2 CPU devices": Lever(
         "jax",

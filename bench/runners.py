@@ -2,79 +2,32 @@
 
 All run round-robin over repetitions (so that machine noise hits them alike), each timed over the same
 number of steps after a warm-up chunk (and, for JAX, after compilation). The trainers run in this
-process; the tutorial loop runs in fresh processes of its own (`bench/tutorial.py`), as a user's script
-does, once with glibc malloc as it starts and once set up as the torch trainer sets it up.
+process; the tutorial loop runs in fresh processes of its own (`bench/process.py`), as a user's script
+does, once with glibc malloc as it starts and once set up as the torch trainer sets it up; so does a
+lever whose JAX settings are read once per process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
+from bench.process import TUTORIAL_RUNNERS, RunnerProcess, in_own_process, write_arrays
 from common.commands import peak_rss_mb
 from common.console import progress
-from common.errors import ConfigError, SeqMnistError
+from common.errors import ConfigError
 from common.presets import get_preset
 from common.sampler import BatchSampler
 from common.trainer import Trainer
 from common.weights import initial_weights
-
-TUTORIAL_RUNNERS = {"tutorial loop": "default", "tutorial loop, malloc tuned": "tuned"}  # runner -> --malloc
-
-
-class TutorialProcess:
-    """The tutorials' loop in a fresh process (`python -m bench.tutorial`), set up and warmed up when made.
-
-    `run` has it train `steps` more steps and returns their seconds (timed in the child: the pipe is not
-    counted); `ready` is its first line (warm-up seconds, memory its set-up added).
-    """
-
-    def __init__(self, preset: str, steps: int, data: Path, malloc: str):
-        self.command = ["-m", "bench.tutorial", "--preset", preset, "--steps", str(steps), "--malloc", malloc]
-        self.command += ["--data", str(data)]
-        self.child = subprocess.Popen(
-            [sys.executable, *self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.taken = 0
-        self.ready = self._reply()
-
-    def _reply(self) -> dict:
-        line = self.child.stdout.readline() if self.child.stdout else ""
-        if not line:
-            raise SeqMnistError(
-                f"python {' '.join(self.command)}: the tutorial process ended (exit {self.child.wait()})"
-            )
-        return json.loads(line)
-
-    def run(self) -> float:
-        if self.child.stdin is None:
-            raise SeqMnistError("the tutorial process has been closed")
-        self.child.stdin.write("run\n")
-        self.child.stdin.flush()
-        answer = self._reply()
-        self.taken = answer["steps_taken"]
-        return float(answer["seconds"])
-
-    def steps_taken(self) -> int:
-        return self.taken
-
-    def close(self) -> None:
-        if self.child.stdin:
-            self.child.stdin.close()
-        self.child.wait(timeout=60)
 
 
 def trainer_loop(trainer, config, dataset, steps: int) -> Callable[[], float]:
@@ -119,7 +72,8 @@ class Runner:
     memory_mb: float = 0.0  # resident memory its setup and warm-up added
     warmup_s: float = 0.0
     close: Callable[[], None] = lambda: None  # ends the tutorial loop's process
-    malloc: str | None = None  # the tutorial process's malloc set-up, in words (None: this process's)
+    malloc: str | None = None  # its own process's malloc set-up, in words (None: it runs in this process)
+    compile_s: float | None = None  # its own process's compile seconds (None: read from the trainer)
 
 
 def runner_framework(name: str) -> str:
@@ -152,36 +106,31 @@ def adam_steps(trainer: Trainer) -> int:
     return int(trainer.optimizer_state()["adam.step"][0])
 
 
-def tutorial_data(dataset, folder: Path) -> Path:
-    """The training set as the tutorial process reads it: uncompressed arrays (written once per folder)."""
-    if not (folder / "train_labels.npy").is_file():
-        np.save(folder / "train_images.npy", dataset.train_images)
-        np.save(folder / "train_labels.npy", dataset.train_labels)
-    return folder
-
-
 def make_runners(
     preset: str, config, dataset, steps: int, device: str, levers: Sequence[str], tutorial: bool, scratch: Path
 ) -> list[Runner]:
     """The tutorial loop in fresh processes (CPU; default and tuned malloc), both trainers, and any levers;
     each set up and warmed up, memory noted."""
     names = (list(TUTORIAL_RUNNERS) if tutorial else []) + ["torch trainer", "jax trainer", *levers]
+    if config != get_preset(preset) and any(in_own_process(name) for name in names):
+        raise ConfigError(f"{preset}: a runner in its own process runs the preset, not a changed config")
     runners = []
     for name in names:
         before, began = rss_mb(), time.perf_counter()
-        if name in TUTORIAL_RUNNERS:
-            child = TutorialProcess(preset, steps, tutorial_data(dataset, scratch), TUTORIAL_RUNNERS[name])
+        if in_own_process(name):
+            child = RunnerProcess(name, preset, steps, write_arrays(dataset, scratch))
             ready = child.ready
             runners.append(
                 Runner(
                     name,
-                    "torch",
+                    runner_framework(name),
                     child.run,
                     child.steps_taken,
                     memory_mb=ready["memory_mb"],
                     warmup_s=ready["warmup_s"],
                     close=child.close,
                     malloc=ready["malloc"],
+                    compile_s=ready["compile_s"],
                 )
             )
             continue
@@ -252,7 +201,7 @@ def bench_preset(
                 "min": min(rates),
                 "max": max(rates),
                 "warmup_s": runner.warmup_s,
-                "compile_s": getattr(trainer, "compile_seconds", 0.0),
+                "compile_s": getattr(trainer, "compile_seconds", 0.0) if runner.compile_s is None else runner.compile_s,
                 "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
                 "vs_tutorial": median / baseline if baseline else None,
                 "memory_mb": runner.memory_mb,

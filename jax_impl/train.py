@@ -39,6 +39,7 @@ class TrainOptions:
     recurrence: str = "flax"  # how the time loop is scheduled: jax_impl.model.RECURRENCES
     unroll: int = 1  # time steps per iteration of the time scan
     cpu_devices: int = 1  # >1: each batch split over this many CPU devices (jax_num_cpu_devices set first)
+    compiler_options: tuple[tuple[str, str], ...] = ()  # XLA options for compiling the train chunk (XNN/YNN fusion)
 
 
 def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> jax.Array:
@@ -169,7 +170,7 @@ class JaxTrainer:
                 self.train_rows,
                 self.train_labels,
                 jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding),
-            ).compile()
+            ).compile(dict(self.options.compiler_options) or None)
             self.compile_seconds += time.perf_counter() - began
         return self.compiled[shape]
 

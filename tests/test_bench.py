@@ -6,6 +6,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -51,7 +52,7 @@ def test_bench_times_steps_every_runner_really_took(tmp_path):
 
 
 def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path):
-    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices"
+    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices,jax: synchronous dispatch"
     result = run_cli(
         "bench",
         "--presets",
@@ -84,8 +85,11 @@ def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path)
         ("torch: Adam for-loop", "torch"),
         ("jax: hoisted input projection", "jax"),
         ("jax: 2 CPU devices", "jax"),
+        ("jax: synchronous dispatch", "jax"),
     ]
     assert all(row["steps_taken"] == 2 * 4 for row in timed)
+    # a lever read once per process runs in a fresh process of its own; the others in the benchmark's
+    assert [row["runner"] for row in timed if row["malloc"] is not None][2:] == ["jax: synchronous dispatch"]
     swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
     assert swept == [
         (32, "torch trainer", 32),
@@ -107,6 +111,21 @@ def test_the_lever_trainers_get_the_levers_options():
     assert make_trainer("torch trainer", config, dataset, "cpu").optimizer.defaults["fused"] is True
     assert make_trainer("jax: hoisted input projection", config, dataset, "cpu").model.recurrence == "hoisted"
     assert make_trainer("jax: chunk 200", config, dataset, "cpu").options.chunk_steps == 200
+    assert make_trainer("jax: unroll 28", config, dataset, "cpu").model.layers[0].unroll == 28
+
+
+def test_compiler_options_reach_the_compiled_train_chunk():
+    from common.data import load_dataset
+    from common.weights import initial_weights
+    from jax_impl.train import JaxTrainer, TrainOptions
+
+    config = get_preset("lstm")
+    options = TrainOptions(compiler_options=(("xla_cpu_experimental_ynn_fusion_type", "no-such-fusion"),))
+    trainer = JaxTrainer(config, initial_weights(config), load_dataset("mnist"), "cpu", options)
+    batch = np.arange(config.batch_size)
+    # XLA refuses the value only if the option got to the compiler
+    with pytest.raises(Exception, match="xla_cpu_experimental_ynn_fusion_type"):
+        trainer.train_steps([batch])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -122,6 +141,8 @@ def test_bench_refuses_unknown_levers_and_bad_sweep_sizes():
     assert_one_line_error(run_cli("bench", "--sweep", "batch", "--sweep-sizes", "32,x"), 2, "--sweep-sizes")
 
 
-def test_the_tutorial_process_refuses_a_data_folder_without_the_arrays(tmp_path):
-    result = run_cli("bench.tutorial", "--preset", "lstm", "--steps", "5", "--data", str(tmp_path))
+def test_the_runner_process_refuses_a_data_folder_without_the_arrays(tmp_path):
+    result = run_cli(
+        "bench.process", "--runner", "tutorial loop", "--preset", "lstm", "--steps", "5", "--data", str(tmp_path)
+    )
     assert_one_line_error(result, 2, "--data", "train_images.npy")
