@@ -141,31 +141,15 @@ def small_lr_trajectory(
     torch_run = torch_side.train(config, weights, pool, labels, batches)
     jax_run = jax_side.train(config, weights, pool, labels, batches)
     loss_gaps, weight_gaps = checks.trajectory_gap(torch_run, jax_run)
-    if config.dtype == "float64":
-        loss_tol = weight_tol = np.full(len(batches), checks.ABSOLUTE_FLOAT64)
-        text = f"{checks.ABSOLUTE_FLOAT64:g} every step"
-    else:
+    rounding = None
+    if config.dtype == "float32":
         exact = dataclasses.replace(config, dtype="float64")
         torch64 = torch_side.train(
             exact, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
         )
-        rounding_loss, rounding_weights = checks.trajectory_gap(torch_run, torch64)
-        loss_tol = np.maximum(checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_loss), checks.TRAJECTORY_FLOOR)
-        weight_tol = np.maximum(
-            checks.ROUNDING_FACTOR * np.maximum.accumulate(rounding_weights), checks.TRAJECTORY_FLOOR
-        )
-        text = f"{checks.ROUNDING_FACTOR:g}x torch f32-f64 drift (max {loss_tol.max():.1e}, {weight_tol.max():.1e})"
-    bad = np.nonzero((loss_gaps > loss_tol) | (weight_gaps > weight_tol))[0]
-    detail = (
-        f"{len(batches)} steps at lr {config.learning_rate:g}: loss gap max {loss_gaps.max():.2g}, "
-        f"weights gap max {weight_gaps.max():.2g}"
-    )
-    if len(bad):
-        step = int(bad[0])
-        detail += (
-            f"; first over at step {step + 1} (loss {loss_gaps[step]:.2g} > {loss_tol[step]:.2g} or "
-            f"weights {weight_gaps[step]:.2g} > {weight_tol[step]:.2g})"
-        )
+        rounding = checks.trajectory_gap(torch_run, torch64)
+    loss_tol, weight_tol, text = checks.trajectory_tolerances(config.dtype, len(batches), rounding)
+    passed, detail = checks.trajectory_verdict(loss_gaps, weight_gaps, loss_tol, weight_tol, config.learning_rate)
     return Row(
         preset,
         "trajectory",
@@ -175,7 +159,7 @@ def small_lr_trajectory(
         "torch vs jax",
         {"max_loss_gap": float(loss_gaps.max()), "max_weight_gap": float(weight_gaps.max())},
         text,
-        not len(bad),
+        passed,
         detail,
     )
 

@@ -1,0 +1,79 @@
+"""The Transformer port declared (`python -m examples.transformer.port` proves it).
+
+PyTorch packs q, k and v in one `in_proj_weight <[3W, W]>` (rows q, then k, then v) and `in_proj_bias
+<[3W]>`; Flax keeps three projections with kernels `<[W, heads, head_dim]>`: split in three, transpose,
+reshape. The output projection `<[W, W]>` becomes a `<[heads, head_dim, W]>` kernel. LayerNorm's weight is
+Flax's `scale`.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from examples.transformer import flax_model, torch_model
+from parity.port import Port
+from parity.transforms import reshape, split, transpose
+
+WIDTH, HEADS, FEEDFORWARD, LAYERS = 32, 4, 64, 2
+QKV = ("query", "key", "value")
+QKV_STEPS = (split(3), transpose(), reshape())
+
+
+def layer_weights(layer: int, qkv: tuple[str, str, str] = QKV) -> list[tuple]:
+    """One encoder layer's rows; `qkv` names the Flax projections PyTorch's three row blocks go to."""
+    t, f = f"encoder.layers.{layer}", f"layers.{layer}"
+    return [
+        (
+            f"{t}.self_attn.in_proj_weight",
+            tuple(f"{f}.self_attn.{p}.kernel" for p in qkv),
+            split(3),
+            transpose(),
+            reshape(),
+        ),
+        (f"{t}.self_attn.in_proj_bias", tuple(f"{f}.self_attn.{p}.bias" for p in qkv), split(3), reshape()),
+        (f"{t}.self_attn.out_proj.weight", f"{f}.self_attn.out.kernel", transpose(), reshape()),
+        (f"{t}.self_attn.out_proj.bias", f"{f}.self_attn.out.bias"),
+        (f"{t}.linear1.weight", f"{f}.linear1.kernel", transpose()),
+        (f"{t}.linear1.bias", f"{f}.linear1.bias"),
+        (f"{t}.linear2.weight", f"{f}.linear2.kernel", transpose()),
+        (f"{t}.linear2.bias", f"{f}.linear2.bias"),
+        (f"{t}.norm1.weight", f"{f}.norm1.scale"),
+        (f"{t}.norm1.bias", f"{f}.norm1.bias"),
+        (f"{t}.norm2.weight", f"{f}.norm2.scale"),
+        (f"{t}.norm2.bias", f"{f}.norm2.bias"),
+    ]
+
+
+def weights(qkv: tuple[str, str, str] = QKV) -> list[tuple]:
+    return [
+        ("embed.weight", "embed.kernel", transpose()),
+        ("embed.bias", "embed.bias"),
+        ("position", "position"),
+        *(row for layer in range(LAYERS) for row in layer_weights(layer, qkv)),
+        ("head.weight", "head.kernel", transpose()),
+        ("head.bias", "head.bias"),
+    ]
+
+
+SUBMODULES = [
+    ("embed", "embed"),
+    *(
+        (f"encoder.layers.{layer}.{name}", f"layers.{layer}.{name}")
+        for layer in range(LAYERS)
+        for name in ("self_attn", "norm1", "linear1", "linear2", "norm2")
+    ),
+    ("head", "head"),
+]
+
+
+def make_port(weight_rows=None, flax_options=None) -> Port:
+    """The Transformer port; the tests pass a changed table or Flax model to plant bugs."""
+    return Port(
+        name="transformer",
+        torch_model=lambda: torch_model.TransformerClassifier(WIDTH, HEADS, FEEDFORWARD, LAYERS),
+        flax_model=lambda: flax_model.TransformerClassifier(
+            nnx.Rngs(0), WIDTH, HEADS, FEEDFORWARD, LAYERS, **(flax_options or {})
+        ),
+        weights=weight_rows or weights(),
+        submodules=SUBMODULES,
+    )
