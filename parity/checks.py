@@ -23,8 +23,9 @@ from common.weights import Weights, initial_weights
 from parity.sides import Trajectory
 
 # The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
-# `parity.accuracy`, run only when named.
-CHECKS = {"logits": 1, "hidden-states": 2, "gradients": 3, "trajectory": 4, "cross-eval": 5, "accuracy": 6}
+# `parity.accuracy`, run only when named; so is "port": the preset declared as a port (`parity.preset_ports`)
+# and put through `parity.prove`, the API a user's own model goes through.
+CHECKS = {"logits": 1, "hidden-states": 2, "gradients": 3, "trajectory": 4, "cross-eval": 5, "accuracy": 6, "port": 7}
 SUITE_CHECKS = ("logits", "hidden-states", "gradients", "trajectory", "cross-eval")
 
 LOGIT_RTOL_FLOAT32 = 1e-5  # float32 logits and hidden states: relative to max(1, the largest value)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,12 +99,13 @@ class Port:
     layout, e.g. NCHW -> NHWC). `inputs`, `outputs`: steps from a torch input to the Flax input, and from
     the torch output to the Flax output. The losses take (outputs, labels) in each framework.
     Both models are run in eval mode (dropout off); a Flax model must leave `dtype` unset (None) so that
-    float64 weights and inputs compute in float64.
+    float64 weights and inputs compute in float64. A factory that takes a `dtype` argument is given the
+    run's ("float32" or "float64"), for a model that needs to know (an RNN's zero initial state has one).
     """
 
     name: str
-    torch_model: Callable[[], torch.nn.Module]
-    flax_model: Callable[[], nnx.Module]
+    torch_model: Callable[..., torch.nn.Module]  # () or (dtype="float32" | "float64")
+    flax_model: Callable[..., nnx.Module]
     weights: Sequence[Sequence[Any]]
     submodules: Sequence[Sequence[Any]] = ()
     inputs: Sequence[Step] = ()
@@ -201,8 +203,9 @@ def check_entry_shapes(entry: Entry, sources: list[Shape], destinations: list[Sh
     for result, destination, path in zip(results, destinations, entry.flax, strict=True):
         if result != destination:
             where = f"{entry.torch[0]} {sources[0]}" if len(sources) == 1 else " + ".join(entry.torch)
+            became = f"becomes {result} after {steps}" if entry.steps else "is kept as it is (no steps)"
             raise PortError(
-                f"weights: torch {where} becomes {result} after {steps}, but Flax {path} is {destination}; "
+                f"weights: torch {where} {became}, but Flax {path} is {destination}; "
                 f"{transforms.guess_fix(result, destination)}"
             )
 
@@ -263,10 +266,16 @@ class Pair:
     flax_shapes: dict[str, Shape]
 
 
+def build(factory: Callable[..., Any], dtype: str) -> Any:
+    """`factory()`, or `factory(dtype=...)` when it takes a `dtype` (a model whose state has one, e.g. an RNN's h0)."""
+    return factory(dtype=dtype) if "dtype" in inspect.signature(factory).parameters else factory()
+
+
 def build_pair(port: Port, weights: Weights) -> Pair:
-    """The two models holding `weights` (PyTorch layout), declaration checked first."""
-    torch_model: Any = port.torch_model()
-    flax_model: Any = port.flax_model()
+    """The two models holding `weights` (PyTorch layout, one float dtype), declaration checked first."""
+    dtype = str(next(array.dtype for array in weights.values() if np.issubdtype(array.dtype, np.floating)))
+    torch_model: Any = build(port.torch_model, dtype)
+    flax_model: Any = build(port.flax_model, dtype)
     torch_shapes = shapes(torch_model.state_dict())
     flax_shapes = shapes(flax_weights(flax_model))
     entries = port.entries

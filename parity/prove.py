@@ -20,8 +20,9 @@ Tolerances are the suite's (`parity.checks`), rows are the suite's `Row`s.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -120,7 +121,7 @@ def port_weights(port: Port, seed: int = 0) -> Weights:
     import torch
 
     torch.manual_seed(seed)
-    return noisy_weights(declared.torch_weights(port.torch_model()), seed)
+    return noisy_weights(declared.torch_weights(declared.build(port.torch_model, "float32")), seed)
 
 
 def as_dtype(weights: Weights, dtype: str) -> Weights:
@@ -188,24 +189,52 @@ def torch_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> list[
 
 
 def flax_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Flax module path -> the outputs of its `__call__`, in call order (`nnx.capture`)."""
+    """Flax module path -> the outputs of its `__call__`, in call order.
+
+    Only the declared modules are recorded, by identity: each one's class gets a recording `__call__` for
+    the length of one eager forward pass. (`nnx.capture(method_outputs=...)` records every module, and a
+    module called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared
+    module that runs only inside a JAX transform is a copy there, so it records nothing.
+    """
     import jax.numpy as jnp
     from flax import nnx
 
     modules = {declared.path_name(path): module for path, module in nnx.iter_modules(model)}
+    wanted: dict[int, str] = {}
     for entry in port.submodule_entries:
         if entry.flax[0] not in modules:
             raise declared.unknown_name("submodules: the Flax module", entry.flax[0], [n for n in modules if n])
-    capture: Any = nnx.capture  # every module's __call__ output, sown as an nnx.Intermediate
-    _, captured = capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(
-        jnp.asarray(flax_input(port, inputs))
-    )
+        wanted[id(modules[entry.flax[0]])] = entry.flax[0]
     outputs: dict[str, list[np.ndarray]] = {}
-    for path, value in nnx.to_flat_state(captured):
-        if path and path[-1] == "__call__":
-            calls = value.get_value() if hasattr(value, "get_value") else value
-            outputs[declared.path_name(path[:-1])] = [np.asarray(first_tensor(call)) for call in calls]
+    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs):
+        model(jnp.asarray(flax_input(port, inputs)))
     return outputs
+
+
+@contextlib.contextmanager
+def recording_calls(classes: set[type], wanted: dict[int, str], outputs: dict[str, list[np.ndarray]]) -> Iterator[None]:
+    """Within the block, a call of any instance in `wanted` (by id) appends its output to outputs[its name]."""
+    patched = []
+    for cls in classes:
+        original = cls.__call__
+
+        def recorder(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            output = __original(self, *args, **kwargs)
+            name = wanted.get(id(self))
+            if name is not None:
+                outputs.setdefault(name, []).append(np.asarray(first_tensor(output)))
+            return output
+
+        patched.append((cls, "__call__" in cls.__dict__, original))
+        setattr(cls, "__call__", recorder)  # noqa: B010 (mypy refuses assigning to a method)
+    try:
+        yield
+    finally:
+        for cls, own, original in patched:
+            if own:
+                setattr(cls, "__call__", original)  # noqa: B010
+            else:
+                delattr(cls, "__call__")
 
 
 def torch_gradients(port: Port, model: Any, inputs: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:

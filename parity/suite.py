@@ -113,7 +113,23 @@ def run_preset(
             rows.append(small_lr_trajectory(preset, config, device, dataset, options, torch_side, jax_side))
     if "trajectory" in options.checks or "cross-eval" in options.checks:
         rows += recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_side, oracle, on_curves)
+    if "port" in options.checks:
+        rows += port_rows(preset, dataset, device, options)
     return rows
+
+
+def port_rows(preset: str, dataset: Dataset, device: str, options: SuiteOptions) -> list[Row]:
+    """The preset as a declared port through `parity.prove` (on the CPU: the API runs there)."""
+    if device != "cpu":
+        return not_run_rows(
+            preset, device, "the port API runs on the CPU", dataclasses.replace(options, checks=("port",))
+        )
+    from parity.preset_ports import preset_port
+    from parity.prove import check_port
+
+    images, labels = checks.test_rows(dataset, options.images, "float32")
+    report = check_port(preset_port(preset), images, labels, dtypes=options.dtypes)
+    return [dataclasses.replace(row, check=f"port {row.check}") for row in report.rows]
 
 
 def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
