@@ -12,11 +12,12 @@ from flax import nnx
 
 
 class CNN(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs, channels: tuple[int, int] = (8, 16), hidden: int = 64):
-        self.conv1 = nnx.Conv(1, channels[0], (5, 5), padding=((2, 2), (2, 2)), rngs=rngs)
-        self.conv2 = nnx.Conv(channels[0], channels[1], (5, 5), padding="VALID", rngs=rngs)
-        self.fc1 = nnx.Linear(5 * 5 * channels[1], hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, 10, rngs=rngs)
+    def __init__(self, rngs: nnx.Rngs, channels: tuple[int, int] = (8, 16), hidden: int = 64, dtype: str | None = None):
+        # dtype None: compute in the dtype of the weights and inputs (float64 runs in float64)
+        self.conv1 = nnx.Conv(1, channels[0], (5, 5), padding=((2, 2), (2, 2)), dtype=dtype, rngs=rngs)
+        self.conv2 = nnx.Conv(channels[0], channels[1], (5, 5), padding="VALID", dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(5 * 5 * channels[1], hidden, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, 10, dtype=dtype, rngs=rngs)
 
     def __call__(self, images: jax.Array) -> jax.Array:
         x = nnx.max_pool(nnx.relu(self.conv1(images)), (2, 2), strides=(2, 2))

@@ -7,6 +7,8 @@ so its weight's input features are reordered from (channel, row, column) to (row
 
 from __future__ import annotations
 
+import sys
+
 from flax import nnx
 
 from examples.cnn import flax_model, torch_model
@@ -45,3 +47,9 @@ def make_port(weights=WEIGHTS, flax_options=None) -> Port:
         submodules=SUBMODULES,
         inputs=[permute(0, 2, 3, 1)],  # NCHW -> NHWC
     )
+
+
+if __name__ == "__main__":
+    from examples.mnist import prove_main
+
+    sys.exit(prove_main(make_port(), channel_axis=True))

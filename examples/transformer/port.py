@@ -8,6 +8,8 @@ Flax's `scale`.
 
 from __future__ import annotations
 
+import sys
+
 from flax import nnx
 
 from examples.transformer import flax_model, torch_model
@@ -77,3 +79,9 @@ def make_port(weight_rows=None, flax_options=None) -> Port:
         weights=weight_rows or weights(),
         submodules=SUBMODULES,
     )
+
+
+if __name__ == "__main__":
+    from examples.mnist import prove_main
+
+    sys.exit(prove_main(make_port(), channel_axis=False))

@@ -1,0 +1,31 @@
+"""Real MNIST test images for the example ports, in the layout each PyTorch model reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from common.cli import OneLineParser
+from common.data import images_to_row_sequences, load_dataset
+from parity.port import Port
+from parity.prove import check_port
+
+
+def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` test images in [0, 1]: `[count, 1, 28, 28]` (a CNN's NCHW) or `[count, 28, 28]` (rows)."""
+    dataset = load_dataset("mnist", splits=("test",))
+    images = images_to_row_sequences(dataset.test_images[:count], "float32")
+    return (images[:, None] if channel_axis else images), dataset.test_labels[:count]
+
+
+def prove_main(port: Port, channel_axis: bool, argv: Sequence[str] | None = None) -> int:
+    """`python -m examples.<name>.port [--images N]`: every check on N test images; exit 1 on a failure."""
+    parser = OneLineParser(prog=f"python -m examples.{port.name}.port", description=f"prove the {port.name} port")
+    parser.add_argument("--images", type=int, default=64, help="real MNIST test images to check on")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be positive, got {args.images}")
+    report = check_port(port, *mnist_test_inputs(args.images, channel_axis))
+    print(report.table())
+    return 0 if report.passed else 1
