@@ -32,6 +32,7 @@ from bench.levers import LEVERS
 from common.allocator import tune_glibc_malloc
 from common.cli import OneLineParser
 from common.errors import SeqMnistError
+from common.outputs import entry_point
 from common.presets import PRESETS, get_preset
 
 TUTORIAL_RUNNERS = {"tutorial loop": "default", "tutorial loop, malloc tuned": "tuned"}  # runner -> malloc
@@ -151,4 +152,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point(main))

@@ -73,13 +73,13 @@ def test_output_piped_into_a_command_that_closes_early_ends_quietly():
 
 
 def test_every_command_runs_through_the_quiet_entry_point():
-    packages = ("common", "torch_impl", "jax_impl", "parity", "bench")
+    packages = ("common", "torch_impl", "jax_impl", "parity", "bench", "examples")
     commands = [
         path
         for package in packages
-        for path in (ROOT / package).glob("*.py")
+        for path in (ROOT / package).rglob("*.py")
         if 'if __name__ == "__main__":' in path.read_text()
     ]
-    assert len(commands) == 10
+    assert len(commands) == 13
     for path in commands:
         assert "sys.exit(entry_point(main))" in path.read_text(), path

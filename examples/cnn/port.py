@@ -8,9 +8,11 @@ so its weight's input features are reordered from (channel, row, column) to (row
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from flax import nnx
 
+from common.outputs import entry_point
 from examples.cnn import flax_model, torch_model
 from parity.port import Port
 from parity.transforms import permute, reshape, transpose
@@ -49,7 +51,12 @@ def make_port(weights=WEIGHTS, flax_options=None) -> Port:
     )
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m examples.cnn.port [--images N]`: every check on real MNIST test images."""
     from examples.mnist import prove_main
 
-    sys.exit(prove_main(make_port(), channel_axis=True))
+    return prove_main(make_port(), channel_axis=True, argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(entry_point(main))

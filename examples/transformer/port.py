@@ -9,9 +9,11 @@ Flax's `scale`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from flax import nnx
 
+from common.outputs import entry_point
 from examples.transformer import flax_model, torch_model
 from parity.port import Port
 from parity.transforms import reshape, split, transpose
@@ -81,7 +83,12 @@ def make_port(weight_rows=None, flax_options=None) -> Port:
     )
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m examples.transformer.port [--images N]`: every check on real MNIST test images."""
     from examples.mnist import prove_main
 
-    sys.exit(prove_main(make_port(), channel_axis=False))
+    return prove_main(make_port(), channel_axis=False, argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(entry_point(main))
