@@ -302,8 +302,9 @@ def torch_training(
     optimizer: Optimizer,
     inputs: np.ndarray,
     labels: np.ndarray,
-    batches: list[np.ndarray],
+    batches: Batches,
 ) -> Run:
+    """torch's optimizer, one step per batch: each step's loss and the weights after it (in the Flax layout)."""
     import torch
 
     model = pair.torch_model
@@ -325,8 +326,9 @@ def flax_training(
     optimizer: Optimizer,
     inputs: np.ndarray,
     labels: np.ndarray,
-    batches: list[np.ndarray],
+    batches: Batches,
 ) -> Run:
+    """optax's optimizer, one jitted step per batch: each step's loss and the weights after it."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -377,12 +379,16 @@ def check_port(
     unknown = [name for name in checks_to_run if name not in PORT_CHECKS]
     if unknown:
         raise PortError(f"checks: unknown {', '.join(unknown)}; expected some of {', '.join(PORT_CHECKS)}")
+    if not dtypes or any(dtype not in ("float32", "float64") for dtype in dtypes):
+        raise PortError(f"dtypes: expected float32 and/or float64, got {', '.join(dtypes) or 'none'}")
+    if steps < 1 or batch_size < 1:
+        raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     if "float64" in dtypes or "training" in checks_to_run:
         enable_float64()
     base = port_weights(port, seed)
     labels = np.asarray(labels).astype(np.int64)
     rows: list[Row] = []
-    divergences: list[str] = []
+    divergences: dict[str, str] = {}  # dtype -> its first divergent submodule
     runs: dict[str, tuple[Run, Run]] = {}
     batches = batches_of(len(inputs), batch_size, steps)
     for dtype in dtypes:
@@ -398,7 +404,7 @@ def check_port(
             rows += sub_rows
             diverging = next((r for r in sub_rows if r.passed is False), None)
             if diverging is not None:
-                divergences.append(f"{dtype} submodules: {diverging.case}: {diverging.detail}")
+                divergences[dtype] = f"{dtype} submodules: {diverging.case}: {diverging.detail}"
         if "gradients" in checks_to_run:
             rows.append(gradient_row(port, pair, x, labels, dtype, row))
         if "training" in checks_to_run:
@@ -417,7 +423,7 @@ def check_port(
         for dtype in dtypes:
             rows.append(training_row(runs, dtype, optimizer, _row(port, dtype)))
     first_failure = next((r for r in rows if r.passed is False), None)
-    first = divergences[-1] if divergences else None  # float64's, when it diverges there: the math
+    first = divergences.get("float64", divergences.get("float32"))  # float64's first: a difference in the math
     if first is None and first_failure is not None:
         first = f"{first_failure.dtype} {first_failure.check}: {first_failure.case}: {first_failure.detail}"
     return Report(port.name, rows, first)

@@ -156,3 +156,14 @@ def test_an_unknown_check_is_one_line():
     images, labels = mnist_test_inputs(4, channel_axis=True)
     with pytest.raises(PortError, match="unknown logitz"):
         check_port(cnn.make_port(), images, labels, checks_to_run=("logitz",))
+
+
+def test_importing_the_api_loads_neither_framework():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = "import sys, parity; print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -184,7 +184,7 @@ def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
         "python -m parity.accuracy",
         "--seeds",
     )
-    assert_one_line_error(run_cli("parity", "--checks", "7"), 2, "--checks: unknown check 7", "1 logits")
+    assert_one_line_error(run_cli("parity", "--checks", "8"), 2, "--checks: unknown check 8", "1 logits")
 
 
 def test_the_gpu_report_runs_every_part_in_its_dry_run(tmp_path):
