@@ -40,6 +40,7 @@ def float64_divergence(report) -> str:
     return report.first_divergence.removeprefix("float64 submodules: ").split(" (flax")[0]
 
 
+@pytest.mark.trains  # the training check runs Adam: left out of the inner loop
 def test_the_cnn_port_passes_every_check_in_float32_and_float64(images):
     report = check_port(cnn.make_port(), *images)
     assert report.passed, report.table()
@@ -50,6 +51,7 @@ def test_the_cnn_port_passes_every_check_in_float32_and_float64(images):
     }
 
 
+@pytest.mark.trains
 def test_the_transformer_port_passes_every_check_in_float32_and_float64(rows):
     report = check_port(transformer.make_port(), *rows)
     assert report.passed, report.table()
@@ -100,6 +102,7 @@ def test_flax_attention_float32_softmax_passes_in_float32_and_is_caught_in_float
     assert float64_divergence(report) == "encoder.layers.0.self_attn"
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("example", ["cnn", "transformer"])
 def test_each_example_proves_itself_from_the_command_line(example):
     result = run_cli(f"examples.{example}.port", "--images", "8")

@@ -24,6 +24,7 @@ def test_the_preset_ports_table_loads_what_the_trainers_conversion_loads(preset)
     assert all(np.array_equal(through_port[path], through_trainer[path]) for path in through_port)
 
 
+@pytest.mark.trains  # the port's training check runs Adam: left out of the inner loop
 @pytest.mark.parametrize("preset", ["bilstm2x128", "rnn"])
 def test_the_suites_port_check_passes_every_row_on_the_cpu(preset, mnist):
     rows = run_preset(preset, mnist, "cpu", dataclasses.replace(SuiteOptions(), checks=("port",), images=16))
