@@ -1,10 +1,11 @@
 """The speed levers `python -m bench --levers` times beside the trainers' defaults.
 
 Each lever is a trainer built with one option changed (`torch_impl.train.TrainOptions`,
-`jax_impl.train.TrainOptions`), timed round-robin with the others in one process, so that machine noise
-hits all alike. The trainers keep the levers that paid (fused Adam); docs/performance.md gives every
-lever's measured figure, the ones that did not pay included. A lever may change the summation order of a
-computation, never its math (a test holds every recurrence schedule to the default's hidden states).
+`jax_impl.train.TrainOptions`), timed round-robin with the others, so that machine noise hits all alike:
+in the benchmark's process, or, for settings JAX reads once per process (`process`), in a fresh one.
+The trainers keep the levers that paid (fused Adam); docs/performance.md gives every lever's measured
+figure, the ones that did not pay included. A lever may change the summation order of a computation,
+never its math (a test holds every recurrence schedule to the default's hidden states).
 The names are display text only: the options are what the benchmark uses.
 """
 
