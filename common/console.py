@@ -36,8 +36,15 @@ def step_bar(total_steps: int, label: str) -> tqdm[NoReturn] | None:
     return tqdm(total=total_steps, desc=label, unit="step", dynamic_ncols=True)
 
 
-def print_table(header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
-    """Columns padded to their widest cell, two spaces apart."""
+def format_table(header: Sequence[str], lines: Sequence[Sequence[object]]) -> str:
+    """Columns padded to their widest cell, two spaces apart, one line per row."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
-    for line in [header, *lines]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *lines]
+    )
+
+
+def print_table(header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
+    """`format_table`, printed."""
+    print(format_table(header, lines))

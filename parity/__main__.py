@@ -18,7 +18,7 @@ from common.data import load_dataset
 from common.errors import ConfigError
 from common.outputs import check_output_dir, check_output_file, entry_point
 from common.presets import PRESETS
-from parity.checks import CHECKS, SUITE_CHECKS, Row
+from parity.checks import CHECKS, SUITE_CHECKS, Row, format_figures
 from parity.suite import (
     Curves,
     SuiteOptions,
@@ -32,20 +32,6 @@ from parity.suite import (
 )
 
 PROG = "python -m parity"
-FIGURE_LABELS = {
-    "max_abs_diff": "max abs",
-    "scaled_diff": "scaled",
-    "worst_relative_diff": "worst relative",
-    "max_loss_gap": "loss gap",
-    "max_weight_gap": "weight gap",
-    "max_framework_gap": "torch-jax gap",
-    "max_rounding_gap": "f32-f64 gap",
-    "framework_parts_at": "torch-jax parts at",
-    "rounding_parts_at": "f32-f64 parts at",
-    "accuracy_torch": "accuracy torch",
-    "accuracy_jax": "accuracy jax",
-    "share_differing": "differing",
-}
 
 
 def parse_checks(text: str) -> tuple[str, ...]:
@@ -125,15 +111,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ConfigError as error:
         parser.error(str(error))
     return args
-
-
-def format_figures(row: Row) -> str:
-    """`max abs 2.40e-06, scaled 3.40e-07`: the row's named figures."""
-
-    def value(figure: float | int | None) -> str:
-        return "-" if figure is None else str(figure) if isinstance(figure, int) else f"{figure:.2e}"
-
-    return ", ".join(f"{FIGURE_LABELS[name]} {value(figure)}" for name, figure in row.figures.items())
 
 
 def report(rows: list[Row]) -> None:

@@ -51,6 +51,22 @@ FIGURES = {
 }
 
 
+FIGURE_LABELS = {
+    "max_abs_diff": "max abs",
+    "scaled_diff": "scaled",
+    "worst_relative_diff": "worst relative",
+    "max_loss_gap": "loss gap",
+    "max_weight_gap": "weight gap",
+    "max_framework_gap": "torch-jax gap",
+    "max_rounding_gap": "f32-f64 gap",
+    "framework_parts_at": "torch-jax parts at",
+    "rounding_parts_at": "f32-f64 parts at",
+    "accuracy_torch": "accuracy torch",
+    "accuracy_jax": "accuracy jax",
+    "share_differing": "differing",
+}
+
+
 @dataclasses.dataclass
 class Row:
     """One line of the report: one comparison of one check, on one preset, device and dtype."""
@@ -68,6 +84,15 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def format_figures(row: Row) -> str:
+    """`max abs 2.40e-06, scaled 3.40e-07`: the row's named figures."""
+
+    def value(figure: float | int | None) -> str:
+        return "-" if figure is None else str(figure) if isinstance(figure, int) else f"{figure:.2e}"
+
+    return ", ".join(f"{FIGURE_LABELS[name]} {value(figure)}" for name, figure in row.figures.items())
 
 
 def logit_tolerance(dtype: str, scale: float) -> tuple[float, str]:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from common.console import format_table
 from parity import checks, transforms
 from parity import port as declared
 from parity.checks import Row
@@ -78,29 +79,28 @@ class Report:
         return [row for row in self.rows if row.passed is False]
 
     def table(self) -> str:
-        """One aligned line per row: check, case, dtype, figures, tolerance, verdict, detail."""
-        lines = [("check", "case", "dtype", "figures", "tolerance", "result", "detail")]
-        for row in self.rows:
-            figures = ", ".join(f"{name} {_figure(value)}" for name, value in row.figures.items())
-            verdict = {True: "pass", False: "FAIL", None: "-"}[row.passed]
-            lines.append((row.check, row.case, row.dtype, figures, row.tolerance, verdict, row.detail))
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
-        text = [
-            "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
-            for line in lines
+        """A headline (verdict, first divergence), then one aligned line per row."""
+        header = ("check", "case", "dtype", "figures", "tolerance", "result", "detail")
+        lines = [
+            (
+                row.check,
+                row.case,
+                row.dtype,
+                checks.format_figures(row),
+                row.tolerance,
+                {True: "pass", False: "FAIL", None: "-"}[row.passed],
+                row.detail,
+            )
+            for row in self.rows
         ]
         verdict = "passed" if self.passed else f"FAILED ({len(self.failures())} of {len(self.rows)} rows)"
         head = f"port {self.port}: {verdict}"
         if self.first_divergence:
             head += f"; first divergence: {self.first_divergence}"
-        return "\n".join([head, *(line.rstrip() for line in text)])
+        return head + "\n" + format_table(header, lines)
 
     def __str__(self) -> str:
         return self.table()
-
-
-def _figure(value: float | int | None) -> str:
-    return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.2e}"
 
 
 def noisy_weights(weights: Weights, seed: int, share: float = 0.1) -> Weights:
