@@ -94,7 +94,7 @@ class RunnerProcess:
         self.child.wait(timeout=60)
 
 
-def resident_mb() -> float:
+def rss_mb() -> float:
     """Resident memory of this process now (MiB)."""
     with open("/proc/self/statm") as stream:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -125,11 +125,11 @@ def set_up(
 def serve(name: str, preset: str, steps: int, data: Path) -> None:
     """Set up, warm up, say so; then one timed chunk of `steps` per line of input."""
     malloc = "default" if TUTORIAL_RUNNERS.get(name) == "default" else tune_glibc_malloc()
-    before, began = resident_mb(), time.perf_counter()
+    before, began = rss_mb(), time.perf_counter()
     run, steps_taken, compile_seconds = set_up(name, preset, steps, data)
     run()
     ready = {"ready": True, "malloc": malloc, "warmup_s": time.perf_counter() - began, "compile_s": compile_seconds()}
-    print(json.dumps({**ready, "memory_mb": resident_mb() - before}), flush=True)
+    print(json.dumps({**ready, "memory_mb": rss_mb() - before}), flush=True)
     for _ in sys.stdin:
         print(json.dumps({"seconds": run(), "steps_taken": steps_taken()}), flush=True)
 

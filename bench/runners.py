@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import statistics
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
-from bench.process import TUTORIAL_RUNNERS, RunnerProcess, in_own_process, write_arrays
+from bench.process import TUTORIAL_RUNNERS, RunnerProcess, in_own_process, rss_mb, write_arrays
 from common.commands import peak_rss_mb
 from common.console import progress
 from common.errors import ConfigError
@@ -54,12 +53,6 @@ def eval_images_per_s(trainer, count: int = 10000) -> float:
     began = time.perf_counter()
     trainer.test_logits(count)
     return count / (time.perf_counter() - began)
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now (MiB)."""
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @dataclasses.dataclass

@@ -236,12 +236,11 @@ def to_torch(entries: Sequence[Entry], weights: Weights, torch_shapes: dict[str,
 # ---- loading weights into the models --------------------------------------------------------------------
 
 
-def load_torch(model: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    """`model` holding exactly `weights` (strict: every name, every shape), in their dtype."""
+def load_torch(model: torch.nn.Module, weights: Weights, dtype: str) -> torch.nn.Module:
+    """`model` in `dtype` ("float32" or "float64") holding exactly `weights` (strict: every name, every shape)."""
     import torch
 
-    dtype = next(iter(weights.values())).dtype
-    model = model.to(torch.float64 if dtype == np.float64 else torch.float32)
+    model = model.to(torch.float64 if dtype == "float64" else torch.float32)
     model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()}, strict=True)
     return model
 
@@ -280,7 +279,7 @@ def build_pair(port: Port, weights: Weights) -> Pair:
     flax_shapes = shapes(flax_weights(flax_model))
     entries = port.entries
     check_declaration(entries, torch_shapes, flax_shapes)
-    torch_model = load_torch(torch_model, weights).eval()
+    torch_model = load_torch(torch_model, weights, dtype).eval()
     flax_model = load_flax(flax_model, to_flax(entries, weights, flax_shapes))
     flax_model.eval()
     return Pair(torch_model, flax_model, entries, torch_shapes, flax_shapes)

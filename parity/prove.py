@@ -32,6 +32,7 @@ from parity import checks, transforms
 from parity import port as declared
 from parity.checks import Row
 from parity.port import Port, PortError, Weights
+from parity.sides import Trajectory
 
 PORT_CHECKS = ("weights", "outputs", "submodules", "gradients", "training")
 Batches = list[np.ndarray]
@@ -288,14 +289,6 @@ def batches_of(count: int, batch_size: int, steps: int) -> list[np.ndarray]:
     return [np.arange(step * batch_size, (step + 1) * batch_size) % count for step in range(steps)]
 
 
-@dataclasses.dataclass
-class Run:
-    """Losses (before each step) and the weights after each step, in the Flax layout."""
-
-    losses: np.ndarray
-    weights: list[Weights]
-
-
 def torch_training(
     port: Port,
     pair: declared.Pair,
@@ -303,7 +296,7 @@ def torch_training(
     inputs: np.ndarray,
     labels: np.ndarray,
     batches: Batches,
-) -> Run:
+) -> Trajectory:
     """torch's optimizer, one step per batch: each step's loss and the weights after it (in the Flax layout)."""
     import torch
 
@@ -317,7 +310,7 @@ def torch_training(
         opt.step()
         losses.append(loss.item())
         after.append(declared.to_flax(pair.entries, declared.torch_weights(model), pair.flax_shapes))
-    return Run(np.array(losses), after)
+    return Trajectory(np.array(losses), after)
 
 
 def flax_training(
@@ -327,7 +320,7 @@ def flax_training(
     inputs: np.ndarray,
     labels: np.ndarray,
     batches: Batches,
-) -> Run:
+) -> Trajectory:
     """optax's optimizer, one jitted step per batch: each step's loss and the weights after it."""
     import jax
     import jax.numpy as jnp
@@ -351,13 +344,7 @@ def flax_training(
         params, state, loss = step(params, state, rows[batch], jnp.asarray(labels[batch]))
         losses.append(float(loss))
         after.append({declared.path_name(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(params)})
-    return Run(np.array(losses), after)
-
-
-def run_gaps(a: Run, b: Run) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: |loss a - loss b| and the largest weight gap."""
-    weights = [max(checks.max_gap(x[name], y[name]) for name in x) for x, y in zip(a.weights, b.weights, strict=True)]
-    return np.abs(a.losses - b.losses), np.array(weights)
+    return Trajectory(np.array(losses), after)
 
 
 # ---- the checks -----------------------------------------------------------------------------------------------
@@ -389,7 +376,7 @@ def check_port(
     labels = np.asarray(labels).astype(np.int64)
     rows: list[Row] = []
     divergences: dict[str, str] = {}  # dtype -> its first divergent submodule
-    runs: dict[str, tuple[Run, Run]] = {}
+    runs: dict[str, tuple[Trajectory, Trajectory]] = {}
     batches = batches_of(len(inputs), batch_size, steps)
     for dtype in dtypes:
         weights, x = as_dtype(base, dtype), inputs.astype(dtype)
@@ -574,10 +561,10 @@ def gradient_row(port: Port, pair: declared.Pair, inputs: np.ndarray, labels: np
     )
 
 
-def training_row(runs: dict[str, tuple[Run, Run]], dtype: str, optimizer: Optimizer, row: Row) -> Row:
+def training_row(runs: dict[str, tuple[Trajectory, Trajectory]], dtype: str, optimizer: Optimizer, row: Row) -> Row:
     torch_run, flax_run = runs[dtype]
-    loss_gaps, weight_gaps = run_gaps(torch_run, flax_run)
-    rounding = run_gaps(runs["float32"][0], runs["float64"][0]) if dtype == "float32" else None
+    loss_gaps, weight_gaps = checks.trajectory_gap(torch_run, flax_run)
+    rounding = checks.trajectory_gap(runs["float32"][0], runs["float64"][0]) if dtype == "float32" else None
     loss_tol, weight_tol, text = checks.trajectory_tolerances(dtype, len(loss_gaps), rounding)
     passed, detail = checks.trajectory_verdict(loss_gaps, weight_gaps, loss_tol, weight_tol, optimizer.learning_rate)
     return dataclasses.replace(
