@@ -23,6 +23,7 @@ class Lever:
     devices: tuple[str, ...] = ("cpu", "gpu")  # where it can run; elsewhere `--levers all` leaves it out
     process: dict[str, Any] = dataclasses.field(default_factory=dict)  # JAX settings read once per process:
     # set in a fresh process of the lever's own (bench/process.py) before JAX starts
+    xla_flags: tuple[str, ...] = ()  # added to XLA_FLAGS in a fresh process of the lever's own
 
 
 XNN_TYPES = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"  # the fusion kinds
@@ -54,6 +55,16 @@ LEVERS = {
         "a bidirectional layer's two directions stepped in one lax.scan (two dots per step); other layers as default",
         {"recurrence": "fused-directions"},
     ),
+    "jax: autodiff backward": Lever(
+        "jax",
+        "jax.grad through the time scan (the reverse loop also accumulates the weight gradients every step)",
+        {"backward": "autodiff"},
+    ),
+    "jax: manual backward": Lever(
+        "jax",
+        "hand-written backward (jax.custom_vjp): the reverse loop carries only dh/dc, weight gradients afterwards",
+        {"backward": "manual"},
+    ),
     "jax: unroll 28": Lever("jax", "nnx.RNN(unroll=28): the 28-step time loop fully unrolled", {"unroll": 28}),
     "jax: XNN fusion": Lever(
         "jax",
@@ -81,6 +92,14 @@ LEVERS = {
         {},
         devices=("cpu",),
         process={"jax_cpu_enable_async_dispatch": False},
+    ),
+    "jax: small while loops hoisted": Lever(
+        "jax",
+        "XLA:CPU runs while loops of under 1 MB of buffers as one compiled function "
+        "(--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1048576; own process)",
+        {},
+        devices=("cpu",),
+        xla_flags=("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1048576",),
     ),
     "jax: 2 CPU devices": Lever(
         "jax",

@@ -41,7 +41,15 @@ ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 def in_own_process(name: str) -> bool:
     """Whether the runner `name` is timed in a fresh process (the tutorial loop; levers with process settings)."""
-    return name in TUTORIAL_RUNNERS or (name in LEVERS and bool(LEVERS[name].process))
+    return name in TUTORIAL_RUNNERS or (name in LEVERS and bool(LEVERS[name].process or LEVERS[name].xla_flags))
+
+
+def child_environment(name: str) -> dict[str, str]:
+    """The environment of a runner's process: a lever's XLA flags added to XLA_FLAGS (read when JAX starts)."""
+    flags = LEVERS[name].xla_flags if name in LEVERS else ()
+    if not flags:
+        return dict(os.environ)
+    return {**os.environ, "XLA_FLAGS": " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()}
 
 
 def write_arrays(dataset: Any, folder: Path) -> Path:
@@ -63,7 +71,11 @@ class RunnerProcess:
         self.command = ["-m", "bench.process", "--runner", name, "--preset", preset, "--steps", str(steps)]
         self.command += ["--data", str(data)]
         self.child = subprocess.Popen(
-            [sys.executable, *self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, *self.command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_environment(name),
         )
         self.taken = 0
         self.ready = self._reply()
@@ -136,7 +148,7 @@ def serve(name: str, preset: str, steps: int, data: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m bench.process", description=__doc__.splitlines()[0])
-    runners = [*TUTORIAL_RUNNERS, *(name for name in LEVERS if LEVERS[name].process)]
+    runners = [*TUTORIAL_RUNNERS, *(name for name in LEVERS if in_own_process(name))]
     parser.add_argument("--runner", choices=runners, required=True, help="what to time")
     parser.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the recipe")
     parser.add_argument("--steps", type=int, required=True, help="training steps per timed chunk")

@@ -72,7 +72,8 @@ def to_canonical(model: SequenceClassifier) -> Weights:
 def from_canonical(weights: Weights, config: Config, **model_options) -> SequenceClassifier:
     """A Flax model holding `weights` (checked name by name against the config first).
 
-    `model_options` (`recurrence`, `unroll`) go to `build_model`: how the time loop is scheduled.
+    `model_options` (`recurrence`, `unroll`, `backward`) go to `build_model`: how the time loop and its
+    gradient are scheduled.
     """
     check_weights(weights, config, "canonical weights")
     model = nnx.eval_shape(lambda: build_model(config, **model_options))  # structure only: values set below

@@ -21,12 +21,14 @@ from flax import nnx
 from common.config import Config
 from common.errors import ConfigError
 from common.weights import layer_input_size
+from jax_impl import backward as manual
 from jax_impl import recurrence as schedules
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 _LECUN_NORMAL = nnx.initializers.lecun_normal()  # Flax's default kernel initialisers (nnx.GRUCell's)
 _ORTHOGONAL = nnx.initializers.orthogonal()
 RECURRENCES = ("flax", "hoisted", "fused-directions", "cudnn")  # see jax_impl/recurrence.py
+BACKWARDS = ("autodiff", "manual")  # manual: each direction's backward pass by hand (jax_impl/backward.py)
 
 
 class TorchGRUCell(nnx.RNNCellBase):
@@ -132,17 +134,26 @@ class SequenceClassifier(nnx.Module):
     """Rows of an image in, class logits out: `<float>[batch, 28, 28]` -> `<float>[batch, classes]`.
 
     `layers[k]` is an `nnx.RNN` (or an `nnx.Bidirectional` of two) over time; `out` is the head.
-    `recurrence` and `unroll` choose how the time loop is scheduled (never what it computes).
+    `recurrence` and `unroll` choose how the time loop is scheduled, `backward` how its gradient is
+    computed (autodiff through the scan, or `jax_impl.backward`'s hand-written pass); never what it computes.
     """
 
-    def __init__(self, config: Config, rngs: nnx.Rngs, recurrence: str = "flax", unroll: int = 1):
+    def __init__(
+        self, config: Config, rngs: nnx.Rngs, recurrence: str = "flax", unroll: int = 1, backward: str = "autodiff"
+    ):
         if recurrence not in RECURRENCES:
             raise ConfigError(f"recurrence must be one of {', '.join(RECURRENCES)}, got {recurrence!r}")
+        if backward not in BACKWARDS:
+            raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
+        if backward == "manual" and recurrence != "flax":
+            raise ConfigError(
+                f"backward 'manual' schedules its own time loop; recurrence {recurrence!r} cannot join it"
+            )
         if recurrence != "flax" and config.cell == "gru":
             raise ConfigError(f"recurrence {recurrence!r} covers the lstm and rnn cells, not gru")
         if recurrence == "cudnn" and config.cell != "lstm":
             raise ConfigError(f"recurrence 'cudnn' covers the lstm cell only, not {config.cell}")
-        self.config, self.recurrence = config, recurrence
+        self.config, self.recurrence, self.unroll, self.backward = config, recurrence, unroll, backward
         layers: list[nnx.RNN | nnx.Bidirectional] = []
         for layer in range(config.num_layers):
             in_features = layer_input_size(config, layer)
@@ -163,6 +174,8 @@ class SequenceClassifier(nnx.Module):
 
     def layer_outputs(self, rows: jax.Array) -> list[jax.Array]:
         """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step)."""
+        if self.backward == "manual":
+            return manual.manual_layer_outputs(self, rows)
         if self.recurrence != "flax":
             return schedules.SCHEDULES[self.recurrence](self, rows, zero_carry)
         outputs, sequence = [], rows
@@ -190,11 +203,13 @@ def enable_dtype(dtype: str) -> None:
 
 
 def build_model(
-    config: Config, native_seed: int = 0, *, recurrence: str = "flax", unroll: int = 1
+    config: Config, native_seed: int = 0, *, recurrence: str = "flax", unroll: int = 1, backward: str = "autodiff"
 ) -> SequenceClassifier:
     """The model with Flax's own initialisers drawn from seed `native_seed` (convert.py replaces them)."""
     enable_dtype(config.dtype)
-    return SequenceClassifier(config, rngs=nnx.Rngs(native_seed), recurrence=recurrence, unroll=unroll)
+    return SequenceClassifier(
+        config, rngs=nnx.Rngs(native_seed), recurrence=recurrence, unroll=unroll, backward=backward
+    )
 
 
 def logits_in_batches(model: SequenceClassifier, rows: jax.Array, batch_size: int = 2000) -> jax.Array:

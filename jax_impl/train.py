@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,15 @@ class TrainOptions:
     unroll: int = 1  # time steps per iteration of the time scan
     cpu_devices: int = 1  # >1: each batch split over this many CPU devices (jax_num_cpu_devices set first)
     compiler_options: tuple[tuple[str, str], ...] = ()  # XLA options for compiling the train chunk (XNN/YNN fusion)
+    backward: str = "auto"  # the recurrence's gradient: autodiff, manual (jax_impl/backward.py), auto: resolve_backward
+
+
+def resolve_backward(backward: str, device: jax.Device, recurrence: str = "flax") -> str:
+    """`auto` -> the measured faster gradient: the hand-written one on a CPU, autodiff on a GPU (where the
+    choice waits for its measurement; docs/performance.md) or beside another `recurrence` schedule."""
+    if backward != "auto":
+        return backward
+    return "manual" if device.platform == "cpu" and recurrence == "flax" else "autodiff"
 
 
 def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> jax.Array:
@@ -134,11 +144,15 @@ class JaxTrainer:
         self.jax_device = resolve_device(device)
         self.device = describe_device(self.jax_device)
         self.config, self.options = config, options
-        recurrence, unroll = options.recurrence, options.unroll
+        model_options: dict[str, Any] = {
+            "recurrence": options.recurrence,
+            "unroll": options.unroll,
+            "backward": resolve_backward(options.backward, self.jax_device, options.recurrence),
+        }
         model = (
-            build_model(config, native_seed=config.seed, recurrence=recurrence, unroll=unroll)
+            build_model(config, native_seed=config.seed, **model_options)
             if weights is None
-            else from_canonical(weights, config, recurrence=recurrence, unroll=unroll)
+            else from_canonical(weights, config, **model_options)
         )
         self.graphdef, params = nnx.split(model)
         self.optimizer = make_optimizer(config)

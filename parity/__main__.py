@@ -72,6 +72,13 @@ def build_parser() -> OneLineParser:
         help="on a GPU, also run the float32 checks with TF32 on (the frameworks' default) and show "
         "those rows beside the full-precision ones, not judged",
     )
+    parser.add_argument(
+        "--backward",
+        choices=("auto", "autodiff", "manual"),
+        default="auto",
+        help="the Flax side's gradient through the recurrence: autodiff (jax.grad through the time scan), "
+        "manual (jax_impl/backward.py), auto: as the JAX trainer chooses (manual on a CPU, autodiff on a GPU)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: the recipe-lr loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")
@@ -143,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check6 = "accuracy" in args.check_list
     args.check_list = tuple(c for c in args.check_list if c != "accuracy")
     options = SuiteOptions(
-        checks=args.check_list, images=args.images, small_lr_steps=args.steps, recipe_lr_steps=args.recipe_steps
+        checks=args.check_list,
+        images=args.images,
+        small_lr_steps=args.steps,
+        recipe_lr_steps=args.recipe_steps,
+        backward=args.backward,
     )
     devices = devices_to_run(args.device)
     curves: list[Curves] = []

@@ -127,13 +127,20 @@ class JaxSide:
 
     name = "jax"
 
-    def __init__(self, device: str = "cpu", from_canonical: Callable[[Weights, Config], FlaxModel] | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        from_canonical: Callable[[Weights, Config], FlaxModel] | None = None,
+        backward: str = "auto",
+    ):
         import jax
 
         from jax_impl import convert
+        from jax_impl.train import resolve_backward
 
         self.device = jax.devices("gpu" if device in ("gpu", "cuda") else "cpu")[0]
-        self.from_canonical = from_canonical or convert.from_canonical
+        self.backward = resolve_backward(backward, self.device)  # the trainer's choice for this device by default
+        self.from_canonical = from_canonical or functools.partial(convert.from_canonical, backward=self.backward)
         self.to_canonical: Callable[[FlaxModel], Weights] = convert.to_canonical
         self._chunks: dict[tuple[Any, float], tuple[Any, Any]] = {}  # (graphdef, lr) -> (optimizer, compiled chunk)
 

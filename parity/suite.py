@@ -27,6 +27,7 @@ class SuiteOptions:
     small_lr_steps: int = 100  # trajectory: steps at lr 1e-4, held to a tight per-step tolerance
     recipe_lr_steps: int = 150  # trajectory at the recipe's lr (drift against rounding's), and cross-eval's training
     eval_images: int = 10000  # cross-eval
+    backward: str = "auto"  # the Flax side's recurrence gradient (jax_impl.train.resolve_backward): as the trainer
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ def run_preset(
 ) -> list[Row]:
     """Every requested check for one preset on one device ("cpu" or "gpu"), float32 and float64."""
     torch_side = TorchSide("cuda" if device == "gpu" else "cpu")
-    jax_side = jax_side or JaxSide(device)
+    jax_side = jax_side or JaxSide(device, backward=options.backward)
     oracle = OracleSide()
     rows: list[Row] = []
     base = get_preset(preset)

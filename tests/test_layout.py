@@ -26,8 +26,9 @@ MIRROR_DIFFERENCES = {
             "identity_blocks",  # a Flax kernel initialiser; torch sets identity weight_hh in build_model
             "zero_carry",  # Flax passes initial states explicitly; nn.RNN starts from zeros by itself
             "enable_dtype",  # JAX needs x64 switched on for float64; torch has it always
-            "RECURRENCES",
-        },  # other schedules of the time loop (jax_impl/recurrence.py); torch's is one kernel
+            "RECURRENCES",  # other schedules of the time loop (jax_impl/recurrence.py); torch's is one kernel
+            "BACKWARDS",  # the recurrence's gradient by hand (jax_impl/backward.py); torch's is the kernel's own
+        },
     },
     "convert": {
         # tutorial checkpoints are torch pickles: reading them needs torch (python -m torch_impl.convert)
@@ -54,11 +55,13 @@ MIRROR_DIFFERENCES = {
             "JaxTrainer",
             "make_train_chunk",  # a chunk of train steps in one compiled lax.scan
             "value_and_grad",  # JAX's gradient is a function of the parameters; torch's comes from backward()
-            "placements",
-        },  # one device, or a mesh of CPU devices (data parallel lever)
+            "placements",  # one device, or a mesh of CPU devices (data parallel lever)
+            "resolve_backward",  # which gradient of the recurrence the device gets (jax_impl/backward.py)
+        },
     },
 }
-ONE_SIDED_MODULES = {"jax_impl/recurrence.py"}  # schedules of the time loop; torch's recurrence is one library kernel
+# schedules of the time loop and its hand-written gradient; torch's recurrence is one library kernel
+ONE_SIDED_MODULES = {"jax_impl/recurrence.py", "jax_impl/backward.py"}
 
 
 def public_names(path: Path) -> set[str]:

@@ -1,0 +1,125 @@
+"""The hand-written backward pass (`backward="manual"`, jax_impl/backward.py) computes autodiff's gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from common.errors import ConfigError
+from common.presets import PRESETS, get_preset
+from jax_impl import backward
+from jax_impl.convert import from_canonical, to_canonical
+from jax_impl.model import build_model
+from jax_impl.train import loss_fn, resolve_backward
+from parity.checks import random_weights
+
+RELATIVE = 1e-12  # float64: the two gradients differ only by summation order
+
+# Every preset's shape in every cell type, float64, hidden size cut to 16 so that the set stays quick.
+CONFIGS = {
+    f"{preset}-{cell}": dataclasses.replace(get_preset(preset), cell=cell, hidden_size=16, dtype="float64")
+    for preset in PRESETS
+    for cell in ("lstm", "rnn", "gru")
+}
+
+
+def worst_relative_gap(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[float, str]:
+    """max |a - b| / max |a| over every tensor, and the tensor where it is largest."""
+    assert expected.keys() == got.keys()
+    gaps = {name: float(np.abs(expected[name] - got[name]).max() / np.abs(expected[name]).max()) for name in expected}
+    name = max(gaps, key=lambda key: gaps[key])
+    return gaps[name], name
+
+
+def canonical_gradients(model, objective, rows) -> dict[str, np.ndarray]:
+    """d objective(model, rows) / d every parameter (canonical names) and / d the rows (`"rows"`)."""
+    graphdef, params = nnx.split(model)
+    grads, row_grads = jax.grad(lambda p, x: objective(nnx.merge(graphdef, p), x), argnums=(0, 1))(params, rows)
+    return {**to_canonical(nnx.merge(graphdef, grads)), "rows": np.asarray(row_grads)}
+
+
+def both_models(config):
+    weights = random_weights(config)
+    return from_canonical(weights, config), from_canonical(weights, config, backward="manual")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_manual_gradients_of_the_loss_equal_autodiffs(name, mnist_rows):
+    config = CONFIGS[name]
+    autodiff, manual = both_models(config)
+    rows = jnp.asarray(mnist_rows[:8], jnp.float64)
+    labels = jnp.arange(8) % config.num_classes
+    gap, where = worst_relative_gap(
+        canonical_gradients(autodiff, lambda m, x: loss_fn(m, x, labels), rows),
+        canonical_gradients(manual, lambda m, x: loss_fn(m, x, labels), rows),
+    )
+    assert gap <= RELATIVE, f"{name}: manual gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith(("bilstm2x128", "lstm2-", "rnn-"))])
+def test_manual_gradients_of_a_cotangent_on_every_hidden_state_equal_autodiffs(name, mnist_rows):
+    """Every step of every layer gets a random cotangent: the whole backward path, not only output[:, -1]."""
+    config = CONFIGS[name]
+    autodiff, manual = both_models(config)
+    rows = jnp.asarray(mnist_rows[:8], jnp.float64)
+    width = config.num_directions * config.hidden_size
+    cotangents = jax.random.normal(jax.random.key(1), (config.num_layers, 8, 28, width), jnp.float64)
+
+    def objective(model, x):
+        pairs = zip(model.layer_outputs(x), cotangents, strict=True)
+        return sum(jnp.sum(output * cotangent) for output, cotangent in pairs)
+
+    # every parameter's gradient, and the input rows' (the whole-sequence contraction after the loop)
+    gap, where = worst_relative_gap(
+        canonical_gradients(autodiff, objective, rows), canonical_gradients(manual, objective, rows)
+    )
+    assert gap <= RELATIVE, f"{name}: manual gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
+
+
+@pytest.mark.parametrize("name", ["bilstm-lstm", "lstm2-gru", "rnn-rnn"])
+def test_manual_model_computes_the_default_models_hidden_states(name, mnist_rows):
+    config = CONFIGS[name]
+    autodiff, manual = both_models(config)
+    rows = jnp.asarray(mnist_rows, jnp.float64)
+    for expected, got in zip(autodiff.layer_outputs(rows), manual.layer_outputs(rows), strict=True):
+        assert float(jnp.abs(expected - got).max()) <= RELATIVE
+
+
+def test_a_dropped_gate_derivative_fails_the_gradient_check(monkeypatch, mnist_rows):
+    """The forget gate's derivative dropped from the backward: the check above must see it."""
+    real = backward.lstm_gate_gradients
+
+    def without_forget_gate(d_c, d_h, saved, c_before):
+        d_c, (d_i, d_f, d_g, d_o) = real(d_c, d_h, saved, c_before)
+        return d_c, (d_i, jnp.zeros_like(d_f), d_g, d_o)
+
+    monkeypatch.setattr(backward, "lstm_gate_gradients", without_forget_gate)
+    config = CONFIGS["bilstm-lstm"]
+    autodiff, manual = both_models(config)
+    rows = jnp.asarray(mnist_rows[:8], jnp.float64)
+    labels = jnp.arange(8)
+    gap, where = worst_relative_gap(
+        canonical_gradients(autodiff, lambda m, x: loss_fn(m, x, labels), rows),
+        canonical_gradients(manual, lambda m, x: loss_fn(m, x, labels), rows),
+    )
+    assert gap > 1e-3, f"a dropped forget-gate derivative went unseen (gap {gap:.2e} at {where})"
+    assert where.startswith("rnn.")
+
+
+def test_manual_backward_refuses_another_schedule_and_unknown_names():
+    with pytest.raises(ConfigError, match="backward must be one of autodiff, manual, got 'guess'"):
+        build_model(get_preset("lstm"), backward="guess")
+    with pytest.raises(ConfigError, match="recurrence 'hoisted' cannot join it"):
+        build_model(get_preset("lstm"), recurrence="hoisted", backward="manual")
+
+
+def test_auto_is_manual_on_a_cpu_and_autodiff_beside_another_schedule():
+    cpu = jax.devices("cpu")[0]
+    assert resolve_backward("auto", cpu) == "manual"
+    assert resolve_backward("auto", cpu, recurrence="hoisted") == "autodiff"
+    assert resolve_backward("autodiff", cpu) == "autodiff"
