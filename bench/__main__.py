@@ -27,12 +27,11 @@ from bench.levers import LEVERS
 from bench.runners import bench_preset
 from bench.sweep import SWEEPS, plot_sweep, sweep
 from common.allocator import tune_glibc_malloc
-from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
+from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors, preset_list
 from common.console import print_table
 from common.data import load_dataset
 from common.errors import ConfigError
-from common.outputs import check_output_file, entry_point
-from common.presets import PRESETS
+from common.outputs import claim_output_file, entry_point, write_atomically
 
 PROG = "python -m bench"
 
@@ -62,15 +61,14 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--plot", metavar="FILE", default="bench-sweep.png", help="PNG for --sweep")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
     return parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.preset_list = args.presets.split(",")
-    if any(p not in PRESETS for p in args.preset_list):
-        parser.error(f"--presets: expected some of {', '.join(PRESETS)}, got {args.presets!r}")
+    args.preset_list = preset_list(parser, args.presets)
     if args.steps <= 0 or args.reps <= 0 or args.sweep_images <= 0:
         parser.error("--steps, --reps and --sweep-images must be positive")
     args.sizes = None
@@ -82,9 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if min(args.sizes) <= 0:
             parser.error(f"--sweep-sizes: expected positive integers separated by commas, got {args.sweep_sizes!r}")
     try:
-        check_output_file(args.json, "--json")
+        args.json = args.json and claim_output_file(args.json, "--json", overwrite=args.overwrite)
         if args.sweep:
-            check_output_file(args.plot, "--plot")
+            args.plot = claim_output_file(args.plot, "--plot", overwrite=args.overwrite, plot=True)
     except ConfigError as error:
         parser.error(str(error))
     args.lever_list = []
@@ -192,8 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(sweep_rows)
             plot_sweep(sweep_rows, Path(args.plot))
             print(f"wrote {args.plot}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results + sweep_rows, indent=1) + "\n")
+        if args.json:
+            write_atomically(args.json, (json.dumps(results + sweep_rows, indent=1) + "\n").encode())
+            print(f"wrote {args.json}")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.runners import bench_preset
 from common.console import progress
+from common.outputs import save_figure
 from common.presets import get_preset
 
 SWEEPS = {"batch": (32, 64, 128, 256, 512, 1024), "hidden": (64, 128, 256, 512)}
@@ -64,5 +65,5 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     plt.close(figure)

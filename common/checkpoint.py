@@ -25,7 +25,8 @@ from safetensors.numpy import load, save
 
 from common.config import Config
 from common.errors import SeqMnistError
-from common.weights import Weights, check_same_model, check_weights, load_weights, read_safetensors, write_atomically
+from common.outputs import write_atomically
+from common.weights import Weights, check_same_model, check_weights, load_weights, read_safetensors
 
 CHECKPOINT_DIR = "checkpoints"
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import sys
 import typing
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,28 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(**options)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """`; did you mean --hidden-size?` for a misspelled flag, as the port API suggests names."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        for word in message.split(":", 1)[1].split():
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
+
+
+def preset_list(parser: argparse.ArgumentParser, text: str, flag: str = "--presets") -> list[str]:
+    """`lstm,bilstm` -> the preset names; an unknown one is refused in one line (the same in every command)."""
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in PRESETS:
+            parser.error(f"{flag}: unknown preset {name!r}; expected some of {', '.join(PRESETS)}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

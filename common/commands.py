@@ -19,6 +19,7 @@ from common.cli import RunOptions, build_evaluate_parser, cli_errors, fail, pars
 from common.config import Config
 from common.data import images_to_row_sequences, load_dataset
 from common.loop import Interrupted, TrainingFigures, train
+from common.outputs import write_atomically
 from common.presets import get_preset
 from common.rundir import (
     check_out_dir,
@@ -30,7 +31,7 @@ from common.rundir import (
     truncate_metrics,
 )
 from common.trainer import MakeTrainer, evaluate_trainer
-from common.weights import Weights, initial_weights, load_weights, save_weights, write_atomically
+from common.weights import Weights, initial_weights, load_weights, save_weights
 
 Versions = Callable[[], dict[str, str | int | None]]  # the framework's library versions, for summary.json
 PredictLogits = Callable[[Config, Weights, np.ndarray, str], np.ndarray]

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from common.errors import SeqMnistError
+from common.errors import ConfigError, SeqMnistError
 from common.idx import SPLIT_FILES, check_split, find_idx_file, read_idx
 
 DataSource = Literal["auto", "idx", "bundled", "tfds", "torchvision"]
@@ -67,7 +67,7 @@ def idx_directory(data_dir: Path, dataset: str, splits: Splits = BOTH) -> Path:
     """The folder under `data_dir` that holds the IDX files: itself or torchvision's `<Name>/raw`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise SeqMnistError(f"--data-dir {data_dir}: no such directory")
+        raise ConfigError(f"--data-dir {data_dir}: no such directory")
     candidates = [data_dir, data_dir / TORCHVISION_FOLDERS[dataset] / "raw", data_dir / "raw"]
     wanted = [stem for split in splits for stem in SPLIT_FILES[split]]
     for directory in candidates:  # the folder holding any of them; a missing one is then named
@@ -145,7 +145,7 @@ def load_dataset(
     the training arrays are then empty.
     """
     if source not in DATA_SOURCES:
-        raise SeqMnistError(f"--data-source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
+        raise ConfigError(f"--data-source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
     if dataset not in TORCHVISION_FOLDERS:
         raise SeqMnistError(f"dataset must be one of {', '.join(TORCHVISION_FOLDERS)}, got {dataset!r}")
     directory = None if data_dir is None else Path(data_dir)
@@ -156,5 +156,5 @@ def load_dataset(
     if directory is not None:
         return load_idx_directory(idx_directory(directory, dataset, splits), dataset, f"idx ({directory})", splits)
     if source == "idx":
-        raise SeqMnistError("--data-source idx needs --data-dir DIR holding the four IDX files")
+        raise ConfigError("--data-source idx needs --data-dir DIR holding the four IDX files")
     return load_bundled(dataset, splits)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from common.checkpoint import Checkpoint, checkpoint_paths, latest_readable_checkpoint
 from common.config import Config
-from common.errors import SeqMnistError
-from common.outputs import check_output_dir
-from common.weights import write_atomically
+from common.errors import ConfigError, SeqMnistError
+from common.outputs import claim_output_folder, write_atomically
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "summary.json")
@@ -28,16 +27,16 @@ def default_out_dir(framework: str, preset: str) -> Path:
 def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
     """Refuse a folder that cannot be written, or that already holds a run unless --overwrite (or --resume).
 
-    Nothing is created or removed here: a run that fails before it starts leaves no folder behind.
+    Nothing is left here: a run that fails before it starts leaves no folder behind.
     """
-    check_output_dir(out, "--out")
+    claim_output_folder(out, "--out")
     existing = [name for name in RUN_FILES if (out / name).exists()] + [p.name for p in checkpoint_paths(out)]
     if resume:
         if not (out / "config.json").is_file():
             raise SeqMnistError(f"--out {out}: no run to resume there (no config.json)")
         return
     if existing and not overwrite:
-        raise SeqMnistError(
+        raise ConfigError(
             f"--out {out} already holds a run ({existing[0]}); pass --resume, --overwrite or another folder"
         )
 
@@ -49,9 +48,13 @@ def locked_out_dir(out: Path) -> Iterator[None]:
     A second process started on the same --out is refused in one line rather than interleaving its
     files with the first's. The lock is the kernel's (flock): a killed run releases it.
     """
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
-    with path.open("a") as handle:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError as error:
+        raise SeqMnistError(f"--out {out}: could not write there ({error.strerror or error})") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -22,7 +22,7 @@ from common.commands import PredictLogits
 from common.data import images_to_row_sequences, load_dataset
 from common.errors import SeqMnistError
 from common.loop import MetricsRecord
-from common.outputs import check_output_file
+from common.outputs import claim_output_file, save_figure
 from common.weights import load_weights
 
 
@@ -80,26 +80,17 @@ def runs_figure(
     loss_axis, accuracy_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
     curves = any(sum(r["accuracy"] is not None for r in records) > 1 for _, records in series)
     styles = ["-", "--", ":", "-."] * len(series)
-    for index, ((label, records), style) in enumerate(zip(series, styles, strict=False)):
+    for (label, records), style in zip(series, styles, strict=False):
         steps = [r["step"] for r in records]
         loss_axis.plot(steps, [r["loss"] for r in records], style, label=label)
         evaluated = [(r["step"], accuracy) for r in records if (accuracy := r["accuracy"]) is not None]
         if curves:
             accuracy_axis.plot(*zip(*evaluated, strict=True), style, marker="o", markersize=3, label=label)
             continue
-        # one evaluation per run: the smoothed loss carries the panel, the final accuracy is written on it
-        line = accuracy_axis.plot(steps, smoothed([r["loss"] for r in records]), style, label=label)[0]
-        if evaluated:
-            step, accuracy = evaluated[-1]
-            accuracy_axis.annotate(
-                f"test accuracy {accuracy:.2%}",
-                (steps[-1], smoothed([r["loss"] for r in records])[-1]),
-                textcoords="offset points",
-                xytext=(-10, 14 + 16 * index),  # stacked, so that runs ending level stay readable
-                ha="right",
-                fontsize=9,
-                color=line.get_color(),
-            )
+        # at most one evaluation per run: the smoothed loss carries the panel, and each run's legend entry
+        # says its test accuracy and the step it was measured at, wherever that evaluation was
+        said = f"test accuracy {evaluated[-1][1]:.2%} at step {evaluated[-1][0]}" if evaluated else "not evaluated"
+        accuracy_axis.plot(steps, smoothed([r["loss"] for r in records]), style, label=f"{label}: {said}")
     loss_axis.set(xlabel="step", ylabel="training loss (mean since last log point)", title="Training loss")
     if curves:
         accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
@@ -107,7 +98,7 @@ def runs_figure(
         accuracy_axis.set(
             xlabel="step",
             ylabel=f"training loss, mean of {SMOOTHING} log points",
-            title="Smoothed training loss, and the final test accuracy",
+            title="Smoothed training loss (legend: each run's test accuracy)",
         )
         notes.append("each run was evaluated once, at its end: train with --eval-every-steps N for an accuracy curve")
     for axis in (loss_axis, accuracy_axis):
@@ -130,8 +121,7 @@ def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits
 
     series = [read_run(run) for run in runs]
     figure, notes = runs_figure(series, misclassified(runs[0], digits, predict_logits))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
+    save_figure(figure, out, dpi=100)
     plt.close(figure)
     return notes
 
@@ -139,7 +129,8 @@ def plot_runs(runs: list[Path], out: Path, predict_logits: PredictLogits, digits
 def build_plot_parser(framework: str) -> OneLineParser:
     parser = OneLineParser(prog=f"python -m {framework}_impl.plot", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders written by torch_impl.train or jax_impl.train")
-    parser.add_argument("--out", default="runs.png", help="the PNG to write")
+    parser.add_argument("--out", default="runs.png", help="the picture to write (.png, .pdf, .svg, ...)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument(
         "--digits", type=positive_int, default=24, help=f"misclassified digits to show ({framework} classifies them)"
     )
@@ -151,9 +142,9 @@ def plot_main(argv: Sequence[str] | None, *, framework: str, predict_logits: Pre
     prog = f"python -m {framework}_impl.plot"
     args = build_plot_parser(framework).parse_args(argv)
     with cli_errors(prog):
-        check_output_file(args.out, "--out")
-        notes = plot_runs([Path(run) for run in args.runs], Path(args.out), predict_logits, args.digits)
-    print(f"wrote {args.out}")
+        out = claim_output_file(args.out, "--out", overwrite=args.overwrite, plot=True)
+        notes = plot_runs([Path(run) for run in args.runs], out, predict_logits, args.digits)
     for note in notes:
         print(f"note: {note}")
+    print(f"wrote {out}")
     return 0

@@ -16,8 +16,6 @@ config as JSON in the metadata, so that a weights file alone rebuilds the model.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from safetensors.numpy import load, save
 
 from common.config import Config
 from common.errors import SeqMnistError
+from common.outputs import write_atomically
 
 CONFIG_METADATA_KEY = "config"  # the only metadata key: safetensors orders several keys differently from run to run
 
@@ -114,37 +113,6 @@ def save_weights(path: str | Path, weights: Weights, config: Config) -> None:
     metadata = {CONFIG_METADATA_KEY: config.to_json()}
     payload = save({name: np.ascontiguousarray(weights[name]) for name in canonical_shapes(config)}, metadata)
     write_atomically(Path(path), payload)
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Temporary file in the same directory, fsync, rename: a crash leaves the old file or the new one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise SeqMnistError(f"{path}: could not write it ({error.strerror or error})") from None
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:  # a full disk, a permission lost: the previous file, if any, is untouched
-        Path(temporary).unlink(missing_ok=True)
-        raise SeqMnistError(
-            f"{path}: could not write it ({error.strerror or error}); the previous file is intact"
-        ) from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_safetensors(path: str | Path) -> tuple[Weights, dict[str, str]]:

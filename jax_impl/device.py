@@ -6,7 +6,7 @@ import os
 
 import jax
 
-from common.errors import SeqMnistError
+from common.errors import ConfigError
 
 
 def resolve_device(requested: str) -> jax.Device:
@@ -16,7 +16,7 @@ def resolve_device(requested: str) -> jax.Device:
             return jax.devices("gpu")[0]
         except RuntimeError:
             if requested != "auto":
-                raise SeqMnistError(f"--device {requested}: JAX sees no GPU (is the CUDA plugin installed?)") from None
+                raise ConfigError(f"--device {requested}: JAX sees no GPU (is the CUDA plugin installed?)") from None
     return jax.devices("cpu")[0]
 
 

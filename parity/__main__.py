@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from common.allocator import tune_glibc_malloc
-from common.cli import DEVICES, OneLineParser, cli_errors
+from common.cli import DEVICES, OneLineParser, cli_errors, preset_list
 from common.console import print_table, progress
 from common.data import load_dataset
 from common.errors import ConfigError
-from common.outputs import check_output_dir, check_output_file, entry_point
+from common.outputs import claim_output_file, claim_output_folder, entry_point, write_atomically
 from common.presets import PRESETS
 from parity.checks import CHECKS, SUITE_CHECKS, Row, format_figures
 from parity.suite import (
@@ -80,6 +80,7 @@ def build_parser() -> OneLineParser:
         "manual (jax_impl/backward.py), auto: as the JAX trainer chooses (manual on a CPU, autodiff on a GPU)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--plot", metavar="DIR", help="write PNGs: the recipe-lr loss curves, logit differences")
     parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")
     parser.add_argument("--seeds", default="5", help="accuracy: a seed count N (0..N-1), a list 3,7 or a range 5-9")
@@ -97,9 +98,7 @@ def devices_to_run(requested: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    unknown = [name for name in args.presets.split(",") if name not in PRESETS]
-    if unknown:
-        parser.error(f"--presets: unknown preset {unknown[0]!r}; expected some of {', '.join(PRESETS)}")
+    args.preset_list = preset_list(parser, args.presets)
     try:
         args.check_list = parse_checks(args.checks)
     except ValueError as unknown:
@@ -111,10 +110,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     try:
-        check_output_file(args.json, "--json")
-        check_output_dir(args.plot, "--plot")
+        args.json = args.json and claim_output_file(args.json, "--json", overwrite=args.overwrite)
+        args.plot = args.plot and claim_output_folder(args.plot, "--plot")
         if "accuracy" in args.check_list:
-            check_output_dir(args.work, "--work")
+            claim_output_folder(args.work, "--work")
     except ConfigError as error:
         parser.error(str(error))
     return args
@@ -185,19 +184,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             for preset in args.presets.split(","):
                 rows += cross_device_rows(preset, dataset, options, sides)
     report(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps([row.as_dict() for row in rows], indent=1) + "\n")
-    if args.plot:
-        from parity.plots import plot_logit_gaps, plot_trajectories
+    written: list[Path] = []
+    with cli_errors(PROG):
+        if args.json:
+            write_atomically(args.json, (json.dumps([row.as_dict() for row in rows], indent=1) + "\n").encode())
+            written.append(args.json)
+        if args.plot:
+            from parity.plots import plot_logit_gaps, plot_trajectories
 
-        plot_trajectories(curves, Path(args.plot) / "trajectories.png")
-        plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png", args.images)
+            plotted = [
+                plot_trajectories(curves, Path(args.plot) / "trajectories.png"),
+                plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png", args.images),
+            ]
+            written += [path for path in plotted if path is not None]
     failed = [row for row in rows if row.passed is False]
     if rows:
         print(
             f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
             f"{sum(row.passed is None for row in rows)} not run or not judged"
         )
+    if written:
+        print(f"wrote {', '.join(str(path) for path in written)}")
     check6_failed = False
     if check6:
         from parity import accuracy

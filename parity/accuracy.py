@@ -38,12 +38,12 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors
+from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors, preset_list
 from common.console import print_table
 from common.errors import ConfigError, SeqMnistError
-from common.outputs import check_output_dir, check_output_file, entry_point
+from common.outputs import claim_output_file, claim_output_folder, entry_point, write_atomically
 from common.presets import PRESETS, get_preset
-from common.weights import initial_weights, save_weights, write_atomically
+from common.weights import initial_weights, save_weights
 
 MEAN_GAP_TOLERANCE_PP = 0.5
 # Test accuracy (%) each recipe's tutorial reports, and that tutorial's own code run on a 2-core CPU (one seed).
@@ -372,6 +372,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--max-steps", type=int, help="stop each training after N steps (smoke runs, not check 6)")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed and summary figures as JSON")
     parser.add_argument("--plot", metavar="FILE", help="also write a PNG: every seed's accuracy, and the gaps")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -383,10 +384,7 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    presets = args.presets.split(",")
-    unknown = [p for p in presets if p not in PRESETS]
-    if unknown:
-        parser.error(f"--presets: unknown preset {unknown[0]!r}; expected some of {', '.join(PRESETS)}")
+    presets = preset_list(parser, args.presets)
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError:
@@ -398,9 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--runs: expected some of {', '.join(RUNS)}, got {args.runs!r}")
     work = Path(args.work)
     try:
-        check_output_dir(work, "--work")
-        check_output_file(args.json, "--json")
-        check_output_file(args.plot, "--plot")
+        claim_output_folder(work, "--work")
+        json_path = args.json and claim_output_file(args.json, "--json", overwrite=args.overwrite)
+        plot_path = args.plot and claim_output_file(args.plot, "--plot", overwrite=args.overwrite, plot=True)
     except ConfigError as error:
         parser.error(str(error))
     if args.report_only and not work.is_dir():
@@ -413,13 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SeqMnistError(f"{work}: no finished check-6 run for these presets, seeds and runs")
     rows = summarize(results)
     print_report(rows)
-    if args.json:
-        payload = {"per_seed": [dataclasses.asdict(r) for r in results], "summary": rows}
-        write_atomically(Path(args.json), (json.dumps(payload, indent=1) + "\n").encode())
-    if args.plot:
-        from parity.plots import plot_check6
+    with cli_errors("python -m parity.accuracy"):
+        if json_path:
+            payload = {"per_seed": [dataclasses.asdict(r) for r in results], "summary": rows}
+            write_atomically(json_path, (json.dumps(payload, indent=1) + "\n").encode())
+            print(f"wrote {json_path}")
+        if plot_path:
+            from parity.plots import plot_check6
 
-        plot_check6(rows, Path(args.plot), MEAN_GAP_TOLERANCE_PP)
+            plot_check6(rows, plot_path, MEAN_GAP_TOLERANCE_PP)
+            print(f"wrote {plot_path}")
     return 1 if any(row["passed"] is False for row in rows) else 0
 
 

@@ -1,4 +1,4 @@
-"""PNG figures for the parity report: check 4b's loss curves, and the distribution of logit differences."""
+"""PNG figures for the parity report: the recipe-lr loss curves, the distribution of logit differences, check 6."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from common.outputs import save_figure
 from parity.checks import DIVERGENCE
 
 if TYPE_CHECKING:
@@ -61,14 +62,14 @@ def trajectories_figure(curves: list[Curves]) -> Figure:
     return figure
 
 
-def plot_trajectories(curves: list[Curves], path: Path) -> None:
-    """Write `trajectories_figure` to `path` (nothing without curves)."""
+def plot_trajectories(curves: list[Curves], path: Path) -> Path | None:
+    """Write `trajectories_figure` to `path` and return it (None, nothing written, without curves)."""
     if not curves:
-        return
+        return None
     figure = trajectories_figure(curves)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     _pyplot().close(figure)
+    return path
 
 
 def logit_gaps_figure(gaps: dict[str, np.ndarray], images: int) -> Figure:
@@ -88,14 +89,14 @@ def logit_gaps_figure(gaps: dict[str, np.ndarray], images: int) -> Figure:
     return figure
 
 
-def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> None:
-    """Write `logit_gaps_figure` to `path` (nothing without gaps)."""
+def plot_logit_gaps(gaps: dict[str, np.ndarray], path: Path, images: int) -> Path | None:
+    """Write `logit_gaps_figure` to `path` and return it (None, nothing written, without gaps)."""
     if not gaps:
-        return
+        return None
     figure = logit_gaps_figure(gaps, images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     _pyplot().close(figure)
+    return path
 
 
 SeriesKey = Literal["torch", "jax", "torch64", "jax64", "torch_native", "jax_native"]
@@ -186,5 +187,5 @@ def plot_check6(rows: list[AccuracyRow], path: Path, tolerance_pp: float) -> Non
     right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     plt.close(figure)

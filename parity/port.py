@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -180,11 +180,28 @@ def check_declaration(entries: Sequence[Entry], torch_shapes: dict[str, Shape], 
     ):
         left = [name for name in everything if name not in seen]
         if left:
-            modules = sorted({name.rsplit(".", 1)[0] if "." in name else "(top)" for name in left})
             raise PortError(
                 f"weights: {kind} the map leaves out: {', '.join(left[:6])}{', ...' if len(left) > 6 else ''} "
-                f"(module{'s' if len(modules) > 1 else ''} {', '.join(modules[:4])} without a mapped parameter)"
+                f"({describe_left_out(left, everything)})"
             )
+
+
+def module_of(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else "(top)"
+
+
+def describe_left_out(left: list[str], everything: Iterable[str]) -> str:
+    """Which modules have nothing mapped, and which only part: `module fc2 has nothing mapped` or
+    `fc1: only fc1.weight is mapped`."""
+    mapped: dict[str, list[str]] = {}
+    for name in everything:
+        if name not in left:
+            mapped.setdefault(module_of(name), []).append(name)
+    modules = sorted({module_of(name) for name in left})
+    whole = [module for module in modules if module not in mapped]
+    parts = [f"module{'s' if len(whole) > 1 else ''} {', '.join(whole[:4])} with nothing mapped"] if whole else []
+    parts += [f"{module}: only {', '.join(mapped[module])} mapped" for module in modules if module in mapped][:4]
+    return "; ".join(parts)
 
 
 def check_entry_shapes(entry: Entry, sources: list[Shape], destinations: list[Shape]) -> None:

@@ -75,7 +75,7 @@ def test_a_data_dir_that_does_not_exist(tmp_path, weights_file, command, capsys)
     main = {**TRAINERS, **EVALUATORS}[command]
     target = ["--out", str(tmp_path / "run")] if command in TRAINERS else ["--weights", str(weights_file)]
     code, _, err = run_main(main, ["--data-dir", str(tmp_path / "nowhere"), *target], capsys)
-    assert_one_line(code, err, 1, "nowhere: no such directory")
+    assert_one_line(code, err, 2, "nowhere: no such directory")
 
 
 def edited(config, edit):

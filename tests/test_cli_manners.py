@@ -93,3 +93,16 @@ def test_each_frameworks_help_describes_that_framework():
     torch_eval, jax_eval = PARSERS["torch_impl.evaluate"]().format_help(), PARSERS["jax_impl.evaluate"]().format_help()
     assert "pickle with --preset" in " ".join(torch_eval.split())
     assert "convert it first" in " ".join(jax_eval.split()) and "pickle with --preset" not in " ".join(jax_eval.split())
+
+
+@pytest.mark.parametrize("main", [torch_train, parity_main.main, bench_main.main], ids=["train", "parity", "bench"])
+def test_a_misspelled_flag_gets_the_closest_one_suggested(main, capsys):
+    code, _, err = run_main(main, ["--presetz", "lstm"] if main is not torch_train else ["--hiden-size", "8"], capsys)
+    suggestion = "did you mean --presets?" if main is not torch_train else "did you mean --hidden-size?"
+    assert_one_line(code, err, 2, "unrecognized arguments", suggestion)
+
+
+@pytest.mark.parametrize("main", [parity_main.main, bench_main.main, accuracy.main], ids=["parity", "bench", "acc"])
+def test_an_unknown_preset_is_worded_the_same_by_every_command(main, capsys):
+    code, _, err = run_main(main, ["--presets", "lstm,nope"], capsys)
+    assert_one_line(code, err, 2, "--presets: unknown preset 'nope'; expected some of lstm, bilstm")

@@ -131,7 +131,7 @@ def test_trainers_report_a_truncated_file_in_one_line(idx_dir, tmp_path, main, c
 @pytest.mark.parametrize("main", [torch_main, jax_main], ids=["torch", "jax"])
 def test_trainers_report_a_missing_data_dir(tmp_path, main, capsys):
     code, _, err = run_main(main, ["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], capsys)
-    assert_one_line(code, err, 1, "nowhere: no such directory")
+    assert_one_line(code, err, 2, "nowhere: no such directory")
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 

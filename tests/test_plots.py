@@ -33,12 +33,17 @@ def test_runs_evaluated_once_get_the_smoothed_loss_and_their_final_accuracy_and_
     figure, notes = runs_figure([("torch lstm", records(100, [100])), ("jax lstm", records(100, [100]))], DIGITS)
     accuracy_axis = figure.axes[1]
     assert "Smoothed training loss" in accuracy_axis.get_title()
-    texts = sorted(text.get_text() for text in accuracy_axis.texts)
-    assert texts == ["test accuracy 91.00%"] * 2
-    offsets = [text.xyann[1] for text in accuracy_axis.texts]
-    assert len(set(offsets)) == 2  # stacked, not printed over each other
-    assert [line.get_label() for line in accuracy_axis.get_lines()] == ["torch lstm", "jax lstm"]
+    assert [line.get_label() for line in accuracy_axis.get_lines()] == [
+        "torch lstm: test accuracy 91.00% at step 100",
+        "jax lstm: test accuracy 91.00% at step 100",
+    ]
     assert any("--eval-every-steps" in note for note in notes)
+
+
+def test_a_run_evaluated_once_before_its_end_or_never_says_so_in_its_legend_entry():
+    figure, _ = runs_figure([("torch lstm", records(100, [20])), ("jax lstm", records(100, []))], DIGITS)
+    labels = [line.get_label() for line in figure.axes[1].get_lines()]
+    assert labels == ["torch lstm: test accuracy 90.20% at step 20", "jax lstm: not evaluated"]
 
 
 def test_runs_with_an_accuracy_curve_get_it_and_no_hint():

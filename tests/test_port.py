@@ -116,9 +116,13 @@ def test_a_shape_no_transform_fixes_says_so():
 def test_a_module_without_a_mapped_parameter_is_one_line_naming_it():
     table = changed_table(**{"fc2.weight": None, "fc2.bias": None})
     message = one_line_port_error(cnn.make_port(table))
-    assert (
-        "leave" in message and "fc2.weight, fc2.bias" in message and "module fc2 without a mapped parameter" in message
-    )
+    assert "leave" in message and "fc2.weight, fc2.bias" in message and "module fc2 with nothing mapped" in message
+
+
+def test_a_module_with_only_part_mapped_says_what_is_mapped():
+    message = one_line_port_error(cnn.make_port(changed_table(**{"fc2.bias": None})))
+    assert "leaves out: fc2.bias" in message and "fc2: only fc2.weight mapped" in message
+    assert "nothing mapped" not in message
 
 
 def test_a_tensor_mapped_twice_is_one_line():

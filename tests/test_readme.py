@@ -66,3 +66,17 @@ def test_every_relative_link_and_image_resolves(page):
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) < 250
+
+
+def test_the_readme_lists_every_trainer_flag_and_the_exit_codes():
+    from common.cli import build_train_parser
+
+    readme = (ROOT / "README.md").read_text().replace("--[no-]", "--")
+    flags = {
+        option
+        for action in build_train_parser("python -m torch_impl.train", "torch")._actions
+        for option in action.option_strings
+        if option.startswith("--") and not option.startswith("--no-") and option != "--help"
+    }
+    assert not sorted(flag for flag in flags if f"`{flag}" not in readme)
+    assert "| 2 | the command line is wrong" in readme and "| 1 | the data or a file is wrong" in readme

@@ -100,7 +100,7 @@ def test_cross_evaluation_agrees_with_the_trainers_own_figure(trained, trained_b
 def test_an_out_folder_holding_a_run_is_refused_and_left_untouched(trained):
     before = (trained / "torch" / "model.safetensors").read_bytes()
     result = run_cli("torch_impl.train", "--out", str(trained / "torch"), "--max-steps", "1")
-    assert_one_line_error(result, 1, "already holds a run", "--overwrite")
+    assert_one_line_error(result, 2, "already holds a run", "--overwrite")
     assert (trained / "torch" / "model.safetensors").read_bytes() == before
 
 

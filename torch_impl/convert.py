@@ -22,7 +22,7 @@ from common.checkpoint import read_model_weights
 from common.cli import OneLineParser, cli_errors
 from common.config import Config
 from common.errors import ConfigError, SeqMnistError
-from common.outputs import check_output_file, entry_point
+from common.outputs import claim_output_file, entry_point
 from common.presets import PRESETS, get_preset
 from common.weights import Weights, check_weights, save_weights
 from torch_impl.model import DTYPES, SequenceClassifier, build_model
@@ -125,17 +125,18 @@ def build_parser() -> OneLineParser:
     parser.add_argument("source", help="the tutorial's torch.save(model.state_dict()) file")
     parser.add_argument("--preset", required=True, help=f"the model it holds: one of {', '.join(PRESETS)}")
     parser.add_argument("--out", required=True, help="the .safetensors file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     namespace = build_parser().parse_args(argv)
     with cli_errors(PROG):
-        check_output_file(namespace.out, "--out")
+        out = claim_output_file(namespace.out, "--out", overwrite=namespace.overwrite)
         config = get_preset(namespace.preset)
         weights = tutorial_to_canonical(read_tutorial_checkpoint(namespace.source), config, namespace.source)
-        save_weights(namespace.out, weights, config)
-    print(f"wrote {namespace.out}: {len(weights)} tensors, preset {namespace.preset}")
+        save_weights(out, weights, config)
+    print(f"{len(weights)} tensors, preset {namespace.preset}; wrote {out}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from common.errors import SeqMnistError
+from common.errors import ConfigError
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -13,7 +13,7 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise SeqMnistError(f"--device {requested}: PyTorch sees no CUDA device")
+            raise ConfigError(f"--device {requested}: PyTorch sees no CUDA device")
         return torch.device("cuda")
     return torch.device("cpu")
 
