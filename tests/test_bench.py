@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from bench.bound import train_flops_per_image
+from bench.levers import LEVERS
 from common.presets import PRESETS, get_preset
 from jax_impl.model import build_model
 from tests.conftest import assert_one_line_error, matmul_flops, run_cli
@@ -112,6 +113,21 @@ def test_the_lever_trainers_get_the_levers_options():
     assert make_trainer("jax: hoisted input projection", config, dataset, "cpu").model.recurrence == "hoisted"
     assert make_trainer("jax: chunk 200", config, dataset, "cpu").options.chunk_steps == 200
     assert make_trainer("jax: unroll 28", config, dataset, "cpu").model.layers[0].unroll == 28
+    assert make_trainer("jax trainer", config, dataset, "cpu").model.backward == "manual"  # the CPU default
+    assert make_trainer("jax: autodiff backward", config, dataset, "cpu").model.backward == "autodiff"
+
+
+def test_a_lever_of_xla_flags_runs_in_its_own_process_with_them(monkeypatch):
+    from bench.process import child_environment, in_own_process
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    name = "jax: small while loops hoisted"
+    assert in_own_process(name) and not in_own_process("jax: autodiff backward")
+    flags = child_environment(name)["XLA_FLAGS"].split()
+    assert flags == ["--xla_dump_to=/tmp/x", *LEVERS[name].xla_flags]  # the user's flags kept, the lever's added
+    assert "XLA_FLAGS" not in child_environment("jax trainer") or child_environment("jax trainer")["XLA_FLAGS"] == (
+        "--xla_dump_to=/tmp/x"
+    )
 
 
 def test_compiler_options_reach_the_compiled_train_chunk():
