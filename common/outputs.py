@@ -69,6 +69,8 @@ def claim_output_file(path: str | Path, flag: str, *, overwrite: bool = False, p
     matplotlib cannot write (no suffix means `.png`, as matplotlib reads it). Missing parent folders are made.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; expected a file name")
     if plot:
         suffix = path.suffix.lstrip(".").lower()
         if not suffix:

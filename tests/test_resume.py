@@ -148,7 +148,7 @@ def test_no_readable_checkpoint_is_one_clear_line(tmp_path):
 
 def test_a_failed_checkpoint_write_keeps_the_previous_files_and_names_the_file(tmp_path, monkeypatch, capsys):
     """A full disk at the second checkpoint: one line naming it, the first checkpoint intact, no temporary file."""
-    import common.weights
+    import common.outputs
     from tests.conftest import assert_one_line, run_main
     from torch_impl.train import main as torch_train
 
@@ -159,7 +159,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_files_and_names_the_file(t
             raise OSError(28, "No space left on device")
         return real_replace(source, target)
 
-    monkeypatch.setattr(common.weights.os, "replace", replace_unless_second_checkpoint)
+    monkeypatch.setattr(common.outputs.os, "replace", replace_unless_second_checkpoint)
     code, _, err = run_main(torch_train, [*COMMAND, "--out", str(tmp_path / "run")], capsys)
     assert_one_line(
         code,

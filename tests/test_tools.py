@@ -27,6 +27,7 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
         str(work),
         "--json",
         str(report),
+        "--overwrite",  # the rerun below replaces the report
     )
     result = run_cli(*arguments)
     assert result.returncode in (0, 1), result.stderr[-2000:]
