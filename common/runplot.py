@@ -89,8 +89,9 @@ def runs_figure(
             continue
         # at most one evaluation per run: the smoothed loss carries the panel, and each run's legend entry
         # says its test accuracy and the step it was measured at, wherever that evaluation was
-        said = f"test accuracy {evaluated[-1][1]:.2%} at step {evaluated[-1][0]}" if evaluated else "not evaluated"
-        accuracy_axis.plot(steps, smoothed([r["loss"] for r in records]), style, label=f"{label}: {said}")
+        # (a run whose log has no evaluation keeps its label, which carries its summary's final accuracy)
+        said = f": test accuracy {evaluated[-1][1]:.2%} at step {evaluated[-1][0]}" if evaluated else ""
+        accuracy_axis.plot(steps, smoothed([r["loss"] for r in records]), style, label=label + said)
     loss_axis.set(xlabel="step", ylabel="training loss (mean since last log point)", title="Training loss")
     if curves:
         accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")

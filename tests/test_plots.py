@@ -40,10 +40,10 @@ def test_runs_evaluated_once_get_the_smoothed_loss_and_their_final_accuracy_and_
     assert any("--eval-every-steps" in note for note in notes)
 
 
-def test_a_run_evaluated_once_before_its_end_or_never_says_so_in_its_legend_entry():
+def test_a_run_evaluated_once_before_its_end_says_the_step_and_one_never_evaluated_keeps_its_label():
     figure, _ = runs_figure([("torch lstm", records(100, [20])), ("jax lstm", records(100, []))], DIGITS)
     labels = [line.get_label() for line in figure.axes[1].get_lines()]
-    assert labels == ["torch lstm: test accuracy 90.20% at step 20", "jax lstm: not evaluated"]
+    assert labels == ["torch lstm: test accuracy 90.20% at step 20", "jax lstm"]
 
 
 def test_runs_with_an_accuracy_curve_get_it_and_no_hint():
