@@ -6,7 +6,7 @@
 
 The tutorial loop runs in fresh processes of its own, as a user's script runs: once with glibc malloc as
 a process starts (the `x tutorial` baseline) and once set up as the torch commands set it up
-(common/allocator.py). Each row: training images/s (median, min-max), the ratio to the tutorial loop,
+(torch_impl/allocator.py). Each row: training images/s (median, min-max), the ratio to the tutorial loop,
 warm-up and compile seconds, evaluation images/s (10,000 test images in batches of 2000), memory (resident memory the
 runner's setup added on a CPU; peak allocated on a GPU), and the share of a bound that the model's training
 FLOPs reach (3x the forward matmuls): the better of torch's and JAX's float32 matmul throughput measured on
@@ -26,12 +26,12 @@ from bench.bound import matmul_gflops
 from bench.levers import LEVERS
 from bench.runners import bench_preset
 from bench.sweep import SWEEPS, plot_sweep, sweep
-from common.allocator import tune_glibc_malloc
 from common.cli import DEVICE_HELP, DEVICES, OneLineParser, cli_errors, preset_list
 from common.console import print_table
 from common.data import load_dataset
 from common.errors import ConfigError
 from common.outputs import claim_output_file, entry_point, write_atomically
+from torch_impl.allocator import tune_glibc_malloc
 
 PROG = "python -m bench"
 
@@ -154,7 +154,7 @@ def device_kind(requested: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tune_glibc_malloc()  # as the torch trainer's own command does (common/allocator.py)
+    tune_glibc_malloc()  # as the torch trainer's own command does (torch_impl/allocator.py)
     args.device = device_kind(args.device)
     levers = [name for name in args.lever_list if args.device in LEVERS[name].devices]
     skipped = [name for name in args.lever_list if name not in levers]

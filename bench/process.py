@@ -3,7 +3,7 @@
     python -m bench.process --runner "tutorial loop" --preset bilstm --steps 200 --data DIR
 
 Why a fresh process. What a process freed before training decides whether torch's CPU RNNs run in glibc
-malloc's slow or fast mode (`common/allocator.py`): timed inside the benchmark's process, the tutorial
+malloc's slow or fast mode (`torch_impl/allocator.py`): timed inside the benchmark's process, the tutorial
 loop would inherit what the trainers allocated. So it runs here and reads the training set as
 torchvision's MNIST reads it: one uncompressed array (DIR/*.npy, written by the benchmark); reading
 MNIST's 9.9 MB compressed file instead frees a block that by itself puts a process in the fast mode.
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from bench.levers import LEVERS
-from common.allocator import tune_glibc_malloc
 from common.cli import OneLineParser
 from common.errors import SeqMnistError
 from common.outputs import entry_point
 from common.presets import PRESETS, get_preset
+from torch_impl.allocator import tune_glibc_malloc
 
 TUTORIAL_RUNNERS = {"tutorial loop": "default", "tutorial loop, malloc tuned": "tuned"}  # runner -> malloc
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")

@@ -20,10 +20,10 @@ from pathlib import Path
 from bench.bound import train_flops_per_image
 from bench.levers import LEVERS
 from bench.process import TUTORIAL_RUNNERS, RunnerProcess, in_own_process, rss_mb, write_arrays
-from common.commands import peak_rss_mb
 from common.console import progress
 from common.errors import ConfigError
 from common.presets import get_preset
+from common.resources import peak_rss_mb
 from common.sampler import BatchSampler
 from common.trainer import Trainer
 from common.weights import initial_weights

@@ -11,10 +11,10 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, NoReturn, Protocol
 
-from common.config import FIELD_HELP, Config, field_type
+from common.config import DEFAULT_PRESET, FIELD_HELP, Config, RunOptions, field_type
 from common.data import DATA_SOURCES
 from common.errors import ConfigError, SeqMnistError
-from common.presets import DEFAULT_PRESET, PRESETS, get_preset
+from common.presets import PRESETS, get_preset
 
 DEVICES = ("auto", "cpu", "gpu", "cuda")
 INIT_CHOICES = ("canonical", "native")
@@ -58,25 +58,6 @@ def preset_list(parser: argparse.ArgumentParser, text: str, flag: str = "--prese
         if name not in PRESETS:
             parser.error(f"{flag}: unknown preset {name!r}; expected some of {', '.join(PRESETS)}")
     return names
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How to run a recipe (not part of it): where, on what data, for how long, writing where."""
-
-    preset: str = DEFAULT_PRESET
-    max_steps: int | None = None
-    device: str = "auto"
-    data_dir: str | None = None
-    data_source: str = "auto"
-    out: str | None = None
-    overwrite: bool = False
-    resume: bool = False
-    checkpoint_every: int = 0
-    init: str = "canonical"
-    init_weights: str | None = None
-    log_every: int = 50
-    print_config: bool = False
 
 
 def flag_name(field_name: str) -> str:

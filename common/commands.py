@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import platform
-import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from common import metrics
-from common.cli import RunOptions, build_evaluate_parser, cli_errors, fail, parse_train_args
-from common.config import Config
+from common.cli import build_evaluate_parser, cli_errors, fail, parse_train_args
+from common.config import Config, RunOptions
 from common.data import images_to_row_sequences, load_dataset
 from common.loop import Interrupted, TrainingFigures, train
 from common.outputs import write_atomically
 from common.presets import get_preset
+from common.resources import peak_rss_mb
 from common.rundir import (
     check_out_dir,
     clear_old_run,
@@ -54,10 +54,6 @@ class Summary(TrainingFigures):
     peak_device_mb: float | None  # peak accelerator memory; None on a CPU
     versions: dict[str, str | int | None]  # python, numpy and the framework's libraries
     config: dict[str, Any]  # the resolved Config, as config.json holds it
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def starting_weights(config: Config, options: RunOptions) -> Weights | None:

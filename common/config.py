@@ -127,3 +127,25 @@ def _check_field(field: dataclasses.Field[Any], value: Any) -> None:
             raise ConfigError(field=name, message=f"{name} must be a number, got {value!r}")
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(field=name, message=f"{name} must be a positive finite number, got {value}")
+
+
+DEFAULT_PRESET = "lstm"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run a recipe (not part of it): where, on what data, for how long, writing where."""
+
+    preset: str = DEFAULT_PRESET
+    max_steps: int | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    data_source: str = "auto"
+    out: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    checkpoint_every: int = 0
+    init: str = "canonical"
+    init_weights: str | None = None
+    log_every: int = 50
+    print_config: bool = False

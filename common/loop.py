@@ -14,8 +14,7 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 
 from common.checkpoint import Checkpoint, save_checkpoint
-from common.cli import RunOptions
-from common.config import Config
+from common.config import Config, RunOptions
 from common.console import step_bar
 from common.data import Dataset
 from common.errors import SeqMnistError

@@ -43,8 +43,6 @@ PRESETS: dict[str, Config] = {
     ),
 }
 
-DEFAULT_PRESET = "lstm"
-
 
 def get_preset(name: str) -> Config:
     """The preset called `name`; ConfigError listing the known ones otherwise."""

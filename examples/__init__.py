@@ -1,1 +1,1 @@
-"""Ports outside the six presets, each declared with `parity.port.Port` and proven with `parity.prove`."""
+"""Ports outside the six presets, each declared with `parity.Port` and proven with `parity.check_port`."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from common.cli import OneLineParser
 from common.data import images_to_row_sequences, load_dataset
-from parity.port import Port
-from parity.prove import check_port
+from common.resources import peak_rss_mb
+from parity import Port, check_port
 
 
 def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -19,13 +20,27 @@ def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.nd
     return (images[:, None] if channel_axis else images), dataset.test_labels[:count]
 
 
+def example_parser(name: str) -> OneLineParser:
+    """The flags every example takes: `--images N`."""
+    parser = OneLineParser(prog=f"python -m examples.{name}.port", description=f"prove the {name} port")
+    parser.add_argument("--images", type=int, default=64, help="real MNIST test images to check on")
+    return parser
+
+
+def prove(port: Port, images: int, channel_axis: bool) -> int:
+    """Every check on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
+    began = time.perf_counter()
+    report = check_port(port, *mnist_test_inputs(images, channel_axis))
+    print(report.table())
+    seconds = time.perf_counter() - began
+    print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")
+    return 0 if report.passed else 1
+
+
 def prove_main(port: Port, channel_axis: bool, argv: Sequence[str] | None = None) -> int:
     """`python -m examples.<name>.port [--images N]`: every check on N test images; exit 1 on a failure."""
-    parser = OneLineParser(prog=f"python -m examples.{port.name}.port", description=f"prove the {port.name} port")
-    parser.add_argument("--images", type=int, default=64, help="real MNIST test images to check on")
+    parser = example_parser(port.name)
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error(f"--images must be positive, got {args.images}")
-    report = check_port(port, *mnist_test_inputs(args.images, channel_axis))
-    print(report.table())
-    return 0 if report.passed else 1
+    return prove(port, args.images, channel_axis)

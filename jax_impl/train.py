@@ -1,6 +1,6 @@
 """`python -m jax_impl.train`: train a preset with Flax NNX + optax (Adam, cross-entropy), same files as torch.
 
-`train_step` is a pure function `(params, opt_state, rows, labels) -> (params, opt_state, loss)`;
+`train_step(graphdef, optimizer, params, opt_state, rows, labels) -> (params, opt_state, loss)` is pure;
 `make_train_chunk` runs a chunk of them in one compiled `lax.scan`, gathering each batch from the training
 set that lives on the device, so the host only sends index batches and reads back losses.
 """

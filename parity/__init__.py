@@ -1,15 +1,36 @@
-"""Checks that the PyTorch and Flax ports compute the same thing, against each other and a NumPy oracle.
+"""Proof that a PyTorch model and its Flax NNX port compute the same thing. Two front doors, one core:
 
-The API for a port of your own (docs/porting.md), importable without loading torch or JAX:
+1. The port API, for a model of your own (docs/porting.md); importing it loads neither torch nor JAX:
 
-    from parity import Port, assert_port, check_port, permute, reshape, split, transpose
+       from parity import Port, check_port, permute, transpose
+       report = check_port(Port(...), inputs, labels)      # parity/port/
+
+2. The preset suite, for the six row-MNIST classifiers of torch_impl and jax_impl (docs/parity.md):
+
+       python -m parity [--presets lstm,bilstm] [--checks ...]   # parity/__main__.py -> parity/suite.py
+
+Both judge with the same comparisons and tolerances (`parity/compare.py`): every failure says where the
+worst gap is and how many values are over, and a report names its first divergence.
 """
 
-from parity.port import Port, PortError
-from parity.prove import Optimizer, Report, assert_port, check_port
-from parity.transforms import concat, permute, reorder_blocks, reshape, split, transpose
+from parity.port import (
+    PORT_CHECKS,
+    Optimizer,
+    Port,
+    PortError,
+    Report,
+    assert_port,
+    check_port,
+    concat,
+    permute,
+    reorder_blocks,
+    reshape,
+    split,
+    transpose,
+)
 
 __all__ = [
+    "PORT_CHECKS",
     "Optimizer",
     "Port",
     "PortError",

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from common.allocator import tune_glibc_malloc
 from common.cli import DEVICES, OneLineParser, cli_errors, preset_list
 from common.console import print_table, progress
 from common.data import load_dataset
 from common.errors import ConfigError
 from common.outputs import claim_output_file, claim_output_folder, entry_point, write_atomically
 from common.presets import PRESETS
-from parity.checks import CHECKS, SUITE_CHECKS, Row, format_figures
-from parity.suite import (
-    Curves,
-    SuiteOptions,
-    as_tf32_rows,
-    cross_device_rows,
-    every_device_sides,
-    gpu_available,
-    not_run_rows,
-    run_preset,
-    set_tf32,
-)
+from parity.checks import CHECKS, SUITE_CHECKS
+from parity.compare import Row, format_figures
+from parity.devices import devices_to_run, gpu_available
+from parity.suite import SuiteOptions, SuiteResult, run_suite
+from torch_impl.allocator import tune_glibc_malloc
 
 PROG = "python -m parity"
+PLOTS = ("trajectories.png", "logit_differences.png")  # what --plot DIR holds after a run
 
 
 def parse_checks(text: str) -> tuple[str, ...]:
@@ -80,19 +70,14 @@ def build_parser() -> OneLineParser:
         "manual (jax_impl/backward.py), auto: as the JAX trainer chooses (manual on a CPU, autodiff on a GPU)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    parser.add_argument("--plot", metavar="DIR", help="write PNGs: the recipe-lr loss curves, logit differences")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --plot PNGs")
+    parser.add_argument(
+        "--plot", metavar="DIR", help=f"write {' and '.join(PLOTS)}: the recipe-lr loss curves, logit differences"
+    )
     parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")
     parser.add_argument("--seeds", default="5", help="accuracy: a seed count N (0..N-1), a list 3,7 or a range 5-9")
     parser.add_argument("--work", default="runs/check6", help="accuracy: folder for its trainings (reused on a rerun)")
     return parser
-
-
-def devices_to_run(requested: str) -> list[str]:
-    """`--device` as the devices whose rows run: auto is the CPU plus the GPU when both frameworks see one."""
-    if requested == "auto":
-        return ["cpu", "gpu"] if gpu_available()[0] else ["cpu"]
-    return ["gpu"] if requested in ("gpu", "cuda") else ["cpu"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -109,9 +94,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag in ("steps", "recipe_steps", "images"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if "accuracy" in args.check_list:
+        from parity.accuracy import parse_seeds
+
+        try:
+            args.seed_list = parse_seeds(args.seeds)
+        except ValueError:
+            parser.error(f"--seeds: expected a positive count, a list 3,7 or a range 5-9, got {args.seeds!r}")
     try:
         args.json = args.json and claim_output_file(args.json, "--json", overwrite=args.overwrite)
-        args.plot = args.plot and claim_output_folder(args.plot, "--plot")
+        if args.plot:
+            args.plot = claim_output_folder(args.plot, "--plot")
+            for name in PLOTS:
+                claim_output_file(args.plot / name, "--plot", overwrite=args.overwrite, plot=True)
         if "accuracy" in args.check_list:
             claim_output_folder(args.work, "--work")
     except ConfigError as error:
@@ -119,112 +114,84 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def report(rows: list[Row]) -> None:
+def print_rows(rows: list[Row]) -> None:
+    """The table, then each row's detail on a line of its own."""
     header = ("preset", "check", "case", "device", "dtype", "compared", "figures", "tolerance", "result")
+    words = {True: "pass", False: "FAIL", None: "not run"}
     print_table(
         header,
         [
-            (
-                r.preset,
-                r.check,
-                r.case,
-                r.device,
-                r.dtype,
-                r.compared,
-                format_figures(r),
-                r.tolerance,
-                {True: "pass", False: "FAIL", None: "not run"}[r.passed],
-            )
+            (r.preset, r.check, r.case, r.device, r.dtype, r.compared, format_figures(r), r.tolerance, words[r.passed])
             for r in rows
         ],
     )
     for row in rows:
         if row.detail:
             print(f"  {row.preset} / {row.check} ({row.case}) / {row.device} / {row.dtype}: {row.detail}")
+    failed = sum(row.passed is False for row in rows)
+    if rows:
+        print(
+            f"parity: {sum(row.passed is True for row in rows)} passed, {failed} failed, "
+            f"{sum(row.passed is None for row in rows)} not run or not judged"
+        )
+
+
+def write_outputs(result: SuiteResult, json_path: Path | None, plot_folder: Path | None, images: int) -> None:
+    """The rows as JSON, and the two PNGs (each written atomically)."""
+    written: list[Path] = []
+    if json_path:
+        write_atomically(json_path, (json.dumps([row.as_dict() for row in result.rows], indent=1) + "\n").encode())
+        written.append(json_path)
+    if plot_folder:
+        from parity.plots import plot_logit_gaps, plot_trajectories
+
+        trajectories, logit_differences = (plot_folder / name for name in PLOTS)
+        plotted = [
+            plot_trajectories(result.curves, trajectories),
+            plot_logit_gaps(result.logit_gaps, logit_differences, images),
+        ]
+        written += [path for path in plotted if path is not None]
+    if written:
+        print(f"wrote {', '.join(str(path) for path in written)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tune_glibc_malloc()  # common/allocator.py: torch's CPU RNNs allocate and free megabytes every step
-    check6 = "accuracy" in args.check_list
-    args.check_list = tuple(c for c in args.check_list if c != "accuracy")
+    tune_glibc_malloc()  # torch_impl/allocator.py: torch's CPU RNNs allocate and free megabytes every step
+    suite_checks = tuple(check for check in args.check_list if check != "accuracy")
     options = SuiteOptions(
-        checks=args.check_list,
+        suite_checks,
         images=args.images,
         small_lr_steps=args.steps,
         recipe_lr_steps=args.recipe_steps,
         backward=args.backward,
+        tf32=args.tf32,
     )
     devices = devices_to_run(args.device)
-    curves: list[Curves] = []
-    logit_gaps: dict[str, np.ndarray] = {}
-    rows: list[Row] = []
     with cli_errors(PROG):
-        dataset = load_dataset("mnist", args.data_dir)
-        for device in devices:
-            if device == "gpu":
-                ok, reason = gpu_available()
-                if not ok:
-                    for preset in args.presets.split(","):
-                        rows += not_run_rows(preset, device, reason, options)
-                    continue
-                set_tf32(False)
-            for preset in progress(args.presets.split(","), f"parity ({device})"):
-                rows += run_preset(
-                    preset, dataset, device, options, on_curves=curves.append, on_logit_gaps=logit_gaps.__setitem__
-                )
-                if device == "gpu" and args.tf32:
-                    set_tf32(True)
-                    rows += as_tf32_rows(
-                        run_preset(preset, dataset, device, dataclasses.replace(options, dtypes=("float32",)))
-                    )
-                    set_tf32(False)
-        if devices == ["cpu", "gpu"] and gpu_available()[0] and "logits" in options.checks:
-            sides = every_device_sides()
-            for preset in args.presets.split(","):
-                rows += cross_device_rows(preset, dataset, options, sides)
-    report(rows)
-    written: list[Path] = []
-    with cli_errors(PROG):
-        if args.json:
-            write_atomically(args.json, (json.dumps([row.as_dict() for row in rows], indent=1) + "\n").encode())
-            written.append(args.json)
-        if args.plot:
-            from parity.plots import plot_logit_gaps, plot_trajectories
+        result = run_suite(args.preset_list, load_dataset("mnist", args.data_dir), devices, options, progress)
+        print_rows(result.rows)
+        write_outputs(result, args.json, args.plot, args.images)
+        failed = any(row.passed is False for row in result.rows)
+        if "accuracy" in args.check_list:
+            failed |= not check6_passed(args, devices)
+    return 1 if failed else 0
 
-            plotted = [
-                plot_trajectories(curves, Path(args.plot) / "trajectories.png"),
-                plot_logit_gaps(logit_gaps, Path(args.plot) / "logit_differences.png", args.images),
-            ]
-            written += [path for path in plotted if path is not None]
-    failed = [row for row in rows if row.passed is False]
-    if rows:
-        print(
-            f"parity: {sum(row.passed is True for row in rows)} passed, {len(failed)} failed, "
-            f"{sum(row.passed is None for row in rows)} not run or not judged"
+
+def check6_passed(args: argparse.Namespace, devices: list[str]) -> bool:
+    """Check 6 on each device: full trainings over seeds (`parity.accuracy`), its own table printed."""
+    from parity.accuracy import accuracy_check
+
+    passed = True
+    for device in devices:
+        if device == "gpu" and not gpu_available()[0]:
+            print(f"accuracy on gpu: not run: {gpu_available()[1]}")
+            continue
+        rows = accuracy_check(
+            args.preset_list, args.seed_list, Path(args.work) / device, data_dir=args.data_dir, device=device
         )
-    if written:
-        print(f"wrote {', '.join(str(path) for path in written)}")
-    check6_failed = False
-    if check6:
-        from parity import accuracy
-
-        for device in devices:
-            command = [
-                "--presets",
-                args.presets,
-                "--seeds",
-                args.seeds,
-                "--work",
-                str(Path(args.work) / device),
-                "--device",
-                device,
-            ]
-            if device == "gpu" and not gpu_available()[0]:
-                print(f"accuracy on gpu: not run: {gpu_available()[1]}")
-                continue
-            check6_failed |= accuracy.main(command + (["--data-dir", args.data_dir] if args.data_dir else [])) != 0
-    return 1 if failed or check6_failed else 0
+        passed &= all(row["passed"] is not False for row in rows)
+    return passed
 
 
 if __name__ == "__main__":

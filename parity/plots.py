@@ -14,7 +14,7 @@ from parity.checks import DIVERGENCE
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from parity.accuracy import AccuracyRow
+    from parity.accuracy_table import AccuracyRow
     from parity.suite import Curves
 
 

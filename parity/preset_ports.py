@@ -12,8 +12,8 @@ import dataclasses
 from typing import Any
 
 from common.presets import get_preset
-from parity.port import Port, path_name
-from parity.transforms import transpose
+from parity.port import Port, transpose
+from parity.port.weights import path_name
 
 
 def preset_port(preset: str) -> Port:

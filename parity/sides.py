@@ -7,7 +7,6 @@ conversion function as a parameter so that the tests can hand it a deliberately 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,20 +16,13 @@ import numpy as np
 from common.config import Config
 from common.weights import Weights
 from parity import oracle
+from parity.compare import Trajectory
 
 if TYPE_CHECKING:
     import torch
 
     from jax_impl.model import SequenceClassifier as FlaxModel
     from torch_impl.model import SequenceClassifier as TorchModel
-
-
-@dataclasses.dataclass
-class Trajectory:
-    """Losses of each step (before its update) and the canonical weights after every step."""
-
-    losses: np.ndarray  # <f64>[steps]
-    weights: list[Weights]
 
 
 class Side(Protocol):
@@ -99,10 +91,14 @@ class TorchSide:
     def gradients(
         self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray
     ) -> tuple[float, Weights]:
-        """Mean cross-entropy and its gradient for every canonical tensor."""
-        from torch_impl.train import loss_and_gradients
+        """Mean cross-entropy (the trainer's `loss_fn`) and its gradient for every canonical tensor."""
+        from parity.port.torch_runner import torch_gradients
+        from torch_impl.train import loss_fn
 
-        return loss_and_gradients(self._model(config, weights), self._tensor(rows), self._tensor(labels))
+        rows_on_device, labels_on_device = self._tensor(rows), self._tensor(labels)
+        return torch_gradients(
+            self._model(config, weights), lambda model: loss_fn(model, rows_on_device, labels_on_device)
+        )
 
     def train(
         self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray, index_batches: list[np.ndarray]

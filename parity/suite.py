@@ -1,21 +1,24 @@
-"""Run the parity checks for a preset on a device: the sides, the data, and the order of the checks.
+"""The preset suite: the sides, the data, and the order of the checks, for each preset on each device.
 
-Checks (`checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval. Only trajectory
-and cross-eval train. (accuracy, full trainings over seeds, is `parity.accuracy`: hours on a CPU.)
+Checks (`checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval; "port" puts the
+preset through the port API. Only trajectory and cross-eval train. The sides run the trainers' own code
+(`parity.sides`); every verdict is the comparison core's (`parity.compare`), as the port API's are.
+(accuracy, full trainings over seeds, is `parity.accuracy`: hours on a CPU.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from common.config import Config, DType
 from common.data import Dataset, images_to_row_sequences
 from common.presets import get_preset
-from parity import checks
-from parity.checks import SUITE_CHECKS, Row
+from parity import checks, compare, devices
+from parity.checks import SUITE_CHECKS
+from parity.compare import Row
 from parity.sides import JaxSide, OracleSide, Side, TorchSide, TrainingSide
 
 
@@ -28,6 +31,7 @@ class SuiteOptions:
     recipe_lr_steps: int = 150  # trajectory at the recipe's lr (drift against rounding's), and cross-eval's training
     eval_images: int = 10000  # cross-eval
     backward: str = "auto"  # the Flax side's recurrence gradient (jax_impl.train.resolve_backward): as the trainer
+    tf32: bool = False  # on a GPU, also the float32 rows with TF32 on, shown and not judged
 
 
 @dataclasses.dataclass
@@ -41,42 +45,51 @@ class Curves:
     torch64: np.ndarray
 
 
-def gpu_available() -> tuple[bool, str]:
-    """Both frameworks must see a GPU for the GPU rows to run."""
-    import jax
-    import torch
+@dataclasses.dataclass
+class SuiteResult:
+    """Every row, and what the plots draw: the recipe-lr loss curves and the float32 logit differences."""
 
-    if not torch.cuda.is_available():
-        return False, "no GPU (torch sees no CUDA device)"
-    try:
-        jax.devices("gpu")
-    except RuntimeError:
-        return False, "no GPU (JAX sees none)"
-    return True, ""
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    curves: list[Curves] = dataclasses.field(default_factory=list)
+    logit_gaps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def set_tf32(enabled: bool) -> None:
-    """TF32 on or off in both frameworks; off, GPU float32 results are held to the CPU tolerances."""
-    from jax_impl import device as jax_device
-    from torch_impl import device as torch_device
-
-    torch_device.set_tf32(enabled)
-    jax_device.set_tf32(enabled)
-
-
-def as_tf32_rows(rows: list[Row]) -> list[Row]:
-    """Rows of a run with TF32 on: shown beside the full-precision ones, not judged by float32's tolerances."""
-    return [
-        dataclasses.replace(
-            row,
-            dtype=f"{row.dtype}+tf32",
-            passed=None,
-            detail=f"TF32 on, not judged ({'passes' if row.passed else 'fails'} float32's "
-            f"tolerance){'; ' + row.detail if row.detail else ''}",
-        )
-        for row in rows
-        if row.dtype == "float32"
-    ]
+def run_suite(
+    presets: Sequence[str],
+    dataset: Dataset,
+    device_list: Sequence[str],
+    options: SuiteOptions,
+    progress: Callable[[Sequence[str], str], Iterable[str]] = lambda items, _: items,
+) -> SuiteResult:
+    """Every preset on every device ("cpu", "gpu"); GPU rows 'not run' without one; TF32 off for judged rows."""
+    result = SuiteResult()
+    for device in device_list:
+        if device == "gpu":
+            ok, reason = devices.gpu_available()
+            if not ok:
+                for preset in presets:
+                    result.rows += devices.not_run_rows(preset, device, reason, options.checks)
+                continue
+            devices.set_tf32(False)
+        for preset in progress(presets, f"parity ({device})"):
+            result.rows += run_preset(
+                preset,
+                dataset,
+                device,
+                options,
+                on_curves=result.curves.append,
+                on_logit_gaps=result.logit_gaps.__setitem__,
+            )
+            if device == "gpu" and options.tf32:
+                devices.set_tf32(True)
+                tf32_run = run_preset(preset, dataset, device, dataclasses.replace(options, dtypes=("float32",)))
+                result.rows += devices.as_tf32_rows(tf32_run)
+                devices.set_tf32(False)
+    if list(device_list) == ["cpu", "gpu"] and devices.gpu_available()[0] and "logits" in options.checks:
+        sides = devices.every_device_sides()
+        for preset in presets:
+            result.rows += devices.cross_device_rows(preset, dataset, options.dtypes, options.images, sides)
+    return result
 
 
 def run_preset(
@@ -98,35 +111,36 @@ def run_preset(
         config = dataclasses.replace(base, dtype=dtype)
         weights = checks.random_weights(config)
         images, labels = checks.test_rows(dataset, options.images, dtype)
+        row = Row(preset, "", "", device, dtype, "torch vs jax", {}, "", None)
         if "logits" in options.checks:
             logits = {side.name: side.logits(config, weights, images) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_logits(preset, config, device, logits, "random weights")
+            rows += checks.compare_logits(dataclasses.replace(row, check="logits", case="random weights"), logits)
             if on_logit_gaps and dtype == "float32":
                 on_logit_gaps(preset, (logits["torch"] - logits["jax"]).ravel())
         if "hidden-states" in options.checks:
             states = {side.name: side.hidden_states(config, weights, images) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_hidden_states(preset, config, device, states)
+            hidden = dataclasses.replace(row, check="hidden-states", case="every layer, step and unit")
+            rows += checks.compare_hidden_states(hidden, config, states)
         if "gradients" in options.checks:
             _, torch_grads = torch_side.gradients(config, weights, images, labels)
             _, jax_grads = jax_side.gradients(config, weights, images, labels)
-            rows.append(checks.compare_gradients(preset, config, device, torch_grads, jax_grads))
+            gradients = dataclasses.replace(row, check="gradients", case="every tensor")
+            rows.append(compare.compare_gradients(gradients, torch_grads, jax_grads))
         if "trajectory" in options.checks:
-            rows.append(small_lr_trajectory(preset, config, device, dataset, options, torch_side, jax_side))
+            rows.append(small_lr_trajectory(row, config, dataset, options, torch_side, jax_side))
     if "trajectory" in options.checks or "cross-eval" in options.checks:
-        rows += recipe_lr_checks(preset, base, device, dataset, options, torch_side, jax_side, oracle, on_curves)
+        rows += recipe_lr_checks(preset, base, device, dataset, options, (torch_side, jax_side, oracle), on_curves)
     if "port" in options.checks:
         rows += port_rows(preset, dataset, device, options)
     return rows
 
 
 def port_rows(preset: str, dataset: Dataset, device: str, options: SuiteOptions) -> list[Row]:
-    """The preset as a declared port through `parity.prove` (on the CPU: the API runs there)."""
+    """The preset as a declared port through `check_port` (on the CPU: the API runs there)."""
     if device != "cpu":
-        return not_run_rows(
-            preset, device, "the port API runs on the CPU", dataclasses.replace(options, checks=("port",))
-        )
+        return devices.not_run_rows(preset, device, "the port API runs on the CPU", ("port",))
+    from parity.port import check_port
     from parity.preset_ports import preset_port
-    from parity.prove import check_port
 
     images, labels = checks.test_rows(dataset, options.images, "float32")
     report = check_port(preset_port(preset), images, labels, dtypes=options.dtypes)
@@ -143,42 +157,22 @@ def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray
 
 
 def small_lr_trajectory(
-    preset: str,
-    config: Config,
-    device: str,
-    dataset: Dataset,
-    options: SuiteOptions,
-    torch_side: TrainingSide,
-    jax_side: TrainingSide,
+    row: Row, config: Config, dataset: Dataset, options: SuiteOptions, torch_side: TrainingSide, jax_side: TrainingSide
 ) -> Row:
     """Trajectory at lr 1e-4: every step's loss and weights agree (float64: the math; float32: rounding's envelope)."""
-    config = dataclasses.replace(config, learning_rate=checks.SMALL_LEARNING_RATE)
+    config = dataclasses.replace(config, learning_rate=compare.SMALL_LEARNING_RATE)
     weights = checks.random_weights(config)
     pool, labels, batches = train_rows(dataset, config, options.small_lr_steps)
     torch_run = torch_side.train(config, weights, pool, labels, batches)
     jax_run = jax_side.train(config, weights, pool, labels, batches)
-    loss_gaps, weight_gaps = checks.trajectory_gap(torch_run, jax_run)
     rounding = None
     if config.dtype == "float32":
         exact = dataclasses.replace(config, dtype="float64")
-        torch64 = torch_side.train(
-            exact, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
-        )
-        rounding = checks.trajectory_gap(torch_run, torch64)
-    loss_tol, weight_tol, text = checks.trajectory_tolerances(config.dtype, len(batches), rounding)
-    passed, detail = checks.trajectory_verdict(loss_gaps, weight_gaps, loss_tol, weight_tol, config.learning_rate)
-    return Row(
-        preset,
-        "trajectory",
-        f"lr {config.learning_rate:g}",
-        device,
-        config.dtype,
-        "torch vs jax",
-        {"max_loss_gap": float(loss_gaps.max()), "max_weight_gap": float(weight_gaps.max())},
-        text,
-        passed,
-        detail,
-    )
+        weights64 = {k: v.astype(np.float64) for k, v in weights.items()}
+        torch64 = torch_side.train(exact, weights64, pool.astype(np.float64), labels, batches)
+        rounding = compare.trajectory_gap(torch_run, torch64)
+    row = dataclasses.replace(row, check="trajectory", case=f"lr {config.learning_rate:g}")
+    return compare.compare_trajectories(row, compare.trajectory_gap(torch_run, jax_run), config.learning_rate, rounding)
 
 
 def recipe_lr_checks(
@@ -187,13 +181,12 @@ def recipe_lr_checks(
     device: str,
     dataset: Dataset,
     options: SuiteOptions,
-    torch_side: TrainingSide,
-    jax_side: TrainingSide,
-    oracle: Side,
+    sides: tuple[TrainingSide, TrainingSide, Side],
     on_curves: Callable[[Curves], None] | None,
 ) -> list[Row]:
     """The trajectory at the recipe's lr (drift against rounding's own), and cross-eval of the weights those
     runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
+    torch_side, jax_side, oracle = sides
     rows: list[Row] = []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
     weights32 = checks.random_weights(f32)
@@ -201,97 +194,22 @@ def recipe_lr_checks(
     pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
     torch32 = torch_side.train(f32, weights32, pool, labels, batches)
     jax32 = jax_side.train(f32, weights32, pool, labels, batches)
+    row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)
     if "trajectory" in options.checks:
         torch64 = torch_side.train(f64, weights64, pool.astype(np.float64), labels, batches)
-        rows.append(recipe_lr_row(preset, base, device, torch32.losses, jax32.losses, torch64.losses))
+        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, torch32.losses, jax32.losses, torch64.losses))
         if on_curves:
             on_curves(Curves(preset, device, torch32.losses, jax32.losses, torch64.losses))
+    if "cross-eval" not in options.checks:
+        return rows
     images, labels_test = checks.test_rows(dataset, options.eval_images, "float32")
     for trained_by, run in (("torch", torch32), ("jax", jax32)):
         trained = run.weights[-1]
-        if "cross-eval" in options.checks:
-            subset = images[: options.images]
-            results = {side.name: side.logits(f32, trained, subset) for side in (torch_side, jax_side, oracle)}
-            rows += checks.compare_logits(
-                preset, f32, device, results, f"logits, trained by {trained_by}", check="cross-eval"
-            )
-            torch_logits = torch_side.logits(f32, trained, images)
-            jax_logits = jax_side.logits(f32, trained, images)
-            accuracy_t, accuracy_j, same = checks.agreement(torch_logits, jax_logits, labels_test)
-            near_ties = checks.disagreements_are_near_ties(torch_logits, jax_logits)
-            rows.append(
-                Row(
-                    preset,
-                    "cross-eval",
-                    f"predictions, trained by {trained_by}",
-                    device,
-                    "float32",
-                    "torch vs jax",
-                    {"accuracy_torch": accuracy_t, "accuracy_jax": accuracy_j, "share_differing": 1.0 - same},
-                    f"only near-ties ({checks.NEAR_TIE:g} x logit tolerance) may differ",
-                    near_ties,
-                    f"accuracy {accuracy_t:.4f} / {accuracy_j:.4f}, same class {same:.2%} of {len(images)}",
-                )
-            )
+        subset = images[: options.images]
+        results = {side.name: side.logits(f32, trained, subset) for side in (torch_side, jax_side, oracle)}
+        cross = dataclasses.replace(row, check="cross-eval", case=f"logits, trained by {trained_by}")
+        rows += checks.compare_logits(cross, results)
+        predictions = dataclasses.replace(cross, case=f"predictions, trained by {trained_by}", compared="torch vs jax")
+        torch_logits, jax_logits = torch_side.logits(f32, trained, images), jax_side.logits(f32, trained, images)
+        rows.append(checks.compare_predictions(predictions, torch_logits, jax_logits, labels_test))
     return rows
-
-
-def recipe_lr_row(
-    preset: str, config: Config, device: str, torch32: np.ndarray, jax32: np.ndarray, torch64: np.ndarray
-) -> Row:
-    """The trajectory at the recipe's lr: the frameworks may part no sooner than ENVELOPE_SHARE of the way
-    to where rounding alone parts torch from itself (a loss gap over DIVERGENCE), over these steps."""
-    framework_gap, rounding_gap = np.abs(torch32 - jax32), np.abs(torch32 - torch64)
-    framework_at = checks.first_step_over(framework_gap, checks.DIVERGENCE)
-    rounding_at = checks.first_step_over(rounding_gap, checks.DIVERGENCE)
-    steps = len(torch32)
-    passed = (framework_at or steps + 1) >= checks.ENVELOPE_SHARE * (rounding_at or steps + 1)
-    threshold = f"{checks.DIVERGENCE:g}"
-    return Row(
-        preset,
-        "trajectory",
-        "recipe lr",
-        device,
-        "float32",
-        "torch vs jax vs rounding",
-        {
-            "max_framework_gap": float(framework_gap.max()),
-            "max_rounding_gap": float(rounding_gap.max()),
-            "framework_parts_at": framework_at,
-            "rounding_parts_at": rounding_at,
-        },
-        f"gap > {threshold} no sooner than {checks.ENVELOPE_SHARE:g} x rounding's step",
-        passed,
-        f"lr {config.learning_rate:g}, {steps} steps: torch-jax gap > {threshold} at step "
-        f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}",
-    )
-
-
-def cross_device_rows(preset: str, dataset: Dataset, options: SuiteOptions, sides: dict[str, Side]) -> list[Row]:
-    """The same random weights and images through every side on every device (`sides`: name -> side, e.g.
-    torch-cpu, torch-gpu, jax-cpu, jax-gpu, numpy): the logits, every pair, float32 and float64."""
-    rows: list[Row] = []
-    for dtype in options.dtypes:
-        config = dataclasses.replace(get_preset(preset), dtype=dtype)
-        weights = checks.random_weights(config)
-        images, _ = checks.test_rows(dataset, options.images, dtype)
-        results = {name: side.logits(config, weights, images) for name, side in sides.items()}
-        rows += checks.compare_logits(
-            preset, config, "+".join(sorted({name.split("-")[-1] for name in sides})), results, "across devices"
-        )
-    return rows
-
-
-def every_device_sides() -> dict[str, Side]:
-    """torch and jax on the CPU and on the GPU, and the NumPy oracle."""
-    return {
-        "torch-cpu": TorchSide("cpu"),
-        "torch-gpu": TorchSide("cuda"),
-        "jax-cpu": JaxSide("cpu"),
-        "jax-gpu": JaxSide("gpu"),
-        "numpy": OracleSide(),
-    }
-
-
-def not_run_rows(preset: str, device: str, reason: str, options: SuiteOptions) -> list[Row]:
-    return [Row(preset, check, "-", device, "-", "-", {}, "-", None, f"not run: {reason}") for check in options.checks]

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 PROBE = """
 import ctypes, json, sys
-from common.allocator import tune_glibc_malloc
+from torch_impl.allocator import tune_glibc_malloc
 said = tune_glibc_malloc() if sys.argv[1] == "tune" else "not called"
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

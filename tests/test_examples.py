@@ -12,9 +12,8 @@ from flax import nnx
 from examples.cnn import port as cnn
 from examples.mnist import mnist_test_inputs
 from examples.transformer import port as transformer
-from parity.port import PortError
-from parity.prove import check_port
-from parity.transforms import permute, transpose
+from parity.port import PortError, check_port
+from parity.port.transforms import permute, transpose
 from tests.conftest import run_cli
 
 FORWARD = ("outputs", "submodules")
@@ -46,7 +45,7 @@ def test_the_cnn_port_passes_every_check_in_float32_and_float64(images):
     assert report.passed, report.table()
     assert {(row.check, row.dtype) for row in report.rows} >= {
         (check, dtype)
-        for check in ("weights", "outputs", "submodules", "gradients", "training")
+        for check in ("weights", "outputs", "submodules", "gradients", "trajectory")
         for dtype in ("float32", "float64")
     }
 
@@ -65,14 +64,14 @@ def test_cnn_kernel_not_permuted_is_refused_with_the_permutation_to_use(images):
 
 def test_cnn_kernel_with_its_spatial_axes_swapped_diverges_at_conv1(images):
     swapped = cnn_table(**{"conv1.weight": ("conv1.weight", "conv1.kernel", permute(3, 2, 1, 0))})
-    report = check_port(cnn.make_port(swapped), *images, checks_to_run=FORWARD)
+    report = check_port(cnn.make_port(swapped), *images, checks=FORWARD)
     assert float64_divergence(report) == "conv1"
 
 
 def test_cnn_flatten_order_left_as_pytorchs_diverges_at_fc1(images):
     # same shapes, so only the numbers can tell: fc1 reads (row, column, channel) features in Flax
     unordered = cnn_table(**{"fc1.weight": ("fc1.weight", "fc1.kernel", transpose())})
-    report = check_port(cnn.make_port(unordered), *images, checks_to_run=FORWARD)
+    report = check_port(cnn.make_port(unordered), *images, checks=FORWARD)
     assert float64_divergence(report) == "fc1"
     passed = {row.case.split(" ")[0]: row.passed for row in report.rows if row.dtype == "float64"}
     assert passed["conv1"] and passed["conv2"] and not passed["fc1"]
@@ -80,24 +79,24 @@ def test_cnn_flatten_order_left_as_pytorchs_diverges_at_fc1(images):
 
 def test_transformer_query_and_key_swapped_diverges_at_the_first_attention(rows):
     swapped = transformer.weights(("key", "query", "value"))
-    report = check_port(transformer.make_port(swapped), *rows, checks_to_run=FORWARD)
+    report = check_port(transformer.make_port(swapped), *rows, checks=FORWARD)
     assert float64_divergence(report) == "encoder.layers.0.self_attn"
 
 
 def test_transformer_flax_default_layer_norm_epsilon_diverges_at_the_first_norm(rows):
-    report = check_port(transformer.make_port(flax_options={"epsilon": 1e-6}), *rows, checks_to_run=FORWARD)
+    report = check_port(transformer.make_port(flax_options={"epsilon": 1e-6}), *rows, checks=FORWARD)
     assert float64_divergence(report) == "encoder.layers.0.norm1"
 
 
 def test_transformer_tanh_gelu_diverges_at_the_first_feedforward_output(rows):
-    report = check_port(transformer.make_port(flax_options={"gelu_tanh": True}), *rows, checks_to_run=FORWARD)
+    report = check_port(transformer.make_port(flax_options={"gelu_tanh": True}), *rows, checks=FORWARD)
     assert float64_divergence(report) == "encoder.layers.0.linear2"
 
 
 def test_flax_attention_float32_softmax_passes_in_float32_and_is_caught_in_float64(rows):
     """jax.nn.dot_product_attention computes its softmax in float32 even for float64 inputs."""
     port = transformer.make_port(flax_options={"attention": nnx.dot_product_attention})
-    report = check_port(port, *rows, checks_to_run=FORWARD)
+    report = check_port(port, *rows, checks=FORWARD)
     assert all(row.passed for row in report.rows if row.dtype == "float32"), report.table()
     assert float64_divergence(report) == "encoder.layers.0.self_attn"
 

@@ -15,7 +15,8 @@ from common.weights import canonical_shapes, initial_weights
 from jax_impl.convert import cells, from_canonical, to_canonical
 from jax_impl.model import build_model
 from parity import oracle
-from parity.checks import logit_tolerance, random_weights
+from parity.checks import random_weights
+from parity.compare import output_tolerance
 
 GRU = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2)
 
@@ -90,7 +91,7 @@ def test_canonical_weights_reproduce_the_numpy_oracle(name, dtype, mnist_rows):
     logits = np.asarray(from_canonical(weights, config)(jnp.asarray(mnist_rows.astype(dtype))))
     assert logits.dtype == np.dtype(dtype)
     expected = oracle.logits(config, weights, mnist_rows)
-    tolerance, _ = logit_tolerance(dtype, max(1.0, np.abs(expected).max()))
+    tolerance, _ = output_tolerance(dtype, max(1.0, np.abs(expected).max()))
     assert np.abs(logits - expected).max() <= tolerance
 
 

@@ -13,9 +13,10 @@ from flax import nnx
 import jax_impl.model
 from common.presets import PRESETS, get_preset
 from jax_impl import convert
-from parity import checks
+from parity import checks, compare
+from parity.compare import Row
 from parity.sides import JaxSide, TorchSide
-from parity.suite import SuiteOptions, recipe_lr_row, run_preset, train_rows
+from parity.suite import SuiteOptions, run_preset, train_rows
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
@@ -33,7 +34,7 @@ def test_every_check_passes_for_every_preset(mnist, preset):
         ("logits", "random weights"),
         ("hidden-states", "every layer, step and unit"),
         ("gradients", "every tensor"),
-        ("trajectory", f"lr {checks.SMALL_LEARNING_RATE:g}"),
+        ("trajectory", f"lr {compare.SMALL_LEARNING_RATE:g}"),
         ("trajectory", "recipe lr"),
         ("cross-eval", "logits, trained by torch"),
         ("cross-eval", "predictions, trained by jax"),
@@ -74,7 +75,8 @@ def recipe_trajectory(mnist, jax_side):
         config64, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
     )
     jax32 = jax_side.train(config, weights, pool, labels, batches)
-    return recipe_lr_row("rnn", config, "cpu", torch32.losses, jax32.losses, torch64.losses)
+    row = Row("rnn", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
+    return checks.recipe_lr_verdict(row, config.learning_rate, torch32.losses, jax32.losses, torch64.losses)
 
 
 def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist):
@@ -171,20 +173,20 @@ def summed_from_canonical(weights, config):
 def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, monkeypatch):
     """Why jax_impl keeps PyTorch's two biases: each Adam step moves both, so their sum moves twice as far."""
     monkeypatch.setattr(jax_impl.model, "TorchLSTMCell", one_bias_lstm)
-    config = dataclasses.replace(get_preset("lstm"), learning_rate=checks.SMALL_LEARNING_RATE, dtype="float64")
+    config = dataclasses.replace(get_preset("lstm"), learning_rate=compare.SMALL_LEARNING_RATE, dtype="float64")
     weights = checks.random_weights(config)
     side = JaxSide(from_canonical=summed_from_canonical)
     side.to_canonical = lambda model: {}  # only losses are compared: the layouts differ
     images, _ = checks.test_rows(mnist, 16, "float64")
     same_function = np.abs(side.logits(config, weights, images) - TorchSide().logits(config, weights, images)).max()
-    assert same_function <= checks.ABSOLUTE_FLOAT64
+    assert same_function <= compare.ABSOLUTE_FLOAT64
     pool, labels, batches = train_rows(mnist, config, 30)
     torch_run = TorchSide().train(config, weights, pool, labels, batches)
     torch_run.weights = [{}] * len(batches)
     jax_run = side.train(config, weights, pool, labels, batches)
     loss_gaps = np.abs(torch_run.losses - jax_run.losses)
-    assert loss_gaps[0] <= checks.ABSOLUTE_FLOAT64  # step 1's loss is computed before any update
-    assert loss_gaps.max() > 1e6 * checks.ABSOLUTE_FLOAT64
+    assert loss_gaps[0] <= compare.ABSOLUTE_FLOAT64  # step 1's loss is computed before any update
+    assert loss_gaps.max() > 1e6 * compare.ABSOLUTE_FLOAT64
 
 
 def test_parity_command_prints_a_table_and_json(tmp_path):
@@ -227,7 +229,6 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
 
     import parity.__main__ as parity_main
     from jax_impl import device as jax_device
-    from parity.checks import Row
     from torch_impl import device as torch_device
 
     saved = (
@@ -254,8 +255,11 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
             for dtype in options.dtypes
         ]
 
-    monkeypatch.setattr(parity_main, "gpu_available", lambda: (True, ""))
-    monkeypatch.setattr(parity_main, "run_preset", run_preset_here)
+    import parity.devices
+    import parity.suite
+
+    monkeypatch.setattr(parity.devices, "gpu_available", lambda: (True, ""))
+    monkeypatch.setattr(parity.suite, "run_preset", run_preset_here)
     try:
         code = parity_main.main(["--presets", "lstm", "--device", "gpu", "--checks", "logits", "--tf32"])
         after = (torch_device.tf32_enabled(), jax_device.tf32_enabled())
@@ -272,8 +276,8 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
 
 def test_the_cross_device_row_compares_every_side_with_every_other(mnist):
     """On a GPU the sides are torch and jax on each device; here two CPU copies stand in for the devices."""
+    from parity.devices import cross_device_rows
     from parity.sides import OracleSide
-    from parity.suite import cross_device_rows
 
     sides = {
         "torch-cpu": TorchSide("cpu"),
@@ -281,7 +285,7 @@ def test_the_cross_device_row_compares_every_side_with_every_other(mnist):
         "jax-cpu": JaxSide("cpu"),
         "numpy": OracleSide(),
     }
-    rows = cross_device_rows("bilstm", mnist, SuiteOptions(images=8), sides)
+    rows = cross_device_rows("bilstm", mnist, ("float32", "float64"), 8, sides)
     assert {(row.dtype, row.compared) for row in rows} == {
         (dtype, f"{a} vs {b}")
         for dtype in ("float32", "float64")

@@ -9,10 +9,9 @@ from hypothesis import strategies as st
 
 from examples.cnn import port as cnn
 from examples.mnist import mnist_test_inputs
-from parity import transforms
-from parity.port import PortError, build_pair, to_flax, to_torch
-from parity.prove import assert_port, check_port, port_weights
-from parity.transforms import concat, permute, reorder_blocks, reshape, split, transpose
+from parity.port import PortError, assert_port, check_port, transforms
+from parity.port.transforms import concat, permute, reorder_blocks, reshape, split, transpose
+from parity.port.weights import build_pair, port_weights, to_flax, to_torch
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
 
@@ -135,7 +134,7 @@ def test_a_declared_submodule_that_does_not_exist_is_one_line():
     port = type(port)(**{**port.__dict__, "submodules": [("conv3", "conv1")]})
     images, labels = mnist_test_inputs(4, channel_axis=True)
     with pytest.raises(PortError, match="'conv3' does not exist") as caught:
-        check_port(port, images, labels, checks_to_run=("submodules",), dtypes=("float32",))
+        check_port(port, images, labels, checks=("submodules",), dtypes=("float32",))
     assert "\n" not in str(caught.value)
 
 
@@ -143,14 +142,14 @@ def test_a_flax_model_fixed_to_float32_is_refused_in_float64():
     images, labels = mnist_test_inputs(4, channel_axis=True)
     port = cnn.make_port(flax_options={"dtype": "float32"})
     with pytest.raises(PortError, match="computes in float32 with float64 weights"):
-        check_port(port, images, labels, checks_to_run=("outputs",), dtypes=("float64",))
+        check_port(port, images, labels, checks=("outputs",), dtypes=("float64",))
 
 
 def test_assert_port_raises_with_the_table_and_the_first_divergence():
     images, labels = mnist_test_inputs(8, channel_axis=True)
     swapped = changed_table(**{"conv1.weight": ("conv1.weight", "conv1.kernel", permute(3, 2, 1, 0))})
     with pytest.raises(AssertionError) as caught:
-        assert_port(cnn.make_port(swapped), images, labels, checks_to_run=("outputs", "submodules"))
+        assert_port(cnn.make_port(swapped), images, labels, checks=("outputs", "submodules"))
     text = str(caught.value)
     assert text.startswith("port cnn: FAILED") and "first divergence: float64 submodules: conv1" in text
     assert "FAIL" in text.splitlines()[2]  # the first row after the header is float32's outputs
@@ -159,7 +158,7 @@ def test_assert_port_raises_with_the_table_and_the_first_divergence():
 def test_an_unknown_check_is_one_line():
     images, labels = mnist_test_inputs(4, channel_axis=True)
     with pytest.raises(PortError, match="unknown logitz"):
-        check_port(cnn.make_port(), images, labels, checks_to_run=("logitz",))
+        check_port(cnn.make_port(), images, labels, checks=("logitz",))
 
 
 def test_importing_the_api_loads_neither_framework():

@@ -10,7 +10,7 @@ import pytest
 from common.presets import PRESETS, get_preset
 from jax_impl.convert import from_canonical
 from parity.checks import random_weights
-from parity.port import build_pair, flax_weights
+from parity.port.weights import build_pair, flax_weights
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset
 
@@ -29,6 +29,6 @@ def test_the_preset_ports_table_loads_what_the_trainers_conversion_loads(preset)
 def test_the_suites_port_check_passes_every_row_on_the_cpu(preset, mnist):
     rows = run_preset(preset, mnist, "cpu", dataclasses.replace(SuiteOptions(), checks=("port",), images=16))
     checks = {row.check for row in rows}
-    assert checks == {"port weights", "port outputs", "port submodules", "port gradients", "port training"}
+    assert checks == {"port weights", "port outputs", "port submodules", "port gradients", "port trajectory"}
     assert all(row.passed for row in rows), [row for row in rows if not row.passed]
     assert {row.dtype for row in rows} == {"float32", "float64"}

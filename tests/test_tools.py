@@ -182,7 +182,7 @@ def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
     assert_one_line_error(
         run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0", "--work", str(tmp_path)),
         2,
-        "python -m parity.accuracy",
+        "python -m parity",
         "--seeds",
     )
     assert_one_line_error(run_cli("parity", "--checks", "8"), 2, "--checks: unknown check 8", "1 logits")

@@ -13,7 +13,8 @@ from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import canonical_shapes
 from parity import oracle
-from parity.checks import ABSOLUTE_FLOAT64, logit_tolerance, random_weights
+from parity.checks import random_weights
+from parity.compare import ABSOLUTE_FLOAT64, output_tolerance
 from tests.conftest import assert_one_line_error, run_cli
 from torch_impl.convert import (
     from_canonical,
@@ -76,7 +77,7 @@ def test_canonical_weights_reproduce_the_numpy_oracle(name, dtype, mnist_rows):
     model = from_canonical(weights, config)
     logits = model(torch.from_numpy(mnist_rows.astype(dtype))).detach().numpy()
     expected = oracle.logits(config, weights, mnist_rows)
-    tolerance, _ = logit_tolerance(dtype, max(1.0, np.abs(expected).max()))
+    tolerance, _ = output_tolerance(dtype, max(1.0, np.abs(expected).max()))
     assert np.abs(logits - expected).max() <= tolerance
     assert all(np.array_equal(a, weights[k]) for k, a in to_canonical(model).items())
 

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from common.allocator import tune_glibc_malloc
 from common.commands import evaluate_main
 from common.config import Config
 from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
+from torch_impl.allocator import tune_glibc_malloc
 from torch_impl.convert import from_canonical, read_weights
 from torch_impl.device import resolve_device
 from torch_impl.model import logits_in_batches
@@ -27,7 +27,7 @@ def predict_logits(config: Config, weights: Weights, rows: np.ndarray, device: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_glibc_malloc()  # common/allocator.py: torch's CPU RNNs allocate and free megabytes every batch
+    tune_glibc_malloc()  # torch_impl/allocator.py: torch's CPU RNNs allocate and free megabytes every batch
     return evaluate_main(argv, framework="torch", read_weights=read_weights, predict_logits=predict_logits)
 
 

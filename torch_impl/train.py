@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.allocator import tune_glibc_malloc
 from common.commands import train_main
 from common.config import Config
 from common.data import Dataset, images_to_row_sequences
 from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
+from torch_impl.allocator import tune_glibc_malloc
 from torch_impl.convert import from_canonical, to_canonical
 from torch_impl.device import describe_device, peak_memory_mb, resolve_device
 from torch_impl.model import SequenceClassifier, build_model, logits_in_batches
@@ -63,19 +63,6 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
-
-
-def loss_and_gradients(model: nn.Module, rows: torch.Tensor, labels: torch.Tensor) -> tuple[float, Weights]:
-    """The batch's mean cross-entropy and its gradient for every parameter, under canonical names."""
-    model.zero_grad(set_to_none=True)
-    loss = loss_fn(model, rows, labels)
-    loss.backward()
-    grads = {}
-    for name, parameter in model.named_parameters():
-        if parameter.grad is None:  # a parameter the loss does not reach: a broken model, not a zero gradient
-            raise RuntimeError(f"{name}: no gradient reaches it")
-        grads[name] = parameter.grad.detach().cpu().numpy()
-    return float(loss.detach()), grads
 
 
 @contextlib.contextmanager
@@ -177,7 +164,7 @@ def versions() -> dict[str, str | int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    malloc = tune_glibc_malloc()  # before the first large block: torch's CPU RNN workspaces (common/allocator.py)
+    malloc = tune_glibc_malloc()  # before the first large block: torch's CPU RNN workspaces (torch_impl/allocator.py)
     return train_main(
         argv, framework="torch", make_trainer=TorchTrainer, versions=lambda: {**versions(), "malloc": malloc}
     )

@@ -14,8 +14,7 @@ from flax import nnx
 
 from common.outputs import entry_point
 from examples.cnn import flax_model, torch_model
-from parity.port import Port
-from parity.transforms import permute, reshape, transpose
+from parity import Port, permute, reshape, transpose
 
 CHANNELS, HIDDEN = (8, 16), 64
 

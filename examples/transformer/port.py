@@ -8,6 +8,7 @@ Flax's `scale`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -15,10 +16,19 @@ from flax import nnx
 
 from common.outputs import entry_point
 from examples.transformer import flax_model, torch_model
-from parity.port import Port
-from parity.transforms import reshape, split, transpose
+from parity import Port, reshape, split, transpose
 
-WIDTH, HEADS, FEEDFORWARD, LAYERS = 32, 4, 64, 2
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """The encoder's size; the default is the example's, `Size(768, 12, 3072, 12)` a BERT-base-sized one (85M)."""
+
+    width: int = 32
+    heads: int = 4
+    feedforward: int = 64
+    layers: int = 2
+
+
 QKV = ("query", "key", "value")
 QKV_STEPS = (split(3), transpose(), reshape())
 
@@ -48,46 +58,59 @@ def layer_weights(layer: int, qkv: tuple[str, str, str] = QKV) -> list[tuple]:
     ]
 
 
-def weights(qkv: tuple[str, str, str] = QKV) -> list[tuple]:
+def weights(qkv: tuple[str, str, str] = QKV, layers: int = Size.layers) -> list[tuple]:
     return [
         ("embed.weight", "embed.kernel", transpose()),
         ("embed.bias", "embed.bias"),
         ("position", "position"),
-        *(row for layer in range(LAYERS) for row in layer_weights(layer, qkv)),
+        *(row for layer in range(layers) for row in layer_weights(layer, qkv)),
         ("head.weight", "head.kernel", transpose()),
         ("head.bias", "head.bias"),
     ]
 
 
-SUBMODULES = [
-    ("embed", "embed"),
-    *(
-        (f"encoder.layers.{layer}.{name}", f"layers.{layer}.{name}")
-        for layer in range(LAYERS)
-        for name in ("self_attn", "norm1", "linear1", "linear2", "norm2")
-    ),
-    ("head", "head"),
-]
+def submodules(layers: int = Size.layers) -> list[tuple[str, str]]:
+    return [
+        ("embed", "embed"),
+        *(
+            (f"encoder.layers.{layer}.{name}", f"layers.{layer}.{name}")
+            for layer in range(layers)
+            for name in ("self_attn", "norm1", "linear1", "linear2", "norm2")
+        ),
+        ("head", "head"),
+    ]
 
 
-def make_port(weight_rows=None, flax_options=None) -> Port:
+def make_port(weight_rows=None, flax_options=None, size: Size = Size()) -> Port:
     """The Transformer port; the tests pass a changed table or Flax model to plant bugs."""
+    shape = (size.width, size.heads, size.feedforward, size.layers)
     return Port(
         name="transformer",
-        torch_model=lambda: torch_model.TransformerClassifier(WIDTH, HEADS, FEEDFORWARD, LAYERS),
-        flax_model=lambda: flax_model.TransformerClassifier(
-            nnx.Rngs(0), WIDTH, HEADS, FEEDFORWARD, LAYERS, **(flax_options or {})
-        ),
-        weights=weight_rows or weights(),
-        submodules=SUBMODULES,
+        torch_model=lambda: torch_model.TransformerClassifier(*shape),
+        flax_model=lambda: flax_model.TransformerClassifier(nnx.Rngs(0), *shape, **(flax_options or {})),
+        weights=weight_rows or weights(layers=size.layers),
+        submodules=submodules(size.layers),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m examples.transformer.port [--images N]`: every check on real MNIST test images."""
-    from examples.mnist import prove_main
+    """`python -m examples.transformer.port [--images N] [--width W --heads H --feedforward F --layers L]`."""
+    from examples.mnist import example_parser, prove
 
-    return prove_main(make_port(), channel_axis=False, argv=argv)
+    parser = example_parser("transformer")
+    parser.add_argument("--width", type=int, default=Size.width, help="model width (768: BERT-base)")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (default: width / 8)")
+    parser.add_argument("--feedforward", type=int, default=None, help="feed-forward width (default: 2 x width)")
+    parser.add_argument("--layers", type=int, default=Size.layers, help="encoder layers (12: BERT-base)")
+    args = parser.parse_args(argv)
+    heads = args.heads or max(1, args.width // 8)
+    size = Size(args.width, heads, args.feedforward or 2 * args.width, args.layers)
+    for flag, value in vars(args).items():
+        if isinstance(value, int) and value < 1:
+            parser.error(f"--{flag} must be positive, got {value}")
+    if size.width % size.heads:
+        parser.error(f"--heads: {size.heads} does not divide --width {size.width}")
+    return prove(make_port(size=size), args.images, channel_axis=False)
 
 
 if __name__ == "__main__":

@@ -16,29 +16,26 @@
 
 The weight table is checked against both models before anything runs (`check_declaration`): every name
 exists, every parameter is mapped once, every shape comes out right; a mismatch is one line that names
-the tensors and guesses the fix. From the table come both conversions (`to_flax`, `to_torch`), exact
-both ways. `parity.prove` runs the checks on a declared port.
+the tensors and guesses the fix. From the table come both conversions (`parity.port.weights`), exact both
+ways; `parity.port.check` runs the checks on a declared port.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.errors import SeqMnistError
-from parity import transforms
-from parity.transforms import Shape, Step
+from parity.port import transforms
+from parity.port.transforms import Shape, Step
 
 if TYPE_CHECKING:
     import torch
     from flax import nnx
-
-Weights = dict[str, np.ndarray]
 
 
 class PortError(SeqMnistError):
@@ -94,7 +91,7 @@ class Port:
     """A PyTorch module, its Flax NNX port, and the declared correspondence between them.
 
     `weights`: rows `(torch state_dict name(s), Flax parameter path(s), *steps)`, steps from
-    `parity.transforms`, applied torch -> Flax. `submodules`: rows `(torch module name, Flax module path,
+    `parity.port.transforms`, applied torch -> Flax. `submodules`: rows `(torch module name, Flax module path,
     *steps)`, whose outputs the submodule check compares (the steps turn the torch output into the Flax
     layout, e.g. NCHW -> NHWC). `inputs`, `outputs`: steps from a torch input to the Flax input, and from
     the torch output to the Flax output. The losses take (outputs, labels) in each framework.
@@ -120,34 +117,6 @@ class Port:
     @property
     def submodule_entries(self) -> list[Entry]:
         return [parse_entry(row, "submodules") for row in self.submodules]
-
-
-# ---- the two models' parameters, by name -------------------------------------------------------------
-
-
-def path_name(path: Sequence[Any]) -> str:
-    return ".".join(str(part) for part in path)
-
-
-def flax_parameters(model: nnx.Module) -> dict[str, Any]:
-    """Flax parameter path ("layers.0.attention.query.kernel") -> its nnx.Param."""
-    from flax import nnx
-
-    return {path_name(path): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-
-
-def flax_weights(model: nnx.Module) -> Weights:
-    """Every Flax parameter as a NumPy array, by path."""
-    return {name: np.asarray(variable.get_value()) for name, variable in flax_parameters(model).items()}
-
-
-def torch_weights(model: torch.nn.Module) -> Weights:
-    """Every entry of the state_dict as a NumPy array (a copy)."""
-    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
-
-
-def shapes(weights: dict[str, Any]) -> dict[str, Shape]:
-    return {name: tuple(value.shape) for name, value in weights.items()}
 
 
 def unknown_name(kind: str, name: str, known: Sequence[str]) -> PortError:
@@ -225,78 +194,3 @@ def check_entry_shapes(entry: Entry, sources: list[Shape], destinations: list[Sh
                 f"weights: torch {where} {became}, but Flax {path} is {destination}; "
                 f"{transforms.guess_fix(result, destination)}"
             )
-
-
-# ---- conversions ----------------------------------------------------------------------------------------
-
-
-def to_flax(entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape]) -> Weights:
-    """PyTorch-layout weights (state_dict names) -> Flax parameters (paths), through the table."""
-    out: Weights = {}
-    for entry in entries:
-        targets = [flax_shapes[path] for path in entry.flax]
-        arrays = transforms.apply(entry.steps, [weights[name] for name in entry.torch], targets)
-        out.update({path: np.ascontiguousarray(array) for path, array in zip(entry.flax, arrays, strict=True)})
-    return out
-
-
-def to_torch(entries: Sequence[Entry], weights: Weights, torch_shapes: dict[str, Shape]) -> Weights:
-    """Flax parameters (paths) -> PyTorch-layout weights (state_dict names): each table row undone."""
-    out: Weights = {}
-    for entry in entries:
-        sources = [torch_shapes[name] for name in entry.torch]
-        arrays = transforms.invert(entry.steps, [weights[path] for path in entry.flax], sources)
-        out.update({name: np.ascontiguousarray(array) for name, array in zip(entry.torch, arrays, strict=True)})
-    return out
-
-
-# ---- loading weights into the models --------------------------------------------------------------------
-
-
-def load_torch(model: torch.nn.Module, weights: Weights, dtype: str) -> torch.nn.Module:
-    """`model` in `dtype` ("float32" or "float64") holding exactly `weights` (strict: every name, every shape)."""
-    import torch
-
-    model = model.to(torch.float64 if dtype == "float64" else torch.float32)
-    model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()}, strict=True)
-    return model
-
-
-def load_flax(model: nnx.Module, weights: Weights) -> nnx.Module:
-    """`model` holding `weights` (Flax paths), each set in its own dtype."""
-    import jax.numpy as jnp
-
-    for path, variable in flax_parameters(model).items():
-        variable.set_value(jnp.asarray(weights[path]))
-    return model
-
-
-@dataclasses.dataclass
-class Pair:
-    """Both models of a port, built and holding the same weights, in one dtype."""
-
-    torch_model: Any
-    flax_model: Any
-    entries: list[Entry]
-    torch_shapes: dict[str, Shape]
-    flax_shapes: dict[str, Shape]
-
-
-def build(factory: Callable[..., Any], dtype: str) -> Any:
-    """`factory()`, or `factory(dtype=...)` when it takes a `dtype` (a model whose state has one, e.g. an RNN's h0)."""
-    return factory(dtype=dtype) if "dtype" in inspect.signature(factory).parameters else factory()
-
-
-def build_pair(port: Port, weights: Weights) -> Pair:
-    """The two models holding `weights` (PyTorch layout, one float dtype), declaration checked first."""
-    dtype = str(next(array.dtype for array in weights.values() if np.issubdtype(array.dtype, np.floating)))
-    torch_model: Any = build(port.torch_model, dtype)
-    flax_model: Any = build(port.flax_model, dtype)
-    torch_shapes = shapes(torch_model.state_dict())
-    flax_shapes = shapes(flax_weights(flax_model))
-    entries = port.entries
-    check_declaration(entries, torch_shapes, flax_shapes)
-    torch_model = load_torch(torch_model, weights, dtype).eval()
-    flax_model = load_flax(flax_model, to_flax(entries, weights, flax_shapes))
-    flax_model.eval()
-    return Pair(torch_model, flax_model, entries, torch_shapes, flax_shapes)

@@ -1,0 +1,107 @@
+"""The PyTorch side of a port check: the model built holding given weights, run in float32 or float64.
+
+Each function answers one question the checks ask (outputs, each declared submodule's outputs, the loss
+gradients, a run of optimizer steps) and returns NumPy arrays; the verdicts are `parity.compare`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity.compare import Weights
+from parity.port.declare import Entry, Port, PortError, unknown_name
+from parity.port.optimizer import Optimizer
+from parity.port.transforms import Shape
+from parity.port.weights import build, load_torch, to_flax, torch_weights
+
+if TYPE_CHECKING:
+    import torch
+
+
+def first_tensor(output: Any) -> Any:
+    """A module's output, or the first element of a tuple output (nn.MultiheadAttention's (output, weights))."""
+    return output[0] if isinstance(output, tuple | list) else output
+
+
+def torch_model_holding(port: Port, weights: Weights, dtype: str) -> torch.nn.Module:
+    """The port's torch model in `dtype`, holding `weights` (state_dict names), in eval mode."""
+    return load_torch(build(port.torch_model, dtype), weights, dtype).eval()
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def torch_forward(model: Any, inputs: np.ndarray) -> np.ndarray:
+    """The model's output on `inputs` (the first tensor of a tuple output)."""
+    result: np.ndarray = first_tensor(model(as_tensor(inputs))).detach().numpy()
+    return result
+
+
+def torch_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(torch module name, output) for each declared submodule, in the order PyTorch finished them."""
+    recorded: list[tuple[str, np.ndarray]] = []
+    handles = []
+    for entry in port.submodule_entries:
+        name = entry.torch[0]
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            known = [n for n, _ in model.named_modules() if n]
+            raise unknown_name("submodules: the torch module", name, known) from None
+
+        def hook(_module: Any, _inputs: Any, output: Any, name: str = name) -> None:
+            recorded.append((name, first_tensor(output).detach().numpy().copy()))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        torch_forward(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorded
+
+
+def torch_gradients(model: Any, loss_of: Callable[[Any], Any]) -> tuple[float, Weights]:
+    """`loss_of(model)` and its gradient for every parameter, by state_dict name; a parameter the loss does
+    not reach is a broken model, not a zero gradient (PortError)."""
+    model.zero_grad(set_to_none=True)
+    loss = loss_of(model)
+    loss.backward()
+    gradients = {}
+    for name, parameter in model.named_parameters():
+        if parameter.grad is None:
+            raise PortError(f"gradients: torch parameter {name!r} gets no gradient from the loss")
+        gradients[name] = parameter.grad.detach().cpu().numpy().copy()
+    return float(loss.detach()), gradients
+
+
+def port_loss(port: Port, inputs: np.ndarray, labels: np.ndarray) -> Callable[[Any], Any]:
+    """`model -> the port's torch loss on (inputs, labels)`."""
+    return lambda model: port.torch_loss(model(as_tensor(inputs)), as_tensor(labels))
+
+
+def torch_steps(
+    port: Port,
+    model: Any,
+    entries: list[Entry],
+    flax_shapes: dict[str, Shape],
+    optimizer: Optimizer,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    batches: list[np.ndarray],
+) -> Iterator[tuple[float, Weights]]:
+    """torch's optimizer, one step per batch: yields each step's loss and the weights after it, in the Flax
+    layout (one step's weights at a time: a trajectory of a large model is never held whole)."""
+    opt = optimizer.torch(model.parameters())
+    for batch in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = port.torch_loss(model(as_tensor(inputs[batch])), as_tensor(labels[batch]))
+        loss.backward()
+        opt.step()
+        yield loss.item(), to_flax(entries, torch_weights(model), flax_shapes)
