@@ -10,7 +10,7 @@ import numpy as np
 from common.cli import OneLineParser
 from common.data import images_to_row_sequences, load_dataset
 from common.resources import peak_rss_mb
-from parity import Port, check_port
+from parity import PORT_CHECKS, Port, check_port
 
 
 def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -21,16 +21,34 @@ def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.nd
 
 
 def example_parser(name: str) -> OneLineParser:
-    """The flags every example takes: `--images N`."""
+    """The flags every example takes: `--images N`, `--checks NAMES`."""
     parser = OneLineParser(prog=f"python -m examples.{name}.port", description=f"prove the {name} port")
     parser.add_argument("--images", type=int, default=64, help="real MNIST test images to check on")
+    parser.add_argument(
+        "--checks",
+        default=",".join(PORT_CHECKS),
+        help=f"comma-separated checks to run, some of {','.join(PORT_CHECKS)} (default: all)",
+    )
     return parser
 
 
-def prove(port: Port, images: int, channel_axis: bool) -> int:
-    """Every check on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
+def parse_example_args(parser: OneLineParser, argv: Sequence[str] | None):
+    """The parsed flags, `--images` positive and `--checks` a list of known names (else exit 2 naming the flag)."""
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be positive, got {args.images}")
+    args.checks = tuple(name.strip() for name in args.checks.split(",") if name.strip())
+    unknown = [name for name in args.checks if name not in PORT_CHECKS]
+    if unknown or not args.checks:
+        given = ", ".join(unknown) or "none given"
+        parser.error(f"--checks: unknown {given}; expected some of {','.join(PORT_CHECKS)}")
+    return args
+
+
+def prove(port: Port, images: int, channel_axis: bool, checks: Sequence[str] = PORT_CHECKS) -> int:
+    """The checks on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
     began = time.perf_counter()
-    report = check_port(port, *mnist_test_inputs(images, channel_axis))
+    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks)
     print(report.table())
     seconds = time.perf_counter() - began
     print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")
@@ -38,9 +56,6 @@ def prove(port: Port, images: int, channel_axis: bool) -> int:
 
 
 def prove_main(port: Port, channel_axis: bool, argv: Sequence[str] | None = None) -> int:
-    """`python -m examples.<name>.port [--images N]`: every check on N test images; exit 1 on a failure."""
-    parser = example_parser(port.name)
-    args = parser.parse_args(argv)
-    if args.images < 1:
-        parser.error(f"--images must be positive, got {args.images}")
-    return prove(port, args.images, channel_axis)
+    """`python -m examples.<name>.port [--images N] [--checks NAMES]`: the checks on N images; exit 1 on a failure."""
+    args = parse_example_args(example_parser(port.name), argv)
+    return prove(port, args.images, channel_axis, args.checks)

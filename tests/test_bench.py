@@ -25,43 +25,18 @@ def bench_rows(path) -> list[dict]:
     return [row for row in json.loads(path.read_text()) if row["runner"] != "(process)"]
 
 
-def test_bench_times_steps_every_runner_really_took(tmp_path):
-    steps, reps = 5, 2
-    result = run_cli(
-        "bench", "--presets", "lstm", "--steps", str(steps), "--reps", str(reps), "--json", str(tmp_path / "b.json")
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = bench_rows(tmp_path / "b.json")
-    assert [row["runner"] for row in rows] == [
-        "tutorial loop",
-        "tutorial loop, malloc tuned",
-        "torch trainer",
-        "jax trainer",
-    ]
-    for row in rows:
-        # a warm-up run and `reps` timed runs, each `steps` Adam steps, as each optimizer counts them
-        assert row["steps_taken"] == (reps + 1) * steps, row
-        # setting a runner up loads the training set into it: its memory figure must show that
-        assert row["memory_mb"] > 0.8 * MNIST_TRAIN_ROWS_MIB, row
-        # no runner can outrun the device's own matmul throughput with matmul FLOPs
-        assert 0 < row["bound_share"] < 1, row
-    assert rows[0]["vs_tutorial"] == 1.0 and all(row["eval_images_per_s"] is None for row in rows[:2])
-    assert all(row["eval_images_per_s"] > 0 for row in rows[2:])
-    # the tutorial loop runs in fresh processes of its own: as a user's script has it, and tuned
-    assert rows[0]["malloc"] == "default" and rows[1]["malloc"].startswith("glibc, mmap threshold")
-    assert "tutorial loop" in result.stdout and "x tutorial" in result.stdout
-
-
-def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path):
+def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps(tmp_path):
+    """One run of the benchmark's every part: the four runners, four levers, a batch sweep and its plot."""
+    steps, reps = 4, 2
     levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices,jax: synchronous dispatch"
     result = run_cli(
         "bench",
         "--presets",
         "lstm",
         "--steps",
-        "4",
+        str(steps),
         "--reps",
-        "1",
+        str(reps),
         "--levers",
         levers,
         "--sweep",
@@ -88,7 +63,18 @@ def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path)
         ("jax: 2 CPU devices", "jax"),
         ("jax: synchronous dispatch", "jax"),
     ]
-    assert all(row["steps_taken"] == 2 * 4 for row in timed)
+    for row in timed:
+        # a warm-up run and `reps` timed runs, each `steps` Adam steps, as each optimizer counts them
+        assert row["steps_taken"] == (reps + 1) * steps, row
+        # setting a runner up loads the training set into it: its memory figure must show that
+        assert row["memory_mb"] > 0.8 * MNIST_TRAIN_ROWS_MIB, row
+        # no runner can outrun the device's own matmul throughput with matmul FLOPs
+        assert 0 < row["bound_share"] < 1, row
+    assert timed[0]["vs_tutorial"] == 1.0 and all(row["eval_images_per_s"] is None for row in timed[:2])
+    assert all(row["eval_images_per_s"] > 0 for row in timed[2:4])
+    # the tutorial loop runs in fresh processes of its own: as a user's script has it, and tuned
+    assert timed[0]["malloc"] == "default" and timed[1]["malloc"].startswith("glibc, mmap threshold")
+    assert "tutorial loop" in result.stdout and "x tutorial" in result.stdout
     # a lever read once per process runs in a fresh process of its own; the others in the benchmark's
     assert [row["runner"] for row in timed if row["malloc"] is not None][2:] == ["jax: synchronous dispatch"]
     swept = [(row["size"], row["runner"], row["batch_size"]) for row in rows if row.get("sweep") == "batch"]
@@ -98,7 +84,7 @@ def test_bench_levers_and_sweep_build_trainers_with_the_levers_options(tmp_path)
         (128, "torch trainer", 128),
         (128, "jax trainer", 128),
     ]
-    assert all(row["steps_taken"] == 2 * (256 // row["batch_size"]) for row in rows if "sweep" in row)
+    assert all(row["steps_taken"] == (reps + 1) * (256 // row["batch_size"]) for row in rows if "sweep" in row)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout
 

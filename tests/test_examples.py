@@ -54,7 +54,7 @@ def test_the_cnn_port_passes_every_check_in_float32_and_float64(images):
 def test_the_transformer_port_passes_every_check_in_float32_and_float64(rows):
     report = check_port(transformer.make_port(), *rows)
     assert report.passed, report.table()
-    assert len([row for row in report.rows if row.check == "submodules"]) == 2 * len(transformer.SUBMODULES)
+    assert len([row for row in report.rows if row.check == "submodules"]) == 2 * len(transformer.submodules())
 
 
 def test_cnn_kernel_not_permuted_is_refused_with_the_permutation_to_use(images):
@@ -101,9 +101,25 @@ def test_flax_attention_float32_softmax_passes_in_float32_and_is_caught_in_float
     assert float64_divergence(report) == "encoder.layers.0.self_attn"
 
 
-@pytest.mark.trains
 @pytest.mark.parametrize("example", ["cnn", "transformer"])
 def test_each_example_proves_itself_from_the_command_line(example):
-    result = run_cli(f"examples.{example}.port", "--images", "8")
+    """The entry point and its printout; the full check runs in-process above, so this one runs two checks."""
+    result = run_cli(f"examples.{example}.port", "--images", "4", "--checks", "weights,outputs")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"port {example}: passed")
+    assert {line.split()[0] for line in result.stdout.splitlines()[2:-1] if line.strip()} >= {"weights", "outputs"}
+    assert "submodules" not in result.stdout and result.stdout.strip().splitlines()[-1].startswith(f"{example}: ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--checks", "outputs,training"], "--checks: unknown training"),
+        (["--images", "0"], "--images must be positive"),
+    ],
+)
+def test_example_flags_are_checked_before_anything_runs(capsys, flags, fragment):
+    from tests.conftest import assert_one_line, run_main
+
+    code, _, err = run_main(cnn.main, flags, capsys)
+    assert_one_line(code, err, 2, fragment)

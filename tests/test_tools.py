@@ -215,7 +215,7 @@ def test_the_gpu_report_runs_every_part_in_its_dry_run(tmp_path):
     assert all(row["passed"] for row in json.loads((out / "parity.json").read_text()))
     assert {row["runner"] for row in json.loads((out / "bench.json").read_text())} >= {"torch trainer", "jax trainer"}
     assert len(json.loads((out / "check6.json").read_text())["per_seed"]) == 1
-    assert len(list((out / "epochs").glob("*/summary.json"))) == 4
+    assert len(list((out / "epochs").glob("*/summary.json"))) == 2  # lstm in both (bilstm too on a GPU)
     assert (out / "determinism.txt").read_text().count("identical weights") == 2
     unknown = subprocess.run(
         ["bash", "tools/gpu_report.sh", str(out), "warp"], cwd=ROOT, env=env, capture_output=True, text=True

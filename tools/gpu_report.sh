@@ -29,12 +29,14 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   accuracy_args=(--presets lstm --seeds 1 --runs torch,jax --max-steps 3 --device cpu)
   bench_args=(--presets lstm --steps 3 --reps 1 --device cpu)
   train_args=(--max-steps 3)
+  epoch_presets=(lstm)
 else
   device=gpu
   parity_args=(--presets "$all_presets" --device auto --tf32)
   accuracy_args=(--presets lstm,bilstm,bilstm2x128 --seeds 5 --runs torch,jax --device gpu)
   bench_args=(--presets "$all_presets" --steps 200 --reps 3 --device gpu --levers "jax: cuDNN LSTM")
   train_args=()
+  epoch_presets=(lstm bilstm)
 fi
 
 run_part() {  # NAME COMMAND...: run it, log its output, note its wall time and exit code
@@ -75,7 +77,7 @@ print('jax', jax.__version__, jax.devices(), '| flax', flax.__version__, '| opta
     accuracy) run_part accuracy "$python" -m parity.accuracy "${accuracy_args[@]}" --work "$out/check6" \
                 --json "$out/check6.json" --plot "$out/check6.png" ;;
     bench) run_part bench "$python" -m bench "${bench_args[@]}" --json "$out/bench.json" ;;
-    epochs) run_part epochs train_both epochs lstm bilstm ;;
+    epochs) run_part epochs train_both epochs "${epoch_presets[@]}" ;;
     determinism) run_part determinism determinism ;;
     *) echo "tools/gpu_report.sh: error: unknown part $part (expected versions, parity, accuracy, bench, epochs, determinism)" >&2
        exit 2 ;;

@@ -94,15 +94,16 @@ def make_port(weight_rows=None, flax_options=None, size: Size = Size()) -> Port:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m examples.transformer.port [--images N] [--width W --heads H --feedforward F --layers L]`."""
-    from examples.mnist import example_parser, prove
+    """`python -m examples.transformer.port [--images N] [--checks NAMES] [--width W --heads H --feedforward F
+    --layers L]`: the example at any size, up to BERT-base."""
+    from examples.mnist import example_parser, parse_example_args, prove
 
     parser = example_parser("transformer")
     parser.add_argument("--width", type=int, default=Size.width, help="model width (768: BERT-base)")
     parser.add_argument("--heads", type=int, default=None, help="attention heads (default: width / 8)")
     parser.add_argument("--feedforward", type=int, default=None, help="feed-forward width (default: 2 x width)")
     parser.add_argument("--layers", type=int, default=Size.layers, help="encoder layers (12: BERT-base)")
-    args = parser.parse_args(argv)
+    args = parse_example_args(parser, argv)
     heads = args.heads or max(1, args.width // 8)
     size = Size(args.width, heads, args.feedforward or 2 * args.width, args.layers)
     for flag, value in vars(args).items():
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{flag} must be positive, got {value}")
     if size.width % size.heads:
         parser.error(f"--heads: {size.heads} does not divide --width {size.width}")
-    return prove(make_port(size=size), args.images, channel_axis=False)
+    return prove(make_port(size=size), args.images, channel_axis=False, checks=args.checks)
 
 
 if __name__ == "__main__":
