@@ -45,10 +45,10 @@ def parse_example_args(parser: OneLineParser, argv: Sequence[str] | None):
     return args
 
 
-def prove(port: Port, images: int, channel_axis: bool, checks: Sequence[str] = PORT_CHECKS) -> int:
+def prove(port: Port, images: int, channel_axis: bool, checks: Sequence[str] = PORT_CHECKS, mode: str = "eval") -> int:
     """The checks on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
     began = time.perf_counter()
-    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks)
+    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks, mode=mode)
     print(report.table())
     seconds = time.perf_counter() - began
     print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")

@@ -93,9 +93,13 @@ def first_divergence(rows: Sequence[Row], locating: Iterable[str] = ()) -> str |
 # ---- outputs -------------------------------------------------------------------------------------------------
 
 
-def output_tolerance(dtype: str, scale: float) -> tuple[float, str]:
-    """The tolerance for outputs of `dtype` whose largest value is `scale` (at least 1), and its label."""
+def output_tolerance(dtype: str, scale: float, float64_relative: bool = False) -> tuple[float, str]:
+    """The tolerance for outputs of `dtype` whose largest value is `scale` (at least 1), and its label. float64
+    is absolute, or with `float64_relative` relative to `scale` as float32 is (a port's BatchNorm output of
+    scale 7, normalised by statistics summed over 50,000 values, rounds to ~2e-12 in float64)."""
     if dtype == "float64":
+        if float64_relative and scale > 1:
+            return ABSOLUTE_FLOAT64 * scale, f"{ABSOLUTE_FLOAT64:g} x {scale:.3g}"
         return ABSOLUTE_FLOAT64, f"{ABSOLUTE_FLOAT64:g} abs"
     return OUTPUT_RTOL_FLOAT32 * scale, f"{OUTPUT_RTOL_FLOAT32:g} x {scale:.3g}"
 
@@ -110,6 +114,10 @@ def max_gap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
 
 
+def count_nonfinite(array: np.ndarray) -> int:
+    return int(array.size - np.isfinite(array).sum()) if np.issubdtype(array.dtype, np.inexact) else 0
+
+
 def where_over(a: np.ndarray, b: np.ndarray, tolerance: float) -> str:
     """`at (3, 7), 12 of 640 values over`: the worst gap's index and how many values exceed `tolerance`."""
     diff = np.abs(a.astype(np.float64) - b)
@@ -118,19 +126,27 @@ def where_over(a: np.ndarray, b: np.ndarray, tolerance: float) -> str:
 
 
 def compare_outputs(
-    row: Row, reference: np.ndarray, other: np.ndarray, scale: float | None = None, names: str = "torch vs flax"
+    row: Row,
+    reference: np.ndarray,
+    other: np.ndarray,
+    scale: float | None = None,
+    names: str = "torch vs flax",
+    float64_relative: bool = False,
 ) -> Row:
-    """`row` judged on max |reference - other| (float32: relative to `scale`, by default the reference's)."""
+    """`row` judged on max |reference - other| (float32: relative to `scale`, by default the reference's;
+    float64 too with `float64_relative`)."""
     if reference.shape != other.shape:
         a, b = names.split(" vs ")
         return dataclasses.replace(
             row, tolerance="same shape", passed=False, detail=f"{a} {reference.shape} vs {b} {other.shape}"
         )
     scale = output_scale(reference) if scale is None else scale
-    tolerance, text = output_tolerance(row.dtype, scale)
+    tolerance, text = output_tolerance(row.dtype, scale, float64_relative)
     gap = max_gap(reference, other)
     passed = gap <= tolerance
     detail = "" if passed else f"|diff| {gap:.3g} > {tolerance:.3g} {where_over(reference, other, tolerance)}"
+    sides = zip(names.split(" vs "), (count_nonfinite(reference), count_nonfinite(other)), strict=True)
+    detail += "".join(f" ({side} has {count} NaN or inf)" for side, count in sides if count)
     return dataclasses.replace(
         row,
         figures={"max_abs_diff": gap, "scaled_diff": gap / scale},
@@ -157,19 +173,27 @@ def gradient_gaps(reference: Weights, other: Weights) -> dict[str, tuple[float, 
     return gaps
 
 
-def compare_gradients(row: Row, reference: Weights, other: Weights) -> Row:
-    """`row` judged on every tensor's gradient relative to its own scale; the detail names the worst tensor."""
+def compare_gradients(row: Row, reference: Weights, other: Weights, rounding: dict[str, float] | None = None) -> Row:
+    """`row` judged on every tensor's gradient relative to its own scale; the detail names the worst tensor.
+
+    `rounding` (float32 only): each tensor's own float32-vs-float64 relative gap in the reference framework.
+    A tensor whose float32 gradient rounds further than GRADIENT_RTOL from the exact one (BatchNorm's batch
+    statistics in train mode) is then allowed ROUNDING_FACTOR x that, as trajectories are."""
     rtol = GRADIENT_RTOL[row.dtype]
     gaps = gradient_gaps(reference, other)
-    worst_name = max(gaps, key=lambda name: gaps[name][1]) if gaps else ""
+    allowed = {name: max(rtol, ROUNDING_FACTOR * (rounding or {}).get(name, 0.0)) for name in gaps}
+    ratio = {name: gaps[name][1] / allowed[name] for name in gaps}
+    worst_name = max(ratio, key=lambda name: ratio[name]) if gaps else ""
     worst = gaps[worst_name][1] if gaps else 0.0
-    over = sum(relative > rtol for _, relative in gaps.values())
+    over = sum(value > 1 for value in ratio.values())
     detail = f"worst {worst_name}" + (f", {over} of {len(gaps)} tensors over" if over else "")
+    widened = max(allowed.values(), default=rtol)
+    tolerance = f"{rtol:g} rel" + (f", or 10x torch's f32-f64 gap (max {widened:.1e})" if widened > rtol else "")
     return dataclasses.replace(
         row,
         figures={"max_abs_diff": max((gap for gap, _ in gaps.values()), default=0.0), "worst_relative_diff": worst},
-        tolerance=f"{rtol:g} rel",
-        passed=worst <= rtol,
+        tolerance=tolerance,
+        passed=all(value <= 1 for value in ratio.values()),
         detail="; ".join(part for part in (detail, row.detail) if part),
     )
 

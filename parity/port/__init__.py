@@ -3,17 +3,18 @@
     from parity.port import Port, check_port, permute, transpose
 
 `declare` (the `Port` and its weight table, checked before anything runs), `transforms` (the steps a table
-row applies, exact both ways), `weights` (the two conversions, both models holding the same values),
-`torch_runner` and `flax_runner` (each framework's side), `check` (`check_port`: the checks, judged by
-`parity.compare`, the core the preset suite shares), `report` (the `Report` and its table). Importing this
-package loads neither torch nor JAX; running a check does.
+row applies: exact both ways, but `add`, one-way), `weights` (the two conversions, both models holding the
+same parameters and buffers), `trees` (several inputs, structured outputs), `torch_runner` and `flax_runner`
+(each framework's side, in eval or train mode), `check` (`check_port`), `rows` and `trajectory` (the
+comparisons, judged by `parity.compare`, the core the preset suite shares), `report` (the `Report` and its
+table). Importing this package loads neither torch nor JAX; running a check does.
 """
 
 from parity.port.check import PORT_CHECKS, assert_port, check_port
 from parity.port.declare import Port, PortError
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
-from parity.port.transforms import concat, permute, reorder_blocks, reshape, split, transpose
+from parity.port.transforms import add, concat, permute, reorder_blocks, reshape, split, transpose
 
 __all__ = [
     "PORT_CHECKS",
@@ -21,6 +22,7 @@ __all__ = [
     "Port",
     "PortError",
     "Report",
+    "add",
     "assert_port",
     "check_port",
     "concat",

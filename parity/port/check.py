@@ -1,76 +1,143 @@
 """Prove a declared port: `check_port` runs each check in float32 and float64 and returns a `Report`.
 
-    report = check_port(port, inputs, labels)          # inputs in the PyTorch layout, NumPy
+    report = check_port(port, inputs, labels)          # inputs in the PyTorch layout, NumPy (or a tuple)
     assert report.passed, report.table()
     assert_port(port, inputs, labels)                  # the same, raising AssertionError with the table
+    check_port(port, inputs, labels, mode="train")     # batch statistics, their updates, training with them
 
 Checks (`PORT_CHECKS`), each in float32 and float64 (both frameworks in float64: the math to ~1e-12;
 float32 then shows only rounding), on one set of weights, the torch model's own initialisation plus noise:
-- weights: both conversions through the table, exact round trips both ways;
-- outputs: the models' outputs on `inputs`;
+- weights: both conversions through the table, exact round trips both ways (a summed entry one way only);
+- outputs: every output array on `inputs`, each named; in train mode also every module's buffers after
+  that forward pass (rows "buffers": the running statistics' update);
 - submodules: each declared submodule's output, in the order PyTorch ran them; the first over its
   tolerance is the report's first divergence;
 - gradients: of the loss, for every mapped parameter, relative to that tensor's largest gradient;
 - trajectory: `steps` optimizer steps (torch Adam or SGD against optax's, hyperparameters matched) on the
-  same batches, every step's loss and weights.
-Verdicts and tolerances are the comparison core's (`parity.compare`), the same as the preset suite's.
-Memory: one framework's model in one dtype at a time; a trajectory's weights go step by step through a
-temporary folder, so a check holds a few copies of the model, not one per step.
+  same batches, every step's loss and weights, batch statistics included (`parity.port.trajectory`).
+`mode="train"` runs both models in training mode (batch statistics); dropout must then be off in both.
+Verdicts and tolerances are the comparison core's (`parity.compare`), the same as the preset suite's, with
+two scalings a port needs: float64 outputs are held to 1e-12 x max(1, the largest value) (as float32's are
+to 1e-5 x it), and a float32 gradient to 1e-4 or 10x torch's own float32-vs-float64 gap for that tensor,
+whichever is larger (torch's float64 gradients are kept on disk from the float64 run, which runs first).
+Memory: one framework's model in one dtype at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
-from parity.port.declare import Entry, Port, PortError, check_declaration
+from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
+from parity.port.rows import buffer_rows, output_rows, submodule_rows, template, weight_rows
+from parity.port.trajectory import trajectory_rows
 from parity.port.transforms import Shape
-from parity.port.weights import as_dtype, build, flax_parameters, flax_shapes, port_weights, shapes, to_flax, to_torch
+from parity.port.trees import as_inputs, in_dtype
+from parity.port.weights import (
+    as_dtype,
+    build,
+    flax_shapes,
+    flax_types,
+    flax_variables,
+    to_flax,
+    torch_start,
+    torch_weights,
+)
 
 PORT_CHECKS = ("weights", "outputs", "submodules", "gradients", "trajectory")
+MODES = ("eval", "train")
 RENAMED = {"training": "trajectory"}
 ADAM = Optimizer()  # Adam at lr 1e-4, PyTorch's defaults otherwise
 
 
 @dataclasses.dataclass(frozen=True)
 class Declared:
-    """A port's table, checked against both models' shapes."""
+    """A port's table, checked against both models, and the mode the checks run in."""
 
+    port: Port
     entries: list[Entry]
     torch_shapes: dict[str, Shape]
     flax_shapes: dict[str, Shape]
+    buffers: frozenset[str]  # torch state_dict entries that are buffers
+    not_ported: list[str]
+    mode: str = "eval"
+
+    @property
+    def parameter_entries(self) -> list[Entry]:
+        return [entry for entry in self.entries if not set(entry.torch) & self.buffers]
+
+    @property
+    def buffer_entries(self) -> list[Entry]:
+        return [entry for entry in self.entries if set(entry.torch) & self.buffers]
 
 
-def declared(port: Port, weights: Weights) -> Declared:
+def declared(port: Port, weights: Weights, buffers: frozenset[str], dropouts: list[str], mode: str) -> Declared:
     """The weight table checked against the models before anything runs (else PortError)."""
-    table = Declared(port.entries, shapes(weights), flax_shapes(build(port.flax_model, "float32")))
-    check_declaration(table.entries, table.torch_shapes, table.flax_shapes)
-    return table
+    flax_model = build(port.flax_model, "float32")
+    entries, torch_shapes, shapes = port.entries, {n: a.shape for n, a in weights.items()}, flax_shapes(flax_model)
+    left = check_declaration(entries, torch_shapes, shapes, buffers, flax_types(flax_model), port.not_ported)
+    if mode == "train":
+        active = dropouts + [f"flax {found}" for found in flax_runner.flax_dropouts(flax_model)]
+        if active:
+            raise PortError(
+                f"mode='train': dropout is on ({'; '.join(active[:3])}{'; ...' if len(active) > 3 else ''}); its "
+                "random masks cannot match across frameworks: build both models with dropout 0 for a train-mode check"
+            )
+    return Declared(port, entries, torch_shapes, shapes, buffers, left, mode)
+
+
+def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], not_ported: Sequence[str]) -> None:
+    """nn.GRU's `bias_hh` cannot be summed into an input bias (nnx.GRUCell's form): PortError, in one line."""
+    for gru in grus:
+        prefix = f"{gru}.bias_hh" if gru else "bias_hh"
+        for name in [n for n in names if n.startswith(prefix)]:
+            entry = next((e for e in entries if name in e.torch), None)
+            if (entry is None and not matching(not_ported, [name])) or (entry and transforms.one_way(entry.steps)):
+                raise PortError(
+                    f"weights: {name}: nn.GRU keeps b_hn inside r * (W_hn h + b_hn), which nnx.GRUCell (one bias, "
+                    "outside) cannot hold: no table ports it exactly unless that block is zero; write the Flax cell "
+                    "in PyTorch's form, or declare it not_ported to check a port from weights with b_hn = 0"
+                )
+
+
+def check_inputs(port: Port, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> None:
+    """Every input has the labels' length; an integer input (token ids) has no steps; else PortError."""
+    for index, (x, steps) in enumerate(zip(inputs, port.input_steps(len(inputs)), strict=True)):
+        if not len(x.shape) or x.shape[0] != len(labels):
+            raise PortError(f"inputs[{index}]: shape {x.shape}, expected {len(labels)} rows, one per label")
+        if steps and not np.issubdtype(x.dtype, np.floating):
+            raise PortError(
+                f"inputs[{index}]: an integer array ({x.dtype}, token ids or a mask) with steps "
+                f"{' '.join(map(str, steps))}; steps change a float layout (NCHW -> NHWC): declared for another input?"
+            )
 
 
 def check_port(
     port: Port,
-    inputs: np.ndarray,
+    inputs: np.ndarray | Sequence[np.ndarray],
     labels: np.ndarray,
     *,
     checks: Sequence[str] = PORT_CHECKS,
     dtypes: Sequence[str] = ("float32", "float64"),
+    mode: str = "eval",
     optimizer: Optimizer = ADAM,
     steps: int = 10,
     batch_size: int = 16,
     seed: int = 0,
 ) -> Report:
-    """Every check in `checks`, in each dtype; `inputs` in the PyTorch layout, `labels` integers."""
+    """Every check in `checks`, in each dtype; `inputs` (one array, or a tuple for a model of several inputs) in
+    the PyTorch layout, `labels` integers; both models in `mode` ("eval" or "train")."""
     for name in checks:
         if name in RENAMED:
             raise PortError(f"checks: {name!r} is now called {RENAMED[name]!r}")
@@ -79,24 +146,34 @@ def check_port(
         raise PortError(f"checks: unknown {', '.join(unknown)}; expected some of {', '.join(PORT_CHECKS)}")
     if not dtypes or any(dtype not in ("float32", "float64") for dtype in dtypes):
         raise PortError(f"dtypes: expected float32 and/or float64, got {', '.join(dtypes) or 'none'}")
+    if mode not in MODES:
+        raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    xs, labels = as_inputs(inputs), np.asarray(labels).astype(np.int64)
+    check_inputs(port, xs, labels)
     if "float64" in dtypes or "trajectory" in checks:
         flax_runner.enable_float64()
-    base = port_weights(port, seed)
-    table = declared(port, base)
-    labels = np.asarray(labels).astype(np.int64)
-    rows: list[Row] = []
-    for dtype in dtypes:
-        rows += dtype_rows(port, table, as_dtype(base, dtype), inputs.astype(dtype), labels, checks)
+    base, buffers, dropouts, grus = torch_start(port, seed)
+    check_gru_biases(port.entries, grus, list(base), port.not_ported)
+    table = declared(port, base, buffers, dropouts, mode)
+    by_dtype: dict[str, list[Row]] = {}
+    with tempfile.TemporaryDirectory(prefix="parity-gradients-") as folder:
+        exact = Path(folder) / "torch-float64.safetensors" if "gradients" in checks and len(dtypes) == 2 else None
+        for dtype in sorted(dtypes, reverse=True):  # float64 first: torch's float64 gradients judge float32's rounding
+            by_dtype[dtype] = dtype_rows(
+                table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, checks, exact
+            )
+    rows = [row for dtype in dtypes for row in by_dtype[dtype]]
     if "trajectory" in checks:
-        batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(inputs) for step in range(steps)]
-        rows += trajectory_rows(port, table, base, dtypes, optimizer, (inputs, labels), batches)
+        batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
+        rows += trajectory_rows(table, base, dtypes, optimizer, (xs, labels), batches)
     values = sum(array.size for array in base.values())
-    return Report(port.name, rows, compare.first_divergence(rows, locating=("submodules",)), values)
+    divergence = compare.first_divergence(rows, locating=("submodules", "buffers"))
+    return Report(port.name, rows, divergence, values, table.not_ported, mode)
 
 
-def assert_port(port: Port, inputs: np.ndarray, labels: np.ndarray, **options: Any) -> Report:
+def assert_port(port: Port, inputs: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, **options: Any) -> Report:
     """`check_port`, raising AssertionError with the report's table when any row fails."""
     report = check_port(port, inputs, labels, **options)
     if not report.passed:
@@ -104,175 +181,58 @@ def assert_port(port: Port, inputs: np.ndarray, labels: np.ndarray, **options: A
     return report
 
 
-def template(port: Port, dtype: str, check: str, case: str = "") -> Row:
-    return Row(port.name, check, case, "cpu", dtype, "torch vs jax", {}, "", None)
-
-
 def dtype_rows(
-    port: Port, table: Declared, weights: Weights, inputs: np.ndarray, labels: np.ndarray, checks: Sequence[str]
+    table: Declared,
+    dtype: str,
+    weights: Weights,
+    inputs: tuple[np.ndarray, ...],
+    labels: np.ndarray,
+    checks: Sequence[str],
+    exact: Path | None = None,
 ) -> list[Row]:
-    """The checks of one dtype: torch's results first (then its model is dropped), then Flax's beside them."""
-    dtype = str(inputs.dtype)
-    model = torch_runner.torch_model_holding(port, weights, dtype)
+    """The checks of one dtype: torch's results first (then its model is dropped), then Flax's beside them.
+    `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick)."""
+    port, mode = table.port, table.mode
+    model = torch_runner.torch_model_holding(port, weights, dtype, mode)
     if "outputs" in checks:
-        torch_output = transforms.apply(port.outputs, [torch_runner.torch_forward(model, inputs)], [])[0]
+        torch_outputs = torch_runner.torch_forward(model, inputs)
+        torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)
     calls = torch_runner.torch_submodule_outputs(port, model, inputs) if "submodules" in checks else []
     if "gradients" in checks:
         loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels))
-        gradients = to_flax(table.entries, gradients, table.flax_shapes)
+        gradients = to_flax(table.parameter_entries, gradients, table.flax_shapes, gradients=True)
+        rounding = None
+        if exact is not None and dtype == "float64":
+            save_file(gradients, str(exact))
+        elif exact is not None and exact.exists():
+            rounding = rounding_gaps(gradients, exact)
     del model
-    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype)
-    rows = weight_rows(port, table, weights, flax_model, dtype) if "weights" in checks else []
+    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode)
+    rows = weight_rows(table, weights, flax_model, dtype) if "weights" in checks else []
     if "outputs" in checks:
-        flax_output = flax_runner.flax_forward(port, flax_model, inputs)
-        if dtype == "float64" and flax_output.dtype != np.float64:
-            raise PortError(
-                f"{port.name}: the Flax model computes in {flax_output.dtype} with float64 weights and inputs; "
-                "leave its modules' dtype unset (None) so that float64 runs in float64"
-            )
-        rows.append(
-            compare.compare_outputs(
-                template(port, dtype, "outputs", f"{len(inputs)} inputs"), torch_output, flax_output
-            )
-        )
+        rows += output_rows(table, torch_outputs, flax_runner.flax_forward(port, flax_model, inputs), dtype)
+        if mode == "train":
+            held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
+            rows += buffer_rows(table, torch_buffers, held, dtype)
     if "submodules" in checks and port.submodules:
         rows += submodule_rows(port, calls, flax_runner.flax_submodule_outputs(port, flax_model, inputs), dtype)
     if "gradients" in checks:
         flax_loss, flax_gradients = flax_runner.flax_gradients(port, flax_model, inputs, labels)
         row = template(port, dtype, "gradients", f"{len(flax_gradients)} parameters")
         row.detail = f"loss {loss:.6g} vs {flax_loss:.6g}"
-        rows.append(compare.compare_gradients(row, gradients, flax_gradients))
+        rows.append(compare.compare_gradients(row, gradients, flax_gradients, rounding))
     return rows
 
 
-def weight_rows(port: Port, table: Declared, weights: Weights, flax_model: Any, dtype: str) -> list[Row]:
-    """Both conversions through the table, each round trip exact (every value, bit for bit), one entry at a time."""
-    held = flax_parameters(flax_model)
-    torch_exact = flax_exact = loaded_exact = True
-    for entry in table.entries:
-        flax = to_flax([entry], weights, table.flax_shapes)
-        back = to_torch([entry], flax, table.torch_shapes)
-        again = to_flax([entry], back, table.flax_shapes)
-        torch_exact &= all(
-            np.array_equal(weights[n], back[n]) and weights[n].shape == back[n].shape for n in entry.torch
-        )
-        flax_exact &= all(np.array_equal(flax[p], again[p]) for p in entry.flax)
-        loaded_exact &= all(np.array_equal(flax[p], np.asarray(held[p].get_value())) for p in entry.flax)
-    count = f"{len(table.torch_shapes)} torch tensors, {len(table.flax_shapes)} Flax parameters"
-    row = dataclasses.replace(template(port, dtype, "weights"), compared="round trip", tolerance="exact")
-    return [
-        dataclasses.replace(row, case="torch -> flax -> torch", passed=torch_exact, detail=count),
-        dataclasses.replace(
-            row,
-            case="flax -> torch -> flax",
-            passed=flax_exact and loaded_exact,
-            detail="and the Flax model holds them" if loaded_exact else "the Flax model holds other values",
-        ),
-    ]
+def rounding_gaps(gradients: Weights, exact: Path) -> dict[str, float]:
+    """Each float32 gradient's largest gap from torch's float64 one, relative to that tensor's largest (as
+    `compare.gradient_gaps`), read one tensor at a time from `exact`."""
+    from safetensors import safe_open
 
-
-def submodule_rows(
-    port: Port, torch_calls: list[tuple[str, np.ndarray]], flax_calls: dict[str, list[np.ndarray]], dtype: str
-) -> list[Row]:
-    """Each declared submodule's outputs, in the order PyTorch ran them."""
-    entries = {entry.torch[0]: entry for entry in port.submodule_entries}
-    seen: dict[str, int] = {}
-    rows = []
-    for name, output in torch_calls:
-        entry = entries[name]
-        call = seen.get(name, 0)
-        seen[name] = call + 1
-        flax_outputs = flax_calls.get(entry.flax[0], [])
-        row = template(
-            port, dtype, "submodules", f"{name} (flax {entry.flax[0]})" + (f", call {call + 1}" if call else "")
-        )
-        if call >= len(flax_outputs):
-            ran = f"flax {entry.flax[0]} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
-            rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail=ran))
-            continue
-        reference = transforms.apply(entry.steps, [output], [])[0]
-        rows.append(compare.compare_outputs(row, reference, flax_outputs[call]))
-    missing = [e.torch[0] for e in port.submodule_entries if e.torch[0] not in seen]
-    if missing:
-        row = template(port, dtype, "submodules", ", ".join(missing))
-        rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="declared, but torch never ran them"))
-    return rows
-
-
-# ---- the trajectory, one step's weights at a time -----------------------------------------------------------
-
-
-class StepStore:
-    """Each recorded run's weights after every step, on disk (one safetensors file a step), and its losses."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.losses: dict[str, list[float]] = {}
-
-    def path(self, run: str, step: int) -> Path:
-        return self.folder / f"{run}-{step}.safetensors"
-
-    def against(
-        self, reference: str | None, run: Iterator[tuple[float, Weights]], record_as: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Step through `run`: compare each step with `reference`'s same step (loss gap, largest weight gap),
-        and keep it as `record_as`. Returns the per-step gaps (empty without a reference)."""
-        from safetensors.numpy import load_file, save_file
-
-        loss_gaps, weight_gaps, losses = [], [], []
-        for step, (loss, weights) in enumerate(run):
-            losses.append(loss)
-            if reference is not None:
-                loss_gaps.append(abs(self.losses[reference][step] - loss))
-                weight_gaps.append(compare.weight_gap(load_file(str(self.path(reference, step))), weights))
-            if record_as is not None:
-                save_file(weights, str(self.path(record_as, step)))
-        if record_as is not None:
-            self.losses[record_as] = losses
-        return np.array(loss_gaps), np.array(weight_gaps)
-
-
-def trajectory_rows(
-    port: Port,
-    table: Declared,
-    base: Weights,
-    dtypes: Sequence[str],
-    optimizer: Optimizer,
-    data: tuple[np.ndarray, np.ndarray],
-    batches: list[np.ndarray],
-) -> list[Row]:
-    """torch and Flax trained side by side on the same batches, compared step by step. float64 against torch's
-    float64 run; float32 against torch's float32 run, within the drift torch's float32 run has from its float64
-    one (so torch in float64 runs even for float32 alone). One model is alive at a time."""
-    inputs, labels = data
-
-    def torch_run(dtype: str) -> Iterator[tuple[float, Weights]]:
-        model = torch_runner.torch_model_holding(port, as_dtype(base, dtype), dtype)
-        x = inputs.astype(dtype)
-        yield from torch_runner.torch_steps(
-            port, model, table.entries, table.flax_shapes, optimizer, x, labels, batches
-        )
-
-    def flax_run(dtype: str) -> Iterator[tuple[float, Weights]]:
-        model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype)
-        yield from flax_runner.flax_steps(port, model, optimizer, inputs.astype(dtype), labels, batches)
-
-    gaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    with tempfile.TemporaryDirectory(prefix="parity-trajectory-") as folder:
-        store = StepStore(Path(folder))
-        store.against(None, torch_run("float64"), record_as="torch64")
-        if "float64" in dtypes:
-            gaps["float64"] = store.against("torch64", flax_run("float64"))
-        if "float32" in dtypes:
-            gaps["rounding"] = store.against("torch64", torch_run("float32"), record_as="torch32")
-            gaps["float32"] = store.against("torch32", flax_run("float32"))
-    case = f"{optimizer.kind}, {len(batches)} steps"
-    return [
-        compare.compare_trajectories(
-            template(port, dtype, "trajectory", case),
-            gaps[dtype],
-            optimizer.learning_rate,
-            gaps["rounding"] if dtype == "float32" else None,
-        )
-        for dtype in dtypes
-    ]
+    with safe_open(str(exact), "numpy") as stored:
+        largest = {name: float(np.abs(stored.get_tensor(name)).max(initial=0.0)) for name in gradients}
+        floor = compare.GRADIENT_FLOOR * max(largest.values(), default=0.0)
+        return {
+            name: compare.max_gap(stored.get_tensor(name), gradient) / max(largest[name], floor, 1e-30)
+            for name, gradient in gradients.items()
+        }

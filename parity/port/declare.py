@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,18 +43,25 @@ class PortError(SeqMnistError):
     """A port's declaration does not fit its models (one line: which entry, what was expected)."""
 
 
-def torch_cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over integer labels (nn.CrossEntropyLoss())."""
+def first_leaf(outputs: Any) -> Any:
+    """A model's output, or the first array of a tuple or dict output (its logits, by convention)."""
+    while isinstance(outputs, tuple | list | dict):
+        outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs[0]
+    return outputs
+
+
+def torch_cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over integer labels (nn.CrossEntropyLoss()), on the first output."""
     import torch.nn.functional as F
 
-    return F.cross_entropy(outputs, labels)
+    return F.cross_entropy(first_leaf(outputs), labels)
 
 
 def flax_cross_entropy(outputs: Any, labels: Any) -> Any:
-    """Mean softmax cross-entropy over integer labels (optax)."""
+    """Mean softmax cross-entropy over integer labels (optax), on the first output."""
     import optax
 
-    return optax.softmax_cross_entropy_with_integer_labels(outputs, labels).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(first_leaf(outputs), labels).mean()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +98,20 @@ def parse_entry(row: Sequence[Any], kind: str = "weights") -> Entry:
 class Port:
     """A PyTorch module, its Flax NNX port, and the declared correspondence between them.
 
-    `weights`: rows `(torch state_dict name(s), Flax parameter path(s), *steps)`, steps from
-    `parity.port.transforms`, applied torch -> Flax. `submodules`: rows `(torch module name, Flax module path,
-    *steps)`, whose outputs the submodule check compares (the steps turn the torch output into the Flax
-    layout, e.g. NCHW -> NHWC). `inputs`, `outputs`: steps from a torch input to the Flax input, and from
-    the torch output to the Flax output. The losses take (outputs, labels) in each framework.
-    Both models are run in eval mode (dropout off); a Flax model must leave `dtype` unset (None) so that
-    float64 weights and inputs compute in float64. A factory that takes a `dtype` argument is given the
-    run's ("float32" or "float64"), for a model that needs to know (an RNN's zero initial state has one).
+    `weights`: rows `(torch state_dict name(s), Flax variable path(s), *steps)`, steps from
+    `parity.port.transforms`, applied torch -> Flax. Parameters go to `nnx.Param`s, buffers (BatchNorm's
+    running statistics) to any other `nnx.Variable` (`nnx.BatchStat`). `not_ported`: `fnmatch` patterns
+    for torch tensors or Flax variables with no counterpart (`"*.num_batches_tracked"`); the report lists
+    them. `submodules`: rows `(torch module name, Flax module path, *steps)`, whose outputs the submodule
+    check compares (the steps turn the torch output into the Flax layout, e.g. NCHW -> NHWC).
+    `inputs`: steps from a torch input to the Flax input: one list for a model of one input, or one list
+    (or None) per input for a model called with several (`model(tokens, mask)`). `outputs`: steps from a
+    torch output to the Flax one, for every output array, or a dict naming the output (`"output[0]"`,
+    `"output.logits"`) each list is for. The losses take (outputs, labels) in each framework, the outputs
+    as the model returns them (the default cross-entropy reads the first array).
+    A Flax model must leave `dtype` unset (None) so that float64 weights and inputs compute in float64. A
+    factory that takes a `dtype` argument is given the run's ("float32" or "float64"), for a model that
+    needs to know (an RNN's zero initial state has one).
     """
 
     name: str
@@ -105,8 +119,9 @@ class Port:
     flax_model: Callable[..., nnx.Module]
     weights: Sequence[Sequence[Any]]
     submodules: Sequence[Sequence[Any]] = ()
-    inputs: Sequence[Step] = ()
-    outputs: Sequence[Step] = ()
+    inputs: Sequence[Any] = ()  # steps, or one sequence of steps (or None) per input
+    outputs: Sequence[Step] | dict[str, Sequence[Step]] = ()
+    not_ported: Sequence[str] = ()
     torch_loss: Callable[[Any, Any], Any] = torch_cross_entropy
     flax_loss: Callable[[Any, Any], Any] = flax_cross_entropy
 
@@ -118,6 +133,29 @@ class Port:
     def submodule_entries(self) -> list[Entry]:
         return [parse_entry(row, "submodules") for row in self.submodules]
 
+    def input_steps(self, count: int) -> list[tuple[Step, ...]]:
+        """The steps of each of `count` inputs (PortError when `inputs` does not say which are whose)."""
+        if all(isinstance(step, Step) for step in self.inputs):
+            if count > 1 and self.inputs:
+                raise PortError(
+                    f"inputs: the model takes {count} inputs but the port gives one list of steps; "
+                    "give one per input, e.g. inputs=[(permute(0, 2, 3, 1),), None]"
+                )
+            return [tuple(self.inputs)] * count
+        if len(self.inputs) != count:
+            raise PortError(f"inputs: {len(self.inputs)} lists of steps for {count} inputs")
+        per_input = [tuple(steps or ()) for steps in self.inputs]
+        for index, steps in enumerate(per_input):
+            if not all(isinstance(step, Step) for step in steps):
+                raise PortError(f"inputs[{index}]: expected steps (permute(...), ...), got {steps!r}")
+        return per_input
+
+    def output_steps(self, leaf: str) -> tuple[Step, ...]:
+        """The steps from the torch output array `leaf` ("output", "output[0]", "output.logits") to Flax's."""
+        if isinstance(self.outputs, dict):
+            return tuple(self.outputs.get(leaf, ()))
+        return tuple(self.outputs)
+
 
 def unknown_name(kind: str, name: str, known: Sequence[str]) -> PortError:
     close = difflib.get_close_matches(name, known, n=1)
@@ -125,8 +163,51 @@ def unknown_name(kind: str, name: str, known: Sequence[str]) -> PortError:
     return PortError(f"{kind}: {name!r} does not exist{hint}")
 
 
-def check_declaration(entries: Sequence[Entry], torch_shapes: dict[str, Shape], flax_shapes: dict[str, Shape]) -> None:
-    """Every name exists, every parameter is mapped exactly once, every shape comes out right; else PortError."""
+def matching(patterns: Sequence[str], names: Iterable[str]) -> list[str]:
+    """The names that match any of the `fnmatch` patterns (`*.num_batches_tracked`)."""
+    return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
+
+
+def check_not_ported(patterns: Sequence[str], torch_names: Iterable[str], flax_paths: Iterable[str]) -> list[str]:
+    """The torch tensors and Flax variables declared as having no counterpart; a pattern that matches nothing
+    is a PortError (a typo would otherwise hide a tensor that is simply unmapped)."""
+    everything = [*torch_names, *flax_paths]
+    for pattern in patterns:
+        if not matching([pattern], everything):
+            close = difflib.get_close_matches(pattern, everything, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PortError(f"not_ported: {pattern!r} matches no torch tensor or Flax variable{hint}")
+    return matching(patterns, everything)
+
+
+def check_kinds(entry: Entry, torch_buffers: Set[str], flax_types: dict[str, str]) -> None:
+    """A parameter goes to an nnx.Param, a buffer (running statistics) to any other nnx.Variable; else PortError."""
+    for name in entry.torch:
+        for path in entry.flax:
+            kind = flax_types.get(path, "Param")
+            if name in torch_buffers and kind == "Param":
+                raise PortError(
+                    f"weights: torch buffer {name!r} is mapped to Flax {path!r}, an nnx.Param; a buffer goes to a "
+                    "variable the optimizer does not train (nnx.BatchStat, or an nnx.Variable type of your own)"
+                )
+            if name not in torch_buffers and kind != "Param":
+                raise PortError(
+                    f"weights: torch parameter {name!r} is mapped to Flax {path!r}, an nnx.{kind}; a parameter goes "
+                    "to an nnx.Param"
+                )
+
+
+def check_declaration(
+    entries: Sequence[Entry],
+    torch_shapes: dict[str, Shape],
+    flax_shapes: dict[str, Shape],
+    torch_buffers: Set[str] = frozenset(),
+    flax_types: dict[str, str] | None = None,
+    not_ported: Sequence[str] = (),
+) -> list[str]:
+    """Every name exists, every tensor and variable is mapped exactly once or declared not ported, every
+    kind and shape comes out right; else PortError. Returns the names declared not ported."""
+    left_alone = check_not_ported(not_ported, torch_shapes, flax_shapes)
     seen_torch: set[str] = set()
     seen_flax: set[str] = set()
     for entry in entries:
@@ -138,21 +219,26 @@ def check_declaration(entries: Sequence[Entry], torch_shapes: dict[str, Shape], 
             seen_torch.add(name)
         for path in entry.flax:
             if path not in flax_shapes:
-                raise unknown_name("weights: the Flax model's parameter", path, list(flax_shapes))
+                raise unknown_name("weights: the Flax model's variable", path, list(flax_shapes))
             if path in seen_flax:
-                raise PortError(f"weights: Flax parameter {path!r} is mapped twice")
+                raise PortError(f"weights: Flax variable {path!r} is mapped twice")
             seen_flax.add(path)
+        for name in (*entry.torch, *entry.flax):
+            if name in left_alone:
+                raise PortError(f"weights: {name!r} is mapped ({entry}) and also declared not_ported")
+        check_kinds(entry, torch_buffers, flax_types or {})
         check_entry_shapes(entry, [torch_shapes[n] for n in entry.torch], [flax_shapes[p] for p in entry.flax])
     for kind, everything, seen in (
         ("torch tensors", torch_shapes, seen_torch),
-        ("Flax parameters", flax_shapes, seen_flax),
+        ("Flax variables", flax_shapes, seen_flax),
     ):
-        left = [name for name in everything if name not in seen]
+        left = [name for name in everything if name not in seen and name not in left_alone]
         if left:
             raise PortError(
                 f"weights: {kind} the map leaves out: {', '.join(left[:6])}{', ...' if len(left) > 6 else ''} "
-                f"({describe_left_out(left, everything)})"
+                f"({describe_left_out(left, everything)}; a tensor with no counterpart goes in not_ported)"
             )
+    return left_alone
 
 
 def module_of(name: str) -> str:
@@ -177,12 +263,16 @@ def check_entry_shapes(entry: Entry, sources: list[Shape], destinations: list[Sh
     """The entry's steps turn the torch shapes into the Flax shapes; else one line with a guess at the fix."""
     probe = [np.empty(shape, dtype=np.uint8) for shape in sources]
     steps = " ".join(str(step) for step in entry.steps) or "no steps"
+    summed = len(sources) > 1 and len(set(sources)) == 1 and not transforms.one_way(entry.steps)
+    add_hint = "add() first, if Flax keeps their sum (one bias for PyTorch's b_ih + b_hh)?"
     try:
         results = [array.shape for array in transforms.apply(entry.steps, probe, destinations)]
     except ValueError as error:
-        raise PortError(f"weights: {entry}: {error}") from None
+        raise PortError(f"weights: {entry}: {error}" + (f"; {add_hint}" if summed else "")) from None
     if len(results) != len(destinations):
         hint = f"split({len(destinations)})?" if len(results) == 1 else "concat()?"
+        if summed:
+            hint = add_hint
         raise PortError(
             f"weights: {entry}: {steps} gives {len(results)} arrays for {len(destinations)} parameters; {hint}"
         )

@@ -17,6 +17,7 @@ from parity.port import transforms
 from parity.port.declare import Entry, Port, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.torch_runner import first_tensor
+from parity.port.trees import leaves, take
 from parity.port.weights import build, flax_shapes, load_flax, path_name, to_flax
 
 
@@ -27,27 +28,46 @@ def enable_float64() -> None:
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
 
-def flax_model_holding(port: Port, entries: list[Entry], weights: Weights, dtype: str) -> Any:
+def flax_model_holding(port: Port, entries: list[Entry], weights: Weights, dtype: str, mode: str = "eval") -> Any:
     """The port's Flax model in `dtype`, holding `weights` (PyTorch layout, converted through the table), in
-    eval mode."""
+    `mode` ("eval" or "train")."""
     model: Any = build(port.flax_model, dtype)
     load_flax(model, to_flax(entries, weights, flax_shapes(model)))
-    model.eval()
+    model.train() if mode == "train" else model.eval()
     return model
 
 
-def flax_input(port: Port, inputs: np.ndarray) -> np.ndarray:
-    """A PyTorch-layout input turned into the Flax model's, through the port's `inputs` steps."""
-    return transforms.apply(port.inputs, [inputs], [])[0]
+def flax_dropouts(model: Any) -> list[str]:
+    """The model's dropout that is on (`layers.0.dropout: Dropout(rate=0.1)`)."""
+    found = []
+    for path, module in iter_modules(model):
+        rate = getattr(module, "rate", None) if type(module).__name__ == "Dropout" else None
+        rate = getattr(module, "dropout_rate", rate)
+        if isinstance(rate, float) and rate > 0:
+            found.append(f"{path or '(top)'}: {type(module).__name__}(rate={rate:g})")
+    return found
 
 
-def flax_forward(port: Port, model: Any, inputs: np.ndarray) -> np.ndarray:
+def iter_modules(model: Any) -> list[tuple[str, Any]]:
+    from flax import nnx
+
+    return [(path_name(path), module) for path, module in nnx.iter_modules(model)]
+
+
+def flax_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+    """PyTorch-layout inputs turned into the Flax model's, through the port's `inputs` steps, as JAX arrays."""
     import jax.numpy as jnp
 
-    return np.asarray(first_tensor(model(jnp.asarray(flax_input(port, inputs)))))
+    steps = port.input_steps(len(inputs))
+    return tuple(jnp.asarray(transforms.apply(s, [x], [])[0]) for s, x in zip(steps, inputs, strict=True))
 
 
-def flax_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> dict[str, list[np.ndarray]]:
+def flax_forward(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
+    """The model's outputs on `inputs`, every array named as `torch_runner.torch_forward` names them."""
+    return leaves(model(*flax_inputs(port, inputs)), np.asarray)
+
+
+def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> dict[str, list[np.ndarray]]:
     """Flax module path -> the outputs of its `__call__`, in call order.
 
     Only the declared modules are recorded, by identity: each one's class gets a recording `__call__` for
@@ -55,10 +75,7 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> dict[s
     module called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared
     module that runs only inside a JAX transform is a copy there, so it records nothing.
     """
-    import jax.numpy as jnp
-    from flax import nnx
-
-    modules = {path_name(path): module for path, module in nnx.iter_modules(model)}
+    modules = dict(iter_modules(model))
     wanted: dict[int, str] = {}
     for entry in port.submodule_entries:
         if entry.flax[0] not in modules:
@@ -66,7 +83,7 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> dict[s
         wanted[id(modules[entry.flax[0]])] = entry.flax[0]
     outputs: dict[str, list[np.ndarray]] = {}
     with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs):
-        model(jnp.asarray(flax_input(port, inputs)))
+        model(*flax_inputs(port, inputs))
     return outputs
 
 
@@ -105,14 +122,18 @@ def split_params(model: Any) -> tuple[Any, Any, Any]:
 
 
 def flax_value_and_grad(port: Port, graphdef: Any) -> Any:
-    """`(params, rest, inputs, labels) -> (loss, gradients)` for the model's structure."""
-    import jax
+    """`(params, rest, inputs, labels) -> ((loss, rest after the forward), gradients)` for the model's structure
+    (in train mode the forward updates the batch statistics in `rest`). `nnx.value_and_grad` on the merged
+    model, not `jax.value_and_grad` on its state: a module holding an RNG stream (`nnx.RNN`'s) advances it in
+    the forward pass, which only NNX's own transform allows."""
     from flax import nnx
 
-    def loss(params: Any, rest: Any, inputs: Any, labels: Any) -> Any:
-        return port.flax_loss(nnx.merge(graphdef, params, rest)(inputs), labels)
+    def value_and_grad(params: Any, rest: Any, inputs: Any, labels: Any) -> Any:
+        model = nnx.merge(graphdef, params, rest)
+        loss, grads = nnx.value_and_grad(lambda model: port.flax_loss(model(*inputs), labels))(model)
+        return (loss, nnx.state(model, nnx.Not(nnx.Param))), grads
 
-    return jax.value_and_grad(loss)
+    return value_and_grad
 
 
 def by_path(state: Any) -> Weights:
@@ -122,22 +143,28 @@ def by_path(state: Any) -> Weights:
     return {path_name(p): np.array(v.get_value()) for p, v in nnx.to_flat_state(state)}
 
 
-def flax_gradients(port: Port, model: Any, inputs: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
+def flax_gradients(port: Port, model: Any, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> tuple[float, Weights]:
     """The loss and its gradient for every Flax parameter, by path."""
     import jax
-    import jax.numpy as jnp
 
     graphdef, params, rest = split_params(model)
     value_and_grad = jax.jit(flax_value_and_grad(port, graphdef))
-    loss, grads = value_and_grad(params, rest, jnp.asarray(flax_input(port, inputs)), labels)
+    (loss, _), grads = value_and_grad(params, rest, flax_inputs(port, inputs), labels)
     return float(loss), by_path(grads)
 
 
 def flax_steps(
-    port: Port, model: Any, optimizer: Optimizer, inputs: np.ndarray, labels: np.ndarray, batches: list[np.ndarray]
+    port: Port,
+    model: Any,
+    optimizer: Optimizer,
+    inputs: tuple[np.ndarray, ...],
+    labels: np.ndarray,
+    batches: list[np.ndarray],
+    mapped: set[str],
 ) -> Iterator[tuple[float, Weights]]:
-    """optax's optimizer, one jitted step per batch: yields each step's loss and the weights after it
-    (parameters and optimizer state are donated to the step: a large model is held once, not twice)."""
+    """optax's optimizer, one jitted step per batch: yields each step's loss and the `mapped` variables after
+    it (parameters, and batch statistics carried from step to step; parameters and optimizer state are
+    donated to the step: a large model is held once, not twice)."""
     import functools
 
     import jax
@@ -150,13 +177,23 @@ def flax_steps(
     value_and_grad = flax_value_and_grad(port, graphdef)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params: Any, state: Any, x: Any, y: Any) -> Any:
-        loss, grads = value_and_grad(params, rest, x, y)
+    def step(params: Any, state: Any, rest: Any, x: Any, y: Any) -> Any:
+        (loss, rest), grads = value_and_grad(params, rest, x, y)
         updates, state = transformation.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+        return optax.apply_updates(params, updates), state, rest, loss
 
     state = transformation.init(params)
-    rows = jnp.asarray(flax_input(port, inputs))
+    arrays = tuple(np.asarray(x) for x in flax_inputs(port, inputs))
     for batch in batches:
-        params, state, loss = step(params, state, rows[batch], jnp.asarray(labels[batch]))
-        yield float(loss), by_path(params)
+        x = tuple(jnp.asarray(a) for a in take(arrays, batch))
+        params, state, rest, loss = step(params, state, rest, x, jnp.asarray(labels[batch]))
+        values = by_path(params)
+        values.update({name: value for name, value in mapped_values(rest, mapped).items()})
+        yield float(loss), values
+
+
+def mapped_values(state: Any, mapped: set[str]) -> Weights:
+    """The variables of `state` named in `mapped` (batch statistics), as NumPy arrays; the rest (RNG state) left."""
+    from flax import nnx
+
+    return {path_name(p): np.array(v.get_value()) for p, v in nnx.to_flat_state(state) if path_name(p) in mapped}

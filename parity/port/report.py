@@ -16,6 +16,8 @@ class Report:
     rows: list[Row]
     first_divergence: str | None  # e.g. "float64 submodules: conv1 (flax conv1): |diff| 0.3 > 1e-12 ..."
     values: int = 0  # how many numbers the torch model's state_dict holds
+    not_ported: list[str] = dataclasses.field(default_factory=list)  # declared with no counterpart, left out
+    mode: str = "eval"
 
     @property
     def passed(self) -> bool:
@@ -32,10 +34,20 @@ class Report:
             for row in self.rows
         ]
         verdict = "passed" if self.passed else f"FAILED ({len(self.failures())} of {len(self.rows)} rows)"
-        head = f"port {self.port}: {verdict}"
+        head = f"port {self.port}{' (train mode)' if self.mode == 'train' else ''}: {verdict}"
         if self.first_divergence:
             head += f"; first divergence: {self.first_divergence}"
+        if self.not_ported:
+            head += f"\nnot ported (declared): {summarise(self.not_ported)}"
         return head + "\n" + format_table(header, lines)
 
     def __str__(self) -> str:
         return self.table()
+
+
+def summarise(names: list[str]) -> str:
+    """`6 tensors *.num_batches_tracked` when one pattern covers them all, else the first few names."""
+    suffixes = {name.rsplit(".", 1)[-1] for name in names}
+    if len(names) > 3 and len(suffixes) == 1:
+        return f"{len(names)} tensors *.{next(iter(suffixes))}"
+    return ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")

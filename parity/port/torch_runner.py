@@ -6,7 +6,7 @@ gradients, a run of optimizer steps) and returns NumPy arrays; the verdicts are 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from parity.compare import Weights
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import Shape
+from parity.port.trees import leaves, take
 from parity.port.weights import build, load_torch, to_flax, torch_weights
 
 if TYPE_CHECKING:
@@ -26,9 +27,21 @@ def first_tensor(output: Any) -> Any:
     return output[0] if isinstance(output, tuple | list) else output
 
 
-def torch_model_holding(port: Port, weights: Weights, dtype: str) -> torch.nn.Module:
-    """The port's torch model in `dtype`, holding `weights` (state_dict names), in eval mode."""
-    return load_torch(build(port.torch_model, dtype), weights, dtype).eval()
+def torch_model_holding(port: Port, weights: Weights, dtype: str, mode: str = "eval") -> torch.nn.Module:
+    """The port's torch model in `dtype`, holding `weights` (state_dict names), in `mode` ("eval" or "train")."""
+    return load_torch(build(port.torch_model, dtype), weights, dtype).train(mode == "train")
+
+
+def torch_dropouts(model: Any) -> list[str]:
+    """The model's dropout that is on (`encoder.dropout: Dropout(p=0.1)`): train mode cannot be compared with it."""
+    from torch import nn
+
+    found = []
+    for name, module in model.named_modules():
+        rate = module.p if isinstance(module, nn.modules.dropout._DropoutNd) else getattr(module, "dropout", 0.0)
+        if isinstance(rate, float) and rate > 0:
+            found.append(f"{name or '(top)'}: {type(module).__name__}(p={rate:g})")
+    return found
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -37,13 +50,21 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def torch_forward(model: Any, inputs: np.ndarray) -> np.ndarray:
-    """The model's output on `inputs` (the first tensor of a tuple output)."""
-    result: np.ndarray = first_tensor(model(as_tensor(inputs))).detach().numpy()
+def call(model: Any, inputs: tuple[np.ndarray, ...]) -> Any:
+    return model(*(as_tensor(x) for x in inputs))
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    result: np.ndarray = tensor.detach().cpu().numpy().copy()
     return result
 
 
-def torch_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+def torch_forward(model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
+    """The model's outputs on `inputs`, every array named (`output`, `output[0]`, `output.logits`)."""
+    return leaves(call(model, inputs), to_numpy)
+
+
+def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
     """(torch module name, output) for each declared submodule, in the order PyTorch finished them."""
     recorded: list[tuple[str, np.ndarray]] = []
     handles = []
@@ -60,7 +81,7 @@ def torch_submodule_outputs(port: Port, model: Any, inputs: np.ndarray) -> list[
 
         handles.append(module.register_forward_hook(hook))
     try:
-        torch_forward(model, inputs)
+        call(model, inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -81,9 +102,9 @@ def torch_gradients(model: Any, loss_of: Callable[[Any], Any]) -> tuple[float, W
     return float(loss.detach()), gradients
 
 
-def port_loss(port: Port, inputs: np.ndarray, labels: np.ndarray) -> Callable[[Any], Any]:
+def port_loss(port: Port, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> Callable[[Any], Any]:
     """`model -> the port's torch loss on (inputs, labels)`."""
-    return lambda model: port.torch_loss(model(as_tensor(inputs)), as_tensor(labels))
+    return lambda model: port.torch_loss(call(model, inputs), as_tensor(labels))
 
 
 def torch_steps(
@@ -92,16 +113,21 @@ def torch_steps(
     entries: list[Entry],
     flax_shapes: dict[str, Shape],
     optimizer: Optimizer,
-    inputs: np.ndarray,
+    inputs: tuple[np.ndarray, ...],
     labels: np.ndarray,
     batches: list[np.ndarray],
+    frozen: Sequence[str] = (),
 ) -> Iterator[tuple[float, Weights]]:
-    """torch's optimizer, one step per batch: yields each step's loss and the weights after it, in the Flax
-    layout (one step's weights at a time: a trajectory of a large model is never held whole)."""
-    opt = optimizer.torch(model.parameters())
+    """torch's optimizer, one step per batch: yields each step's loss and the weights after it (buffers
+    included), in the Flax layout (one step's weights at a time: a trajectory of a large model is never held
+    whole). The parameters named in `frozen` are not trained (a summed entry's later terms, held at zero)."""
+    trained = [parameter for name, parameter in model.named_parameters() if name not in set(frozen)]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in set(frozen))
+    opt = optimizer.torch(trained)
     for batch in batches:
         opt.zero_grad(set_to_none=True)
-        loss = port.torch_loss(model(as_tensor(inputs[batch])), as_tensor(labels[batch]))
+        loss = port.torch_loss(call(model, take(inputs, batch)), as_tensor(labels[batch]))
         loss.backward()
         opt.step()
         yield loss.item(), to_flax(entries, torch_weights(model), flax_shapes)

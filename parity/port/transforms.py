@@ -1,14 +1,22 @@
 """The steps a weight map applies to turn PyTorch tensors into Flax parameters, and back, bit for bit.
 
-Every step moves entries without touching their values (a permutation, a reshape, a split or a concatenation,
-a reordering of blocks), so both directions are exact and a gradient converts like the weight it belongs to.
-Steps act on a list of arrays: `split` turns one into several (a fused `in_proj_weight` into q, k, v),
-`concat` several into one; the others act on each array of the list.
+Every step but one moves entries without touching their values (a permutation, a reshape, a split or a
+concatenation, a reordering of blocks), so both directions are exact and a gradient converts like the weight
+it belongs to. Steps act on a list of arrays: `split` turns one into several (a fused `in_proj_weight` into
+q, k, v), `concat` and `add` several into one; the others act on each array of the list.
+
+`add` is the one that combines: PyTorch's two LSTM biases `b_ih + b_hh` as the one bias of Flax's cell. It
+is one-way: back, the whole sum goes to the first tensor and zeros to the rest, a different pair computing
+the same function (the outputs check proves the function; the weights check says which entries are
+one-way). The gradient of a sum is each term's gradient, so a gradient converts through it by taking the
+first tensor's.
 
     ("conv1.weight", "conv1.kernel", permute(2, 3, 1, 0))      # OIHW -> HWIO
     ("fc.weight", "fc.kernel", transpose())                     # [out, in] -> [in, out]
     ("attn.in_proj_weight", ("attn.query.kernel", "attn.key.kernel", "attn.value.kernel"),
      split(3), transpose(), reshape())                          # [3E, E] -> 3 x [E, heads, head_dim]
+    (("lstm.bias_ih_l0", "lstm.bias_hh_l0"), ("cell.hi.bias", "cell.hf.bias", "cell.hg.bias", "cell.ho.bias"),
+     add(), split(4))                                           # b_ih + b_hh, one bias per gate
 """
 
 from __future__ import annotations
@@ -127,7 +135,34 @@ class ReorderBlocks:
         return f"reorder_blocks{self.order}"
 
 
-Step = Permute | Reshape | Split | Concat | ReorderBlocks
+@dataclasses.dataclass(frozen=True)
+class Add:
+    """Several arrays of one shape summed into one (one-way: back, the sum to the first and zeros to the rest)."""
+
+    one_way = True
+
+    def forward(self, arrays: list[np.ndarray], targets: Sequence[Shape]) -> list[np.ndarray]:
+        if len(arrays) < 2:
+            raise ValueError(f"{self} sums several tensors into one, got {len(arrays)}")
+        if len({array.shape for array in arrays}) > 1:
+            raise ValueError(f"{self} sums tensors of one shape, got {', '.join(str(a.shape) for a in arrays)}")
+        total = arrays[0].copy()
+        for array in arrays[1:]:
+            total += array
+        return [total]
+
+    def gradient(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """d(loss)/d(sum) is d(loss)/d(each term): the first tensor's gradient."""
+        return [arrays[0]]
+
+    def inverse(self, arrays: list[np.ndarray], sources: Sequence[Shape]) -> list[np.ndarray]:
+        return [arrays[0], *(np.zeros(shape, arrays[0].dtype) for shape in sources[1:])]
+
+    def __str__(self) -> str:
+        return "add()"
+
+
+Step = Permute | Reshape | Split | Concat | ReorderBlocks | Add
 
 
 def transpose() -> Permute:
@@ -159,6 +194,16 @@ def concat(axis: int = 0) -> Concat:
     return Concat(axis)
 
 
+def add() -> Add:
+    """Several tensors of one shape summed into one Flax parameter (PyTorch's b_ih + b_hh); one-way."""
+    return Add()
+
+
+def one_way(steps: Sequence[Step]) -> bool:
+    """Whether torch -> Flax -> torch can give other tensors (the same function): the steps combine tensors."""
+    return any(isinstance(step, Add) for step in steps)
+
+
 def reorder_blocks(*order: int, axis: int = 0) -> ReorderBlocks:
     """Equal blocks along `axis` reordered: block i of the result is block order[i] of the input."""
     if sorted(order) != list(range(len(order))):
@@ -166,10 +211,13 @@ def reorder_blocks(*order: int, axis: int = 0) -> ReorderBlocks:
     return ReorderBlocks(tuple(order), axis)
 
 
-def apply(steps: Sequence[Step], arrays: list[np.ndarray], targets: Sequence[Shape]) -> list[np.ndarray]:
-    """PyTorch arrays -> Flax arrays through `steps`; `targets` are the Flax shapes (for a final `reshape()`)."""
+def apply(
+    steps: Sequence[Step], arrays: list[np.ndarray], targets: Sequence[Shape], gradients: bool = False
+) -> list[np.ndarray]:
+    """PyTorch arrays -> Flax arrays through `steps`; `targets` are the Flax shapes (for a final `reshape()`).
+    With `gradients`, the arrays are gradients: a sum takes its first term's (`Add.gradient`)."""
     for step in steps:
-        arrays = step.forward(arrays, targets)
+        arrays = step.gradient(arrays) if gradients and isinstance(step, Add) else step.forward(arrays, targets)
     return arrays
 
 

@@ -28,21 +28,38 @@ def path_name(path: Sequence[Any]) -> str:
     return ".".join(str(part) for part in path)
 
 
-def flax_parameters(model: nnx.Module) -> dict[str, Any]:
-    """Flax parameter path ("layers.0.attention.query.kernel") -> its nnx.Param."""
+def flax_variables(model: nnx.Module) -> dict[str, Any]:
+    """Flax variable path ("layers.0.attention.query.kernel", "bn.mean") -> its nnx.Variable: parameters,
+    batch statistics and variables of the model's own types; not the random-number state (nnx.RngState)."""
     from flax import nnx
 
-    return {path_name(path): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    state = nnx.state(model, nnx.Not(nnx.RngState))
+    return {path_name(path): variable for path, variable in nnx.to_flat_state(state)}
+
+
+def flax_types(model: nnx.Module) -> dict[str, str]:
+    """Flax variable path -> "Param" for an nnx.Param (or a subclass), else its type's name ("BatchStat")."""
+    from flax import nnx
+
+    return {
+        name: "Param" if isinstance(variable, nnx.Param) else type(variable).__name__
+        for name, variable in flax_variables(model).items()
+    }
 
 
 def flax_weights(model: nnx.Module) -> Weights:
-    """Every Flax parameter as a NumPy array, by path."""
-    return {name: np.asarray(variable.get_value()) for name, variable in flax_parameters(model).items()}
+    """Every Flax variable (parameters and statistics) as a NumPy array, by path."""
+    return {name: np.asarray(variable.get_value()) for name, variable in flax_variables(model).items()}
 
 
 def torch_weights(model: torch.nn.Module) -> Weights:
-    """Every entry of the state_dict as a NumPy array (a copy)."""
+    """Every entry of the state_dict (parameters and buffers) as a NumPy array (a copy)."""
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+
+
+def torch_buffers(model: torch.nn.Module) -> frozenset[str]:
+    """The state_dict entries that are buffers (running statistics, counters), not parameters."""
+    return frozenset(model.state_dict()) - {name for name, _ in model.named_parameters()}
 
 
 def shapes(weights: dict[str, Any]) -> dict[str, Shape]:
@@ -51,18 +68,21 @@ def shapes(weights: dict[str, Any]) -> dict[str, Shape]:
 
 def flax_shapes(model: nnx.Module) -> dict[str, Shape]:
     """Every Flax parameter's shape, by path (nothing copied)."""
-    return {name: tuple(variable.get_value().shape) for name, variable in flax_parameters(model).items()}
+    return {name: tuple(variable.get_value().shape) for name, variable in flax_variables(model).items()}
 
 
 # ---- conversions ----------------------------------------------------------------------------------------
 
 
-def to_flax(entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape]) -> Weights:
-    """PyTorch-layout weights (state_dict names) -> Flax parameters (paths), through the table."""
+def to_flax(
+    entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape], gradients: bool = False
+) -> Weights:
+    """PyTorch-layout weights (state_dict names) -> Flax variables (paths), through the table. With
+    `gradients`, the arrays are loss gradients (a summed entry's gradient is each term's, not their sum)."""
     out: Weights = {}
     for entry in entries:
         targets = [flax_shapes[path] for path in entry.flax]
-        arrays = transforms.apply(entry.steps, [weights[name] for name in entry.torch], targets)
+        arrays = transforms.apply(entry.steps, [weights[name] for name in entry.torch], targets, gradients)
         out.update({path: np.ascontiguousarray(array) for path, array in zip(entry.flax, arrays, strict=True)})
     return out
 
@@ -90,11 +110,13 @@ def load_torch(model: torch.nn.Module, weights: Weights, dtype: str) -> torch.nn
 
 
 def load_flax(model: nnx.Module, weights: Weights) -> nnx.Module:
-    """`model` holding `weights` (Flax paths), each set in its own dtype."""
+    """`model` holding `weights` (Flax paths), each set in its own dtype; a variable not in `weights` (declared
+    not ported) keeps its own value."""
     import jax.numpy as jnp
 
-    for path, variable in flax_parameters(model).items():
-        variable.set_value(jnp.asarray(weights[path]))
+    for path, variable in flax_variables(model).items():
+        if path in weights:
+            variable.set_value(jnp.asarray(weights[path]))
     return model
 
 
@@ -111,7 +133,11 @@ class Pair:
 
 def build(factory: Callable[..., Any], dtype: str) -> Any:
     """`factory()`, or `factory(dtype=...)` when it takes a `dtype` (a model whose state has one, e.g. an RNN's h0)."""
-    return factory(dtype=dtype) if "dtype" in inspect.signature(factory).parameters else factory()
+    # a class is asked through its __init__ (an nnx.Module class's own signature is its metaclass's)
+    target = factory
+    if isinstance(factory, type):
+        target = next(vars(cls)["__init__"] for cls in factory.__mro__ if "__init__" in vars(cls))
+    return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
 
 
 def build_pair(port: Port, weights: Weights) -> Pair:
@@ -122,7 +148,9 @@ def build_pair(port: Port, weights: Weights) -> Pair:
     torch_shapes = shapes(torch_model.state_dict())
     flax_shapes = shapes(flax_weights(flax_model))
     entries = port.entries
-    check_declaration(entries, torch_shapes, flax_shapes)
+    check_declaration(
+        entries, torch_shapes, flax_shapes, torch_buffers(torch_model), flax_types(flax_model), port.not_ported
+    )
     torch_model = load_torch(torch_model, weights, dtype).eval()
     flax_model = load_flax(flax_model, to_flax(entries, weights, flax_shapes))
     flax_model.eval()
@@ -131,10 +159,37 @@ def build_pair(port: Port, weights: Weights) -> Pair:
 
 def port_weights(port: Port, seed: int = 0) -> Weights:
     """The torch model's own initialisation (seeded) plus noise: the weights every check starts from (float32)."""
+    return torch_start(port, seed)[0]
+
+
+def torch_start(port: Port, seed: int = 0) -> tuple[Weights, frozenset[str], list[str], list[str]]:
+    """`port_weights`, which of them are buffers, the torch model's active dropout layers, and its `nn.GRU`
+    modules (one build)."""
     import torch
 
+    from parity.port.torch_runner import torch_dropouts
+
     torch.manual_seed(seed)
-    return noisy_weights(torch_weights(build(port.torch_model, "float32")), seed)
+    model = build(port.torch_model, "float32")
+    grus = [name for name, module in model.named_modules() if isinstance(module, torch.nn.GRU)]
+    return noisy_weights(torch_weights(model), seed), torch_buffers(model), torch_dropouts(model), grus
+
+
+def one_way_start(entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape]) -> Weights:
+    """`weights` with every one-way (summed) entry taken through Flax and back: the sum in its first tensor,
+    zeros in the rest. The same function; the form in which torch trains as Flax does (`frozen_terms`)."""
+    out = dict(weights)
+    for entry in entries:
+        if transforms.one_way(entry.steps):
+            torch_shapes = {name: weights[name].shape for name in entry.torch}
+            out.update(to_torch([entry], to_flax([entry], weights, flax_shapes), torch_shapes))
+    return out
+
+
+def frozen_terms(entries: Sequence[Entry]) -> list[str]:
+    """The torch tensors a summed entry holds at zero while torch trains: each sum's terms after the first.
+    (Trained apart, PyTorch's b_ih and b_hh move their sum twice as far as Flax's one bias moves.)"""
+    return [name for entry in entries if transforms.one_way(entry.steps) for name in entry.torch[1:]]
 
 
 def as_dtype(weights: Weights, dtype: str) -> Weights:

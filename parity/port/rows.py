@@ -1,0 +1,127 @@
+"""The rows of a port check's comparisons: outputs leaf by leaf, buffers after a forward pass, the weight
+round trips, submodule by submodule. Each verdict is `parity.compare`'s; float64 outputs are held to 1e-12
+relative to max(1, the largest value), as float32's are to 1e-5."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity import compare
+from parity.compare import Row, Weights
+from parity.port import transforms
+from parity.port.declare import Port, PortError, module_of
+from parity.port.weights import flax_variables, to_flax, to_torch
+
+if TYPE_CHECKING:
+    from parity.port.check import Declared
+
+
+def template(port: Port, dtype: str, check: str, case: str = "") -> Row:
+    return Row(port.name, check, case, "cpu", dtype, "torch vs jax", {}, "", None)
+
+
+def output_rows(
+    table: Declared, torch_outputs: list[tuple[str, np.ndarray]], flax_outputs: list[tuple[str, np.ndarray]], dtype: str
+) -> list[Row]:
+    """Each output array against Flax's of the same name (a float64 run computing in float32 is refused)."""
+    port, count = table.port, len(next(iter(torch_outputs))[1]) if torch_outputs else 0
+    flax_by_name = dict(flax_outputs)
+    if [name for name, _ in torch_outputs] != [name for name, _ in flax_outputs]:
+        row = dataclasses.replace(template(port, dtype, "outputs", "structure"), tolerance="same arrays", passed=False)
+        names = [", ".join(name for name, _ in side) for side in (torch_outputs, flax_outputs)]
+        return [dataclasses.replace(row, detail=f"torch returns {names[0]}; Flax returns {names[1]}")]
+    rows = []
+    for name, output in torch_outputs:
+        other = flax_by_name[name]
+        if dtype == "float64" and other.dtype == np.float32:
+            raise PortError(
+                f"{port.name}: the Flax model computes in {other.dtype} with float64 weights and inputs; "
+                "leave its modules' dtype unset (None) so that float64 runs in float64"
+            )
+        reference = transforms.apply(port.output_steps(name), [output], [])[0]
+        case = f"{count} inputs" if len(torch_outputs) == 1 and name == "output" else f"{name}, {count} inputs"
+        rows.append(
+            compare.compare_outputs(template(port, dtype, "outputs", case), reference, other, float64_relative=True)
+        )
+    return rows
+
+
+def buffer_rows(table: Declared, torch_buffers: Weights, flax_held: Weights, dtype: str) -> list[Row]:
+    """Train mode: each module's buffers after one forward pass (the running statistics' update), per module."""
+    modules: dict[str, list[str]] = {}
+    for entry in table.buffer_entries:
+        for path in entry.flax:
+            modules.setdefault(module_of(entry.torch[0]), []).append(path)
+    rows = []
+    for module, paths in modules.items():
+        reference = np.concatenate([torch_buffers[path].ravel() for path in paths])
+        other = np.concatenate([flax_held[path].ravel() for path in paths])
+        names = ", ".join(path.rsplit(".", 1)[-1] for path in paths)
+        case = f"{module} (flax {module_of(paths[0])}): {names} after a forward"
+        row = template(table.port, dtype, "buffers", case)
+        rows.append(compare.compare_outputs(row, reference, other, float64_relative=True))
+    return rows
+
+
+def weight_rows(table: Declared, weights: Weights, flax_model: Any, dtype: str) -> list[Row]:
+    """Both conversions through the table, each round trip exact (every value, bit for bit), one entry at a time;
+    a summed entry (one-way) only Flax -> torch -> Flax."""
+    held = flax_variables(flax_model)
+    torch_exact = flax_exact = loaded_exact = True
+    one_way = []
+    for entry in table.entries:
+        flax = to_flax([entry], weights, table.flax_shapes)
+        back = to_torch([entry], flax, table.torch_shapes)
+        again = to_flax([entry], back, table.flax_shapes)
+        if transforms.one_way(entry.steps):
+            one_way.append(str(entry))
+        else:
+            torch_exact &= all(
+                np.array_equal(weights[n], back[n]) and weights[n].shape == back[n].shape for n in entry.torch
+            )
+        flax_exact &= all(np.array_equal(flax[p], again[p]) for p in entry.flax)
+        loaded_exact &= all(np.array_equal(flax[p], np.asarray(held[p].get_value())) for p in entry.flax)
+    count = f"{len(table.torch_shapes) - len(table.not_ported)} torch tensors, {len(table.entries)} entries"
+    if one_way:
+        count += f"; one-way (a sum: the function kept, not the terms): {len(one_way)} entries, e.g. {one_way[0]}"
+    row = dataclasses.replace(template(table.port, dtype, "weights"), compared="round trip", tolerance="exact")
+    return [
+        dataclasses.replace(row, case="torch -> flax -> torch", passed=torch_exact, detail=count),
+        dataclasses.replace(
+            row,
+            case="flax -> torch -> flax",
+            passed=flax_exact and loaded_exact,
+            detail="and the Flax model holds them" if loaded_exact else "the Flax model holds other values",
+        ),
+    ]
+
+
+def submodule_rows(
+    port: Port, torch_calls: list[tuple[str, np.ndarray]], flax_calls: dict[str, list[np.ndarray]], dtype: str
+) -> list[Row]:
+    """Each declared submodule's outputs, in the order PyTorch ran them."""
+    entries = {entry.torch[0]: entry for entry in port.submodule_entries}
+    seen: dict[str, int] = {}
+    rows = []
+    for name, output in torch_calls:
+        entry = entries[name]
+        call = seen.get(name, 0)
+        seen[name] = call + 1
+        flax_outputs = flax_calls.get(entry.flax[0], [])
+        row = template(
+            port, dtype, "submodules", f"{name} (flax {entry.flax[0]})" + (f", call {call + 1}" if call else "")
+        )
+        if call >= len(flax_outputs):
+            ran = f"flax {entry.flax[0]} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
+            rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail=ran))
+            continue
+        reference = transforms.apply(entry.steps, [output], [])[0]
+        rows.append(compare.compare_outputs(row, reference, flax_outputs[call], float64_relative=True))
+    missing = [e.torch[0] for e in port.submodule_entries if e.torch[0] not in seen]
+    if missing:
+        row = template(port, dtype, "submodules", ", ".join(missing))
+        rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="declared, but torch never ran them"))
+    return rows

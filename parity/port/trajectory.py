@@ -1,0 +1,105 @@
+"""The trajectory check: torch and Flax trained side by side on the same batches, compared step by step.
+
+float64 against torch's float64 run; float32 against torch's float32 run, within the drift torch's float32
+run has from its float64 one (so torch in float64 runs even for float32 alone). One model is alive at a time:
+each run's weights after every step go through a temporary folder, one safetensors file a step, so a check
+holds a few copies of the model, not one per step. Batch statistics are carried from step to step and
+compared with the weights; a summed entry (`add()`) trains in torch as its one Flax parameter does, the sum in
+its first tensor and the later terms held at zero (`weights.frozen_terms`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from parity import compare
+from parity.compare import Row, Weights
+from parity.port import flax_runner, torch_runner
+from parity.port.optimizer import Optimizer
+from parity.port.trees import in_dtype
+from parity.port.weights import as_dtype, frozen_terms, one_way_start
+
+if TYPE_CHECKING:
+    from parity.port.check import Declared
+
+
+class StepStore:
+    """Each recorded run's weights after every step, on disk (one safetensors file a step), and its losses."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.losses: dict[str, list[float]] = {}
+
+    def path(self, run: str, step: int) -> Path:
+        return self.folder / f"{run}-{step}.safetensors"
+
+    def against(
+        self, reference: str | None, run: Iterator[tuple[float, Weights]], record_as: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Step through `run`: compare each step with `reference`'s same step (loss gap, largest weight gap),
+        and keep it as `record_as`. Returns the per-step gaps (empty without a reference)."""
+        from safetensors.numpy import load_file, save_file
+
+        loss_gaps, weight_gaps, losses = [], [], []
+        for step, (loss, weights) in enumerate(run):
+            losses.append(loss)
+            if reference is not None:
+                loss_gaps.append(abs(self.losses[reference][step] - loss))
+                weight_gaps.append(compare.weight_gap(load_file(str(self.path(reference, step))), weights))
+            if record_as is not None:
+                save_file(weights, str(self.path(record_as, step)))
+        if record_as is not None:
+            self.losses[record_as] = losses
+        return np.array(loss_gaps), np.array(weight_gaps)
+
+
+def trajectory_rows(
+    table: Declared,
+    base: Weights,
+    dtypes: Sequence[str],
+    optimizer: Optimizer,
+    data: tuple[tuple[np.ndarray, ...], np.ndarray],
+    batches: list[np.ndarray],
+) -> list[Row]:
+    """One row a dtype: every step's loss and weights (batch statistics included), torch against Flax."""
+    port, inputs, labels = table.port, data[0], data[1]
+    frozen = frozen_terms(table.entries)
+    mapped = {path for entry in table.entries for path in entry.flax}
+
+    def torch_run(dtype: str) -> Iterator[tuple[float, Weights]]:
+        start = one_way_start(table.entries, as_dtype(base, dtype), table.flax_shapes)  # summed in `dtype`
+        model = torch_runner.torch_model_holding(port, start, dtype, table.mode)
+        yield from torch_runner.torch_steps(
+            port, model, table.entries, table.flax_shapes, optimizer, in_dtype(inputs, dtype), labels, batches, frozen
+        )
+
+    def flax_run(dtype: str) -> Iterator[tuple[float, Weights]]:
+        model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype, table.mode)
+        yield from flax_runner.flax_steps(port, model, optimizer, in_dtype(inputs, dtype), labels, batches, mapped)
+
+    gaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory(prefix="parity-trajectory-") as folder:
+        store = StepStore(Path(folder))
+        store.against(None, torch_run("float64"), record_as="torch64")
+        if "float64" in dtypes:
+            gaps["float64"] = store.against("torch64", flax_run("float64"))
+        if "float32" in dtypes:
+            gaps["rounding"] = store.against("torch64", torch_run("float32"), record_as="torch32")
+            gaps["float32"] = store.against("torch32", flax_run("float32"))
+    case = f"{optimizer.kind}, {len(batches)} steps" + (", train mode" if table.mode == "train" else "")
+    more = ", ..." if len(frozen) > 3 else ""
+    held = f"; torch holds {', '.join(frozen[:3])}{more} at zero (summed into the first term)" if frozen else ""
+    rows = []
+    for dtype in dtypes:
+        row = Row(port.name, "trajectory", case, "cpu", dtype, "torch vs jax", {}, "", None)
+        row = compare.compare_trajectories(
+            row, gaps[dtype], optimizer.learning_rate, gaps["rounding"] if dtype == "float32" else None
+        )
+        row.detail += held
+        rows.append(row)
+    return rows

@@ -1,0 +1,45 @@
+"""Several inputs and structured outputs: a model's inputs as a tuple, its outputs as named arrays.
+
+A model may return one array, a tuple (`(logits, state)`), a dict (`{"logits": ...}`) or a NamedTuple, nested;
+the checks compare it leaf by leaf, each leaf named from the top: `output`, `output[0]`, `output.logits`,
+`output[1].h`. A model may take several inputs (`model(tokens, mask)`); float arrays are cast to the run's
+dtype, integer arrays (token ids, masks) are kept as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def leaves(output: Any, to_array: Callable[[Any], np.ndarray], name: str = "output") -> list[tuple[str, np.ndarray]]:
+    """(name, array) for every array in `output`, in order (dicts in their own order, None left out)."""
+    if output is None:
+        return []
+    if isinstance(output, dict):
+        return [leaf for key, value in output.items() for leaf in leaves(value, to_array, f"{name}.{key}")]
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a NamedTuple: by field name
+        fields = zip(output._fields, output, strict=True)
+        return [leaf for key, value in fields for leaf in leaves(value, to_array, f"{name}.{key}")]
+    if isinstance(output, tuple | list):
+        return [leaf for index, value in enumerate(output) for leaf in leaves(value, to_array, f"{name}[{index}]")]
+    return [(name, to_array(output))]
+
+
+def as_inputs(inputs: Any) -> tuple[np.ndarray, ...]:
+    """One array, or a tuple or list of arrays, as a tuple of NumPy arrays."""
+    if isinstance(inputs, tuple | list):
+        return tuple(np.asarray(array) for array in inputs)
+    return (np.asarray(inputs),)
+
+
+def in_dtype(inputs: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ...]:
+    """Float inputs cast to `dtype`; integer and boolean inputs (token ids, masks) kept."""
+    return tuple(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in inputs)
+
+
+def take(inputs: tuple[np.ndarray, ...], batch: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every input's rows `batch`."""
+    return tuple(x[batch] for x in inputs)
