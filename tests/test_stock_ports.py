@@ -306,3 +306,13 @@ def test_a_torch_gru_onto_nnx_grucell_is_refused_in_one_line_naming_b_hn(rows, b
         table[-1] = ("gru.bias_ih_l0", "rnn.cell.dense_i.bias")
     with pytest.raises(PortError, match=r"gru.bias_hh_l0: nn.GRU keeps b_hn inside r \* \(W_hn h \+ b_hn\)"):
         check_port(Port("gru", TorchGRU, FlaxGRU, table), *rows, checks=("weights",))
+
+
+def test_every_report_states_its_precision_environment():
+    import torch
+
+    inputs, labels = bag_inputs(8)
+    report = check_port(Port("bag", TorchBag, FlaxBag, BAG), inputs, labels, checks=("outputs",))
+    assert list(report.environment) == ["device", "dtypes", "torch tf32", "jax", "threads", "versions"]
+    assert report.environment["dtypes"] == "float32, float64" and "x64 True" in report.environment["jax"]
+    assert "cudnn.rnn" in report.environment["torch tf32"] and f"torch {torch.__version__}" in report.table()

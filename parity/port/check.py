@@ -38,6 +38,7 @@ from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
+from parity.port.environment import precision_environment
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template, weight_rows
@@ -170,7 +171,8 @@ def check_port(
         rows += trajectory_rows(table, base, dtypes, optimizer, (xs, labels), batches)
     values = sum(array.size for array in base.values())
     divergence = compare.first_divergence(rows, locating=("submodules", "buffers"))
-    return Report(port.name, rows, divergence, values, table.not_ported, mode)
+    environment = precision_environment(dtypes)
+    return Report(port.name, rows, divergence, values, table.not_ported, mode, environment)
 
 
 def assert_port(port: Port, inputs: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, **options: Any) -> Report:

@@ -18,6 +18,7 @@ class Report:
     values: int = 0  # how many numbers the torch model's state_dict holds
     not_ported: list[str] = dataclasses.field(default_factory=list)  # declared with no counterpart, left out
     mode: str = "eval"
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)  # device, precision switches, versions
 
     @property
     def passed(self) -> bool:
@@ -39,7 +40,8 @@ class Report:
             head += f"; first divergence: {self.first_divergence}"
         if self.not_ported:
             head += f"\nnot ported (declared): {summarise(self.not_ported)}"
-        return head + "\n" + format_table(header, lines)
+        foot = "; ".join(f"{key} {value}" for key, value in self.environment.items())
+        return head + "\n" + format_table(header, lines) + (f"\nenvironment: {foot}" if foot else "")
 
     def __str__(self) -> str:
         return self.table()

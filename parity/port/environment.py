@@ -1,0 +1,44 @@
+"""The precision environment a port check ran in, for its report: a float32 gap means little without it.
+
+The device each framework computed on, the dtypes checked, torch's TF32 switches (matmul, cuDNN
+convolutions, cuDNN RNNs: on a GPU each lets float32 products round to 10 mantissa bits), JAX's default
+matmul precision and x64 flag, the thread counts and the versions. Read after the check has run (x64 is
+switched on by the float64 run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
+    """Name -> value, in the order a reader wants them (device first, versions last)."""
+    import jax
+    import torch
+
+    backends = torch.backends
+    config: Any = jax.config  # its flags are attributes mypy does not know
+    rnn = getattr(backends.cudnn, "rnn", None)
+    return {
+        "device": f"torch cpu, jax {jax.default_backend()}",
+        "dtypes": ", ".join(dtypes),
+        "torch tf32": (
+            f"cuda.matmul {backends.cuda.matmul.allow_tf32}, cudnn.conv {backends.cudnn.allow_tf32}, "
+            f"cudnn.rnn {getattr(rnn, 'fp32_precision', 'n/a')}"
+        ),
+        "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}",
+        "threads": f"torch {torch.get_num_threads()}, cpus {os.cpu_count()}",
+        "versions": (
+            f"torch {torch.__version__}, jax {jax.__version__}, flax {version('flax')}, optax {version('optax')}"
+        ),
+    }
