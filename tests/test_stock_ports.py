@@ -313,6 +313,6 @@ def test_every_report_states_its_precision_environment():
 
     inputs, labels = bag_inputs(8)
     report = check_port(Port("bag", TorchBag, FlaxBag, BAG), inputs, labels, checks=("outputs",))
-    assert list(report.environment) == ["device", "dtypes", "torch tf32", "jax", "threads", "versions"]
+    assert list(report.environment) == ["device", "dtypes", "torch fp32 precision", "jax", "threads", "versions"]
     assert report.environment["dtypes"] == "float32, float64" and "x64 True" in report.environment["jax"]
-    assert "cudnn.rnn" in report.environment["torch tf32"] and f"torch {torch.__version__}" in report.table()
+    assert "cudnn.rnn" in report.environment["torch fp32 precision"] and f"torch {torch.__version__}" in report.table()

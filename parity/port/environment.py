@@ -21,6 +21,18 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def fp32_precision(backends: Any, name: str) -> str:
+    """torch's float32 precision setting for `name` ("tf32" or "ieee"; "none": the default), read through the
+    new API only: reading the legacy `allow_tf32` flags raises once a process has mixed the two."""
+    setting: Any = backends
+    try:
+        for part in name.split("."):
+            setting = getattr(setting, part)
+        return str(setting.fp32_precision)
+    except (AttributeError, RuntimeError):
+        return "n/a"
+
+
 def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
     """Name -> value, in the order a reader wants them (device first, versions last)."""
     import jax
@@ -28,13 +40,11 @@ def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
 
     backends = torch.backends
     config: Any = jax.config  # its flags are attributes mypy does not know
-    rnn = getattr(backends.cudnn, "rnn", None)
     return {
         "device": f"torch cpu, jax {jax.default_backend()}",
         "dtypes": ", ".join(dtypes),
-        "torch tf32": (
-            f"cuda.matmul {backends.cuda.matmul.allow_tf32}, cudnn.conv {backends.cudnn.allow_tf32}, "
-            f"cudnn.rnn {getattr(rnn, 'fp32_precision', 'n/a')}"
+        "torch fp32 precision": ", ".join(
+            f"{name} {fp32_precision(backends, name)}" for name in ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
         ),
         "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}",
         "threads": f"torch {torch.get_num_threads()}, cpus {os.cpu_count()}",
