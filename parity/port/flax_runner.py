@@ -14,9 +14,8 @@ import numpy as np
 
 from parity.compare import Weights
 from parity.port import transforms
-from parity.port.declare import Entry, Port, unknown_name
+from parity.port.declare import Entry, Port, first_leaf, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.torch_runner import first_tensor
 from parity.port.trees import leaves, take
 from parity.port.weights import build, flax_shapes, load_flax, path_name, to_flax
 
@@ -98,7 +97,7 @@ def recording_calls(classes: set[type], wanted: dict[int, str], outputs: dict[st
             output = __original(self, *args, **kwargs)
             name = wanted.get(id(self))
             if name is not None:
-                outputs.setdefault(name, []).append(np.asarray(first_tensor(output)))
+                outputs.setdefault(name, []).append(np.asarray(first_leaf(output)))
             return output
 
         patched.append((cls, "__call__" in cls.__dict__, original))
@@ -183,12 +182,11 @@ def flax_steps(
         return optax.apply_updates(params, updates), state, rest, loss
 
     state = transformation.init(params)
-    arrays = tuple(np.asarray(x) for x in flax_inputs(port, inputs))
+    arrays = flax_inputs(port, inputs)  # on the device once; each step's batch is taken there
     for batch in batches:
-        x = tuple(jnp.asarray(a) for a in take(arrays, batch))
-        params, state, rest, loss = step(params, state, rest, x, jnp.asarray(labels[batch]))
+        params, state, rest, loss = step(params, state, rest, take(arrays, batch), jnp.asarray(labels[batch]))
         values = by_path(params)
-        values.update({name: value for name, value in mapped_values(rest, mapped).items()})
+        values.update(mapped_values(rest, mapped))
         yield float(loss), values
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.compare import Weights
-from parity.port.declare import Entry, Port, PortError, unknown_name
+from parity.port.declare import Entry, Port, PortError, first_leaf, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import Shape
 from parity.port.trees import leaves, take
@@ -20,11 +20,6 @@ from parity.port.weights import build, load_torch, to_flax, torch_weights
 
 if TYPE_CHECKING:
     import torch
-
-
-def first_tensor(output: Any) -> Any:
-    """A module's output, or the first element of a tuple output (nn.MultiheadAttention's (output, weights))."""
-    return output[0] if isinstance(output, tuple | list) else output
 
 
 def torch_model_holding(port: Port, weights: Weights, dtype: str, mode: str = "eval") -> torch.nn.Module:
@@ -77,7 +72,7 @@ def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ..
             raise unknown_name("submodules: the torch module", name, known) from None
 
         def hook(_module: Any, _inputs: Any, output: Any, name: str = name) -> None:
-            recorded.append((name, first_tensor(output).detach().numpy().copy()))
+            recorded.append((name, first_leaf(output).detach().numpy().copy()))
 
         handles.append(module.register_forward_hook(hook))
     try:

@@ -40,6 +40,6 @@ def in_dtype(inputs: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ..
     return tuple(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in inputs)
 
 
-def take(inputs: tuple[np.ndarray, ...], batch: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every input's rows `batch`."""
+def take(inputs: tuple[Any, ...], batch: np.ndarray) -> tuple[Any, ...]:
+    """Every input's rows `batch` (NumPy or JAX arrays)."""
     return tuple(x[batch] for x in inputs)
