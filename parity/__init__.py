@@ -15,6 +15,7 @@ worst gap is and how many values are over, and a report names its first divergen
 
 from parity.port import (
     PORT_CHECKS,
+    InferredPort,
     Optimizer,
     Port,
     PortError,
@@ -23,6 +24,7 @@ from parity.port import (
     assert_port,
     check_port,
     concat,
+    infer_port,
     permute,
     reorder_blocks,
     reshape,
@@ -32,6 +34,7 @@ from parity.port import (
 
 __all__ = [
     "PORT_CHECKS",
+    "InferredPort",
     "Optimizer",
     "Port",
     "PortError",
@@ -40,6 +43,7 @@ __all__ = [
     "assert_port",
     "check_port",
     "concat",
+    "infer_port",
     "permute",
     "reorder_blocks",
     "reshape",

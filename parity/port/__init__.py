@@ -12,12 +12,14 @@ table). Importing this package loads neither torch nor JAX; running a check does
 
 from parity.port.check import PORT_CHECKS, assert_port, check_port
 from parity.port.declare import Port, PortError
+from parity.port.infer import InferredPort, infer_port
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
 from parity.port.transforms import add, concat, permute, reorder_blocks, reshape, split, transpose
 
 __all__ = [
     "PORT_CHECKS",
+    "InferredPort",
     "Optimizer",
     "Port",
     "PortError",
@@ -26,6 +28,7 @@ __all__ = [
     "assert_port",
     "check_port",
     "concat",
+    "infer_port",
     "permute",
     "reorder_blocks",
     "reshape",
