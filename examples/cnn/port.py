@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from flax import nnx
 
 from common.outputs import entry_point
-from examples.cnn import flax_model, torch_model
+from examples.cnn import flax_model
 from parity import Port, permute, reshape, transpose
 
 CHANNELS, HIDDEN = (8, 16), 64
@@ -39,7 +39,10 @@ SUBMODULES = [  # (torch module, Flax module, steps from the torch output to the
 
 
 def make_port(weights=WEIGHTS, flax_options=None) -> Port:
-    """The CNN port; the tests pass a changed table or Flax model to plant bugs."""
+    """The CNN port; the tests pass a changed table or Flax model to plant bugs. (The torch model is imported
+    here, not above: the table and the Flax model import without torch, for a reference check.)"""
+    from examples.cnn import torch_model
+
     return Port(
         name="cnn",
         torch_model=lambda: torch_model.CNN(CHANNELS, HIDDEN),

@@ -14,6 +14,7 @@ from parity.port.check import PORT_CHECKS, assert_port, check_port
 from parity.port.declare import Port, PortError
 from parity.port.infer import InferredPort, infer_port
 from parity.port.optimizer import Optimizer
+from parity.port.reference import check_reference, save_reference
 from parity.port.report import Report
 from parity.port.transforms import add, concat, permute, reorder_blocks, reshape, split, transpose
 
@@ -27,11 +28,13 @@ __all__ = [
     "add",
     "assert_port",
     "check_port",
+    "check_reference",
     "concat",
     "infer_port",
     "permute",
     "reorder_blocks",
     "reshape",
+    "save_reference",
     "split",
     "transpose",
 ]

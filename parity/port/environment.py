@@ -36,19 +36,22 @@ def fp32_precision(backends: Any, name: str) -> str:
 def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
     """Name -> value, in the order a reader wants them (device first, versions last)."""
     import jax
-    import torch
 
-    backends = torch.backends
+    try:
+        import torch
+    except ImportError:  # a reference check runs without torch
+        torch = None  # type: ignore[assignment]
     config: Any = jax.config  # its flags are attributes mypy does not know
+    switches = ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
     return {
-        "device": f"torch cpu, jax {jax.default_backend()}",
+        "device": f"torch {'cpu' if torch else 'not available'}, jax {jax.default_backend()}",
         "dtypes": ", ".join(dtypes),
-        "torch fp32 precision": ", ".join(
-            f"{name} {fp32_precision(backends, name)}" for name in ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
-        ),
+        "torch fp32 precision": ", ".join(f"{name} {fp32_precision(torch.backends, name)}" for name in switches)
+        if torch
+        else "-",
         "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}",
-        "threads": f"torch {torch.get_num_threads()}, cpus {os.cpu_count()}",
+        "threads": f"torch {torch.get_num_threads() if torch else '-'}, cpus {os.cpu_count()}",
         "versions": (
-            f"torch {torch.__version__}, jax {jax.__version__}, flax {version('flax')}, optax {version('optax')}"
+            f"torch {version('torch')}, jax {jax.__version__}, flax {version('flax')}, optax {version('optax')}"
         ),
     }

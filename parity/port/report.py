@@ -19,6 +19,7 @@ class Report:
     not_ported: list[str] = dataclasses.field(default_factory=list)  # declared with no counterpart, left out
     mode: str = "eval"
     environment: dict[str, str] = dataclasses.field(default_factory=dict)  # device, precision switches, versions
+    reference: str = ""  # the saved reference a Flax-only check ran against (check_reference), else torch itself
 
     @property
     def passed(self) -> bool:
@@ -38,6 +39,8 @@ class Report:
         head = f"port {self.port}{' (train mode)' if self.mode == 'train' else ''}: {verdict}"
         if self.first_divergence:
             head += f"; first divergence: {self.first_divergence}"
+        if self.reference:
+            head += f"\nagainst the reference {self.reference}"
         if self.not_ported:
             head += f"\nnot ported (declared): {summarise(self.not_ported)}"
         foot = "; ".join(f"{key} {value}" for key, value in self.environment.items())

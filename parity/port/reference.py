@@ -1,0 +1,253 @@
+"""References that outlive the process: torch's float64 results saved once, a Flax model checked against them
+later with no torch installed (on another machine, a GPU or TPU host, a later JAX or Flax).
+
+    save_reference(port, inputs, "cnn.reference.safetensors", labels)      # needs torch; writes one file
+    report = check_reference("cnn.reference.safetensors", FlaxCNN, port.weights)   # needs only JAX and Flax
+
+One safetensors file holds the inputs (already in the Flax layout), the labels, the start weights (in the
+Flax layout, through the table), torch's outputs, every declared submodule's outputs, the loss gradients
+and a few optimizer steps (each step's loss and weights), with metadata: the port, the table, the dtype,
+the mode, the optimizer, the versions and the date. `check_reference` refuses, in one line naming the file,
+a file that is missing, truncated, not a reference, of another dtype, or saved from another table or Flax
+model; then runs the Flax side of `check_port` against it and names the reference in its report. Nothing is
+written over an existing reference unless `overwrite=True`; the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.outputs import write_atomically
+from parity import compare
+from parity.compare import Row, Weights
+from parity.port import flax_runner, torch_runner, transforms
+from parity.port.declare import Port, PortError, flax_cross_entropy, parse_entry
+from parity.port.environment import precision_environment, version
+from parity.port.optimizer import Optimizer
+from parity.port.report import Report
+from parity.port.rows import template
+from parity.port.trees import as_inputs, in_dtype
+from parity.port.weights import as_dtype, build, flax_shapes, frozen_terms, load_flax, one_way_start, to_flax
+
+FORMAT = "seqmnist-port-reference/1"
+ADAM = Optimizer()
+
+
+def table_text(weights: Sequence[Sequence[Any]]) -> str:
+    """A weight table as one line per row (`conv1.weight -> conv1.kernel: permute(2, 3, 1, 0)`): what a
+    reference was saved with, compared row by row."""
+    return "\n".join(
+        f"{entry}: {' '.join(str(step) for step in entry.steps) or 'as it is'}" for entry in map(parse_entry, weights)
+    )
+
+
+def save_reference(
+    port: Port,
+    inputs: np.ndarray | Sequence[np.ndarray],
+    path: str | Path,
+    labels: np.ndarray | None = None,
+    *,
+    steps: int = 3,
+    batch_size: int = 8,
+    optimizer: Optimizer = ADAM,
+    mode: str = "eval",
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """torch's float64 results for `port` on `inputs` (PyTorch layout) written to `path`; returns the path."""
+    from parity.port.check import check_inputs
+    from parity.port.weights import torch_start
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PortError(f"{path}: a reference is already there; pass overwrite=True to replace it")
+    xs = in_dtype(as_inputs(inputs), "float64")
+    labels = np.zeros(len(xs[0]), np.int64) if labels is None else np.asarray(labels).astype(np.int64)
+    check_inputs(port, xs, labels)
+    flax_runner.enable_float64()
+    base, _buffers, _dropouts, _grus = torch_start(port, seed)
+    base = as_dtype(base, "float64")
+    shapes = flax_shapes(build(port.flax_model, "float64"))
+    entries = port.entries
+    tensors: dict[str, np.ndarray] = {"labels": labels}
+    for index, (x, s) in enumerate(zip(xs, port.input_steps(len(xs)), strict=True)):
+        tensors[f"inputs/{index}"] = np.ascontiguousarray(transforms.apply(s, [x], [])[0])
+    start = to_flax(entries, base, shapes)
+    tensors.update({f"weights/{name}": array for name, array in start.items()})
+    model = torch_runner.torch_model_holding(port, base, "float64", mode)
+    for name, output in torch_runner.torch_forward(model, xs):
+        tensors[f"outputs/{name}"] = transforms.apply(port.output_steps(name), [output], [])[0]
+    submodules = {entry.torch[0]: entry for entry in port.submodule_entries}
+    calls: dict[str, int] = {}
+    for name, output in torch_runner.torch_submodule_outputs(port, model, xs):
+        entry, call = submodules[name], calls.get(name, 0)
+        calls[name] = call + 1
+        tensors[f"submodules/{entry.flax[0]}/{call}"] = transforms.apply(entry.steps, [output], [])[0]
+    loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, xs, labels))
+    parameters = [entry for entry in entries if all(name in gradients for name in entry.torch)]
+    tensors.update({f"gradients/{p}": g for p, g in to_flax(parameters, gradients, shapes, gradients=True).items()})
+    del model
+    batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
+    model = torch_runner.torch_model_holding(port, one_way_start(entries, base, shapes), "float64", mode)
+    run = torch_runner.torch_steps(port, model, entries, shapes, optimizer, xs, labels, batches, frozen_terms(entries))
+    losses = []
+    for step, (step_loss, weights) in enumerate(run):
+        losses.append(step_loss)
+        tensors.update({f"steps/{step}/{name}": array for name, array in weights.items()})
+    tensors["losses"], tensors["batches"] = np.array(losses), np.stack(batches)
+    metadata = {
+        "format": FORMAT,
+        "port": port.name,
+        "dtype": "float64",
+        "mode": mode,
+        "loss": repr(loss),
+        "optimizer": json.dumps(dataclasses.asdict(optimizer)),
+        "table": table_text(port.weights),
+        "submodules": json.dumps([entry.flax[0] for entry in port.submodule_entries]),
+        "saved": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": f"torch {version('torch')}, numpy {np.__version__}",
+    }
+    from safetensors.numpy import save
+
+    contiguous = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    write_atomically(path, save(contiguous, metadata))
+    return path
+
+
+def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The file's arrays and metadata, or one line saying why it is not a reference."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise PortError(f"{path}: no such reference file")
+    try:
+        with safe_open(str(path), "numpy") as stored:
+            metadata = stored.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise PortError(
+                    f"{path}: not a port reference (format {metadata.get('format')!r}, expected {FORMAT!r})"
+                )
+            return {name: stored.get_tensor(name) for name in stored.keys()}, metadata  # noqa: SIM118
+    except PortError:
+        raise
+    except Exception as error:  # safetensors' own error for a truncated or corrupt file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PortError(f"{path}: not a readable safetensors file (truncated or corrupt?): {reason}") from None
+
+
+def section(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {name.removeprefix(prefix): array for name, array in tensors.items() if name.startswith(prefix)}
+
+
+def refuse_mismatch(path: Path, metadata: dict[str, str], weights: Sequence[Sequence[Any]] | None, dtype: str) -> None:
+    """Another dtype or another table: one line naming the file and the first thing that differs."""
+    if metadata.get("dtype") != dtype:
+        raise PortError(f"{path}: holds {metadata.get('dtype')} results; this check is in {dtype}")
+    if weights is not None:
+        saved, given = metadata.get("table", "").splitlines(), table_text(weights).splitlines()
+        if saved != given:
+            first = next((f"{a!r} in the file, {b!r} here" for a, b in zip(saved, given, strict=False) if a != b), "")
+            first = first or f"{len(saved)} rows in the file, {len(given)} here"
+            raise PortError(f"{path}: saved from another port ({metadata.get('port')}): its table differs: {first}")
+
+
+def check_reference(
+    path: str | Path,
+    flax_model: Callable[..., Any],
+    weights: Sequence[Sequence[Any]] | Port | None = None,
+    *,
+    flax_loss: Callable[[Any, Any], Any] = flax_cross_entropy,
+) -> Report:
+    """The Flax model (a factory, as `Port.flax_model`) against the reference at `path`: outputs, submodules,
+    gradients and the saved optimizer steps, in float64. `weights`: the port's table (or the Port), checked
+    against the one the file was saved with. Needs no torch."""
+    path = Path(path)
+    table = weights.weights if isinstance(weights, Port) else weights
+    tensors, metadata = read_reference(path)
+    refuse_mismatch(path, metadata, table, "float64")
+    flax_runner.enable_float64()
+    start = section(tensors, "weights/")
+    model = build(flax_model, "float64")
+    shapes = flax_shapes(model)
+    for name, array in start.items():
+        if name not in shapes or shapes[name] != array.shape:
+            found = f"is {shapes[name]}" if name in shapes else "does not exist"
+            raise PortError(f"{path}: holds {name} {array.shape}, but the Flax model's {found}: another model?")
+    load_flax(model, start)
+    model.train() if metadata["mode"] == "train" else model.eval()
+    submodules = [(path_, path_) for path_ in json.loads(metadata["submodules"])]
+    port = Port(metadata["port"], no_torch, flax_model, [], submodules, flax_loss=flax_loss)
+    inputs = tuple(array for name, array in sorted(section(tensors, "inputs/").items(), key=lambda kv: int(kv[0])))
+    labels = tensors["labels"]
+    rows = reference_rows(port, model, tensors, inputs, labels)
+    optimizer = Optimizer(**json.loads(metadata["optimizer"]))
+    rows.append(trajectory_row(port, build(flax_model, "float64"), start, tensors, optimizer, metadata["mode"]))
+    saved = f"{path} (port {metadata['port']}, saved {metadata['saved']} with {metadata['versions']})"
+    divergence = compare.first_divergence(rows, locating=("submodules",))
+    values = sum(array.size for array in start.values())
+    return Report(
+        metadata["port"], rows, divergence, values, [], metadata["mode"], precision_environment(["float64"]), saved
+    )
+
+
+def no_torch() -> Any:
+    raise PortError("a reference check runs the Flax side only")
+
+
+def reference_rows(
+    port: Port, model: Any, tensors: dict[str, np.ndarray], inputs: tuple[np.ndarray, ...], labels: np.ndarray
+) -> list[Row]:
+    """Outputs, submodules and gradients of the Flax model against the reference's."""
+    outputs = section(tensors, "outputs/")
+    rows = []
+    for name, output in flax_runner.flax_forward(port, model, inputs):
+        row = template(port, "float64", "outputs", f"{name}, {len(labels)} inputs")
+        if name not in outputs:
+            rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="not in the reference"))
+            continue
+        rows.append(
+            compare.compare_outputs(row, outputs[name], output, float64_relative=True, names="torch (saved) vs flax")
+        )
+    recorded = flax_runner.flax_submodule_outputs(port, model, inputs) if port.submodules else {}
+    for name, saved in section(tensors, "submodules/").items():
+        module, call = name.rsplit("/", 1)
+        row = template(
+            port, "float64", "submodules", f"flax {module}" + (f", call {int(call) + 1}" if int(call) else "")
+        )
+        got = recorded.get(module, [])
+        if int(call) >= len(got):
+            rows.append(
+                dataclasses.replace(row, tolerance="-", passed=False, detail=f"flax {module} ran {len(got)} times")
+            )
+            continue
+        rows.append(compare.compare_outputs(row, saved, got[int(call)], float64_relative=True))
+    loss, gradients = flax_runner.flax_gradients(port, model, inputs, labels)
+    row = template(port, "float64", "gradients", f"{len(gradients)} parameters")
+    saved_gradients = section(tensors, "gradients/")
+    row.detail = f"flax loss {loss:.6g}"
+    rows.append(compare.compare_gradients(row, saved_gradients, {n: gradients[n] for n in saved_gradients}))
+    return rows
+
+
+def trajectory_row(
+    port: Port, model: Any, start: Weights, tensors: dict[str, np.ndarray], optimizer: Optimizer, mode: str
+) -> Row:
+    """The saved optimizer steps replayed in Flax: every step's loss and weights against the reference's."""
+    load_flax(model, start)
+    model.train() if mode == "train" else model.eval()
+    inputs = tuple(array for name, array in sorted(section(tensors, "inputs/").items(), key=lambda kv: int(kv[0])))
+    batches, losses = list(tensors["batches"]), tensors["losses"]
+    run = flax_runner.flax_steps(port, model, optimizer, inputs, tensors["labels"], batches, set(start))
+    loss_gaps, weight_gaps = [], []
+    for step, (loss, weights) in enumerate(run):
+        loss_gaps.append(abs(loss - float(losses[step])))
+        weight_gaps.append(compare.weight_gap(section(tensors, f"steps/{step}/"), weights))
+    row = template(port, "float64", "trajectory", f"{optimizer.kind}, {len(batches)} steps (saved)")
+    return compare.compare_trajectories(row, (np.array(loss_gaps), np.array(weight_gaps)), optimizer.learning_rate)
