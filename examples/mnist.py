@@ -29,6 +29,11 @@ def example_parser(name: str) -> OneLineParser:
         default=",".join(PORT_CHECKS),
         help=f"comma-separated checks to run, some of {','.join(PORT_CHECKS)} (default: all)",
     )
+    parser.add_argument(
+        "--coverage",
+        action="store_true",
+        help="also plant the likeliest bug in each weight entry and report any the checks would miss",
+    )
     return parser
 
 
@@ -45,10 +50,17 @@ def parse_example_args(parser: OneLineParser, argv: Sequence[str] | None):
     return args
 
 
-def prove(port: Port, images: int, channel_axis: bool, checks: Sequence[str] = PORT_CHECKS, mode: str = "eval") -> int:
+def prove(
+    port: Port,
+    images: int,
+    channel_axis: bool,
+    checks: Sequence[str] = PORT_CHECKS,
+    mode: str = "eval",
+    coverage: bool = False,
+) -> int:
     """The checks on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
     began = time.perf_counter()
-    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks, mode=mode)
+    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks, mode=mode, coverage=coverage)
     print(report.table())
     seconds = time.perf_counter() - began
     print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")
@@ -58,4 +70,4 @@ def prove(port: Port, images: int, channel_axis: bool, checks: Sequence[str] = P
 def prove_main(port: Port, channel_axis: bool, argv: Sequence[str] | None = None) -> int:
     """`python -m examples.<name>.port [--images N] [--checks NAMES]`: the checks on N images; exit 1 on a failure."""
     args = parse_example_args(example_parser(port.name), argv)
-    return prove(port, args.images, channel_axis, args.checks)
+    return prove(port, args.images, channel_axis, args.checks, coverage=args.coverage)

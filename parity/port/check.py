@@ -37,6 +37,7 @@ from safetensors.numpy import save_file
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
+from parity.port.coverage import coverage_rows
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.environment import precision_environment
 from parity.port.optimizer import Optimizer
@@ -136,9 +137,12 @@ def check_port(
     steps: int = 10,
     batch_size: int = 16,
     seed: int = 0,
+    coverage: bool = False,
 ) -> Report:
     """Every check in `checks`, in each dtype; `inputs` (one array, or a tuple for a model of several inputs) in
-    the PyTorch layout, `labels` integers; both models in `mode` ("eval" or "train")."""
+    the PyTorch layout, `labels` integers; both models in `mode` ("eval" or "train"). `coverage`: also plant
+    the likeliest bug in each entry and report any the outputs and submodules checks would miss
+    (`parity.port.coverage`)."""
     for name in checks:
         if name in RENAMED:
             raise PortError(f"checks: {name!r} is now called {RENAMED[name]!r}")
@@ -169,6 +173,8 @@ def check_port(
     if "trajectory" in checks:
         batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
         rows += trajectory_rows(table, base, dtypes, optimizer, (xs, labels), batches)
+    if coverage:
+        rows += coverage_rows(table, base, in_dtype(xs, "float64"), labels)
     values = sum(array.size for array in base.values())
     divergence = compare.first_divergence(rows, locating=("submodules", "buffers"))
     environment = precision_environment(dtypes)

@@ -1,0 +1,108 @@
+"""Coverage, proved: for each mapped entry, plant the most likely bug for its shape and check that the outputs
+or submodules check would have failed on the user's inputs (`check_port(..., coverage=True)`).
+
+The bug planted in an entry, the first that applies:
+- the other direction's tensors, for a reverse direction of an LSTM/GRU/RNN (`_reverse`);
+- its second term dropped, for a sum (`bias_hh` lost, `bias_ih` alone);
+- its first two blocks swapped, for an entry that splits (LSTM gates i and f, attention's q and k);
+- transposed, for a square matrix (a Linear kernel of as many inputs as outputs);
+- its window transposed, for a convolution kernel with a square window larger than one;
+- not loaded (the Flax model's own initial value), for anything else: a bias, a norm's scale, a statistic.
+Every planted Flax model runs once, in float64, on the inputs; an entry is covered when an output or a
+submodule (in train mode, also a buffer after the forward pass: the running statistics show only there)
+then differs beyond its tolerance. An entry that would pass is reported as not covered, with the
+bug it would have missed: a head that a mean over tokens makes insensitive, inputs too few or too alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity.compare import Row, Weights
+from parity.port import flax_runner, torch_runner, transforms
+from parity.port.declare import Entry
+from parity.port.rows import buffer_rows, output_rows, submodule_rows, template
+from parity.port.weights import as_dtype, flax_variables, flax_weights, load_flax, to_flax, torch_weights
+
+if TYPE_CHECKING:
+    from parity.port.check import Declared
+
+Plant = Callable[[Weights, Weights], Weights]  # (torch-layout weights, Flax-layout start) -> planted Flax values
+
+
+def planted_bug(entry: Entry, weights: Weights, flax: Weights, shapes: dict[str, Any]) -> tuple[str, Plant]:
+    """The most likely bug for this entry's shape, in words, and how to plant it."""
+    first = entry.torch[0]
+    twin = first.replace("_reverse", "")
+    if first.endswith("_reverse") and all(n.replace("_reverse", "") in weights for n in entry.torch):
+        swapped = {n: weights[n.replace("_reverse", "")] for n in entry.torch}
+        return f"the forward direction's {twin}", through(entry, swapped, shapes)
+    if transforms.one_way(entry.steps):
+        dropped = {n: np.zeros_like(weights[n]) for n in entry.torch[1:]}
+        return f"{', '.join(entry.torch[1:])} dropped", through(entry, {**weights, **dropped}, shapes)
+    split = next((step for step in entry.steps if isinstance(step, transforms.Split)), None)
+    if split is not None:
+        order = (1, 0, *range(2, split.parts))
+        moved = {n: transforms.ReorderBlocks(order, split.axis).forward([weights[n]], [])[0] for n in entry.torch}
+        return f"blocks 1 and 2 of {split.parts} swapped", through(entry, {**weights, **moved}, shapes)
+    values = [flax[path] for path in entry.flax]
+    if len(values) == 1 and values[0].ndim == 2 and values[0].shape[0] == values[0].shape[1]:
+        return "a transposed square matrix", lambda _w, f: {entry.flax[0]: f[entry.flax[0]].T.copy()}
+    if len(values) == 1 and values[0].ndim == 4 and values[0].shape[0] == values[0].shape[1] > 1:
+        return "its window transposed", lambda _w, f: {entry.flax[0]: np.swapaxes(f[entry.flax[0]], 0, 1).copy()}
+    return "not loaded (the Flax model's initial value)", lambda _w, _f: {}
+
+
+def through(entry: Entry, weights: Weights, shapes: dict[str, Any]) -> Plant:
+    return lambda _w, _f: to_flax([entry], weights, shapes)
+
+
+def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> list[Row]:
+    """One row per entry whose planted bug no check would catch, and one summary row (float64, eval or train)."""
+    port, weights = table.port, as_dtype(base, "float64")
+    flax_runner.enable_float64()
+    model = torch_runner.torch_model_holding(port, weights, "float64", table.mode)
+    torch_outputs = torch_runner.torch_forward(model, inputs)
+    torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)  # after the forward
+    calls = torch_runner.torch_submodule_outputs(port, model, inputs) if port.submodules else []
+    del model
+    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, "float64", table.mode)
+    start = to_flax(table.entries, weights, table.flax_shapes)
+    initial = flax_weights(flax_runner.flax_model_holding(port, [], weights, "float64", table.mode))
+    results = []
+    for entry in table.entries:
+        bug, plant = planted_bug(entry, weights, start, table.flax_shapes)
+        planted = {path: initial[path] for path in entry.flax} | plant(weights, start)
+        load_flax(flax_model, planted)
+        state = None if table.mode == "eval" else flax_weights(flax_model)
+        rows = output_rows(table, torch_outputs, flax_runner.flax_forward(port, flax_model, inputs), "float64")
+        if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
+            held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
+            rows += buffer_rows(table, torch_buffers, held, "float64")
+        if port.submodules:
+            recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
+            rows += submodule_rows(port, calls, recorded, "float64")
+        load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})
+        caught = next((row for row in rows if row.passed is False), None)
+        results.append((entry, bug, caught))
+    missed = [(entry, bug) for entry, bug, caught in results if caught is None]
+    case = f"{len(results) - len(missed)} of {len(results)} entries, a bug planted in each"
+    rows = [
+        dataclasses.replace(
+            template(port, "float64", "coverage", case),
+            compared="planted bug",
+            tolerance="caught",
+            passed=not missed,
+            detail=f"{len(labels)} inputs; "
+            + ("every planted bug is caught" if not missed else f"{len(missed)} missed"),
+        )
+    ]
+    for entry, bug in missed:
+        row = template(port, "float64", "coverage", str(entry))
+        detail = f"not covered: {bug} passes the outputs, submodules and buffers checks on these inputs"
+        rows.append(dataclasses.replace(row, compared="planted bug", tolerance="caught", passed=False, detail=detail))
+    return rows
