@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     heads = args.heads or max(1, args.width // 8)
     size = Size(args.width, heads, args.feedforward or 2 * args.width, args.layers)
     for flag, value in vars(args).items():
-        if isinstance(value, int) and value < 1:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             parser.error(f"--{flag} must be positive, got {value}")
     if size.width % size.heads:
         parser.error(f"--heads: {size.heads} does not divide --width {size.width}")
