@@ -8,6 +8,9 @@ in common in one line.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +79,9 @@ def test_the_inferred_cnn_port_passes_check_port_and_its_code_pastes():
     assert namespace["inputs"] == list(inferred.port.inputs)
     fc1 = next(mark for row, mark in zip(inferred.port.weights, inferred.marks, strict=True) if row[0] == "fc1.weight")
     assert "flattened NCHW" in fc1 and "float64 agrees" in fc1
+    pytest.importorskip("ruff")  # pasted into a formatted codebase, the rows stay as they are
+    check = [sys.executable, "-m", "ruff", "format", "--check", "--isolated", "--stdin-filename", "port.py", "-"]
+    assert subprocess.run(check, input=inferred.code() + "\n", text=True, capture_output=True).returncode == 0
 
 
 # ---- ambiguities decided by running the models -------------------------------------------------------------

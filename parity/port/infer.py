@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,17 +47,19 @@ class InferredPort:
         return not self.undecided
 
     def code(self) -> str:
-        """The port as Python rows to paste, each guess and undecided entry marked in a comment."""
+        """The port as Python rows to paste, each guess marked in a comment line above its row and each undecided
+        entry in one below the table; double-quoted, as Black-style formatters write them."""
         lines = ["weights = ["]
         for row, mark in zip(self.port.weights, self.marks, strict=True):
-            lines.append(f"    {format_row(row)},{f'  # {mark}' if mark else ''}")
+            lines += [f"    # {mark}"] if mark else []
+            lines.append(f"    {format_row(row)},")
         lines += ["]", "submodules = ["]
         lines += [f"    {format_row(row)}," for row in self.port.submodules]
         lines.append("]")
         if self.port.inputs:
             lines.append(f"inputs = [{', '.join(str(step) for step in self.port.inputs)}]")
         if self.port.not_ported:
-            lines.append(f"not_ported = {list(self.port.not_ported)!r}")
+            lines.append(f"not_ported = [{', '.join(quoted(name) for name in self.port.not_ported)}]")
         lines += [f"# UNDECIDED: {line}" for line in self.undecided]
         lines += [f"# note: {line}" for line in self.notes]
         return "\n".join(lines)
@@ -65,9 +68,13 @@ class InferredPort:
         return self.code()
 
 
+def quoted(name: str) -> str:
+    return json.dumps(name)  # a double-quoted Python string for any name a module can have
+
+
 def format_row(row: Sequence[Any]) -> str:
-    parts = [repr(part if isinstance(part, str) else tuple(part)) for part in row[:2]]
-    return f"({', '.join(parts + [str(step) for step in row[2:]])})"
+    names = [quoted(part) if isinstance(part, str) else f"({', '.join(map(quoted, part))},)" for part in row[:2]]
+    return f"({', '.join(names + [str(step) for step in row[2:]])})"
 
 
 def factory(model: Any, framework: str) -> Callable[..., Any]:
