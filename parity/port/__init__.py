@@ -7,7 +7,8 @@ row applies: exact both ways, but `add`, one-way), `weights` (the two conversion
 same parameters and buffers), `trees` (several inputs, structured outputs), `torch_runner` and `flax_runner`
 (each framework's side, in eval or train mode), `check` (`check_port`), `rows` and `trajectory` (the
 comparisons, judged by `parity.compare`, the core the preset suite shares), `report` (the `Report` and its
-table), `environment` (the precision settings, threads and versions every report states); `units`,
+table), `environment` (the precision settings, threads and versions every report states), `precision` (a failing
+float32 row on a GPU or TPU rerun at full matmul precision, said to be TF32 or not); `units`,
 `conventions`, `search` and `infer` (`infer_port`: the table proposed from the two models, ambiguities decided
 in float64), `reference` (`save_reference`, `check_reference`: torch's results kept in a file, checked
 without torch), `coverage` (a likely bug planted in each entry, to prove the checks would catch it).

@@ -20,7 +20,9 @@ Verdicts and tolerances are the comparison core's (`parity.compare`), the same a
 two scalings a port needs: float64 outputs are held to 1e-12 x max(1, the largest value) (as float32's are
 to 1e-5 x it), and a float32 gradient to 1e-4 or 10x torch's own float32-vs-float64 gap for that tensor,
 whichever is larger (torch's float64 gradients are kept on disk from the float64 run, which runs first).
-Memory: one framework's model in one dtype at a time.
+Where JAX computes on a GPU or TPU at less than full float32 matmul precision, a failing float32 row is rerun
+at 'highest' and says whether it was TF32 (`parity.port.precision`). Memory: one framework's model in one dtype
+at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from parity.port.coverage import coverage_rows
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.environment import precision_environment
 from parity.port.optimizer import Optimizer
+from parity.port.precision import diagnose_tf32
 from parity.port.report import Report
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template, weight_rows
 from parity.port.trajectory import trajectory_rows
@@ -60,6 +63,7 @@ from parity.port.weights import (
 PORT_CHECKS = ("weights", "outputs", "submodules", "gradients", "trajectory")
 MODES = ("eval", "train")
 RENAMED = {"training": "trajectory"}
+RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
 ADAM = Optimizer()  # Adam at lr 1e-4, PyTorch's defaults otherwise
 
 
@@ -163,16 +167,21 @@ def check_port(
     check_gru_biases(port.entries, grus, list(base), port.not_ported)
     table = declared(port, base, buffers, dropouts, mode)
     by_dtype: dict[str, list[Row]] = {}
+    batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
     with tempfile.TemporaryDirectory(prefix="parity-gradients-") as folder:
         exact = Path(folder) / "torch-float64.safetensors" if "gradients" in checks and len(dtypes) == 2 else None
+
+        def run(dtype: str, only: Sequence[str]) -> list[Row]:
+            if "trajectory" in only:
+                return trajectory_rows(table, base, (dtype,), optimizer, (xs, labels), batches)
+            return dtype_rows(table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, only, exact)
+
         for dtype in sorted(dtypes, reverse=True):  # float64 first: torch's float64 gradients judge float32's rounding
-            by_dtype[dtype] = dtype_rows(
-                table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, checks, exact
-            )
-    rows = [row for dtype in dtypes for row in by_dtype[dtype]]
-    if "trajectory" in checks:
-        batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
-        rows += trajectory_rows(table, base, dtypes, optimizer, (xs, labels), batches)
+            by_dtype[dtype] = run(dtype, [name for name in checks if name != "trajectory"])
+        rows = [row for dtype in dtypes for row in by_dtype[dtype]]
+        if "trajectory" in checks:
+            rows += trajectory_rows(table, base, dtypes, optimizer, (xs, labels), batches)
+        rows = diagnose_tf32(rows, lambda check: run("float32", (RERUN.get(check, check),)))
     if coverage:
         rows += coverage_rows(table, base, in_dtype(xs, "float64"), labels)
     values = sum(array.size for array in base.values())

@@ -51,7 +51,6 @@ def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
         else "-",
         "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}",
         "threads": f"torch {torch.get_num_threads() if torch else '-'}, cpus {os.cpu_count()}",
-        "versions": (
-            f"torch {version('torch')}, jax {jax.__version__}, flax {version('flax')}, optax {version('optax')}"
-        ),
+        "versions": f"torch {version('torch') if torch else 'not importable'}, jax {jax.__version__}, "
+        f"flax {version('flax')}, optax {version('optax')}",
     }
