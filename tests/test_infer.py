@@ -150,3 +150,48 @@ def test_a_batchnorm_momentum_that_disagrees_is_stated():
     inferred = infer_port(port.torch_model, port.flax_model, IMAGES)
     assert any("torch momentum 0.1 is Flax momentum 0.9, but bn has 0.99" in note for note in inferred.notes)
     same_table(inferred, resnet.make_port())
+
+
+class TorchFormGRUCell(nnx.GRUCell):
+    """nnx.GRUCell with a bias on its hidden projection: b_hn inside r * (W_hn h + b_hn), as nn.GRU keeps it."""
+
+    def __init__(self, features: int, hidden: int, *, rngs: nnx.Rngs, dtype: str):
+        super().__init__(features, hidden, rngs=rngs, param_dtype=dtype, dtype=dtype)
+        self.dense_h = nnx.Linear(hidden, 3 * hidden, rngs=rngs, param_dtype=dtype, dtype=dtype)
+
+
+class FlaxGRU(nnx.Module):
+    def __init__(self, dtype: str = "float32", cell: type = nnx.GRUCell):
+        rngs = nnx.Rngs(0)
+        if cell is nnx.GRUCell:
+            self.rnn = nnx.RNN(nnx.GRUCell(28, 16, rngs=rngs, param_dtype=dtype, dtype=dtype))
+        else:
+            self.rnn = nnx.RNN(cell(28, 16, rngs=rngs, dtype=dtype))
+        self.head = nnx.Linear(16, 10, rngs=rngs, param_dtype=dtype, dtype=dtype)
+
+    def __call__(self, rows):
+        return self.head(self.rnn(rows)[:, -1])
+
+
+class TorchGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(28, 16, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, rows):
+        return self.head(self.gru(rows)[0][:, -1])
+
+
+def test_a_gru_onto_a_one_bias_cell_is_refused_in_one_line_and_in_pytorchs_form_inferred_and_proved():
+    with pytest.raises(PortError, match=r"torch gru.l0 \(gru\) onto flax rnn.cell \(GRUCell\): nn.GRU keeps") as err:
+        infer_port(TorchGRU, FlaxGRU, ROWS)
+    assert "\n" not in str(err.value) and "gru.bias_hh_l0" in str(err.value)
+
+    def torch_form(dtype: str = "float32") -> FlaxGRU:
+        return FlaxGRU(dtype, TorchFormGRUCell)
+
+    inferred = infer_port(TorchGRU, torch_form, ROWS, name="gru")
+    assert ("gru.bias_hh_l0", "rnn.cell.dense_h.bias") in inferred.port.weights and inferred.decided
+    report = check_port(inferred.port, ROWS, np.arange(8), steps=2, batch_size=4)
+    assert report.passed, report.table()

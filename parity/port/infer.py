@@ -154,6 +154,7 @@ def infer_port(
             f"infer_port: the models have nothing in common: torch {first} pairs with no Flax layer "
             f"(the Flax model has {families})"
         )
+    refuse_gru_bias(pairs)
     undecided, left = unpaired(sources, targets, pairs)
     search = Search(name, factories, xs, left)
     tried = [search.run(Candidate(pairs, steps)) for steps in layouts(xs)]
@@ -173,6 +174,18 @@ def infer_port(
     marks = [mark(pair, index, best.report.passed) for pair in best.pairs for index in range(len(pair.rows))]
     said = [line for pair in best.pairs for line in notes(pair.source, pair.target)]
     return InferredPort(search.port(best), marks, undecided, list(dict.fromkeys(said)), search.trials)
+
+
+def refuse_gru_bias(pairs: list[Pair]) -> None:
+    """nn.GRU onto a cell with one bias (nnx.GRUCell's dense_i): no table is exact while b_hn is not zero."""
+    for pair in pairs:
+        summed = [row[0] for row in pair.rows if isinstance(row[0], tuple) and len(row[0]) == 2]
+        if pair.source.kind == "gru" and summed:
+            raise PortError(
+                f"infer_port: torch {pair.source} onto flax {pair.target}: nn.GRU keeps b_hn inside "
+                f"r * (W_hn h + b_hn), which a cell with one bias (outside) cannot hold, so no table ports "
+                f"{summed[0][1]} exactly: give the Flax cell's hidden projection a bias (PyTorch's form)"
+            )
 
 
 def unpaired(sources: list[Unit], targets: list[Unit], pairs: list[Pair]) -> tuple[list[str], list[str]]:
