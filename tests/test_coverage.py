@@ -30,6 +30,7 @@ def coverage(report):
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
+@pytest.mark.filterwarnings("error::FutureWarning")  # a planted initial value is cast to float64, not left float32
 def test_every_example_reports_full_coverage_on_real_images(name):
     make, channel_axis, mode = EXAMPLES[name]
     port = make()

@@ -76,7 +76,8 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
     results = []
     for entry in table.entries:
         bug, plant = planted_bug(entry, weights, start, table.flax_shapes)
-        planted = {path: initial[path] for path in entry.flax} | plant(weights, start)
+        # the initial value in the run's dtype (nnx.BatchNorm creates its statistics in float32 whatever its dtype)
+        planted = {path: initial[path].astype(start[path].dtype) for path in entry.flax} | plant(weights, start)
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
         rows = output_rows(table, torch_outputs, flax_runner.flax_forward(port, flax_model, inputs), "float64")
