@@ -26,6 +26,7 @@ from parity import port as port_api
 from parity.port import PortError, check_port, infer_port
 from parity.port.declare import parse_entry
 from parity.preset_ports import preset_port
+from tests.test_stock_ports import TorchGRU
 
 RNG = np.random.default_rng(0)
 ROWS = RNG.random((8, 28, 28), dtype=np.float32)
@@ -155,36 +156,25 @@ def test_a_batchnorm_momentum_that_disagrees_is_stated():
 class TorchFormGRUCell(nnx.GRUCell):
     """nnx.GRUCell with a bias on its hidden projection: b_hn inside r * (W_hn h + b_hn), as nn.GRU keeps it."""
 
-    def __init__(self, features: int, hidden: int, *, rngs: nnx.Rngs, dtype: str):
-        super().__init__(features, hidden, rngs=rngs, param_dtype=dtype, dtype=dtype)
-        self.dense_h = nnx.Linear(hidden, 3 * hidden, rngs=rngs, param_dtype=dtype, dtype=dtype)
+    def __init__(self, features: int, hidden: int, *, rngs: nnx.Rngs, **dtypes):
+        super().__init__(features, hidden, rngs=rngs, **dtypes)
+        self.dense_h = nnx.Linear(hidden, 3 * hidden, rngs=rngs, **dtypes)
 
 
 class FlaxGRU(nnx.Module):
     def __init__(self, dtype: str = "float32", cell: type = nnx.GRUCell):
         rngs = nnx.Rngs(0)
-        if cell is nnx.GRUCell:
-            self.rnn = nnx.RNN(nnx.GRUCell(28, 16, rngs=rngs, param_dtype=dtype, dtype=dtype))
-        else:
-            self.rnn = nnx.RNN(cell(28, 16, rngs=rngs, dtype=dtype))
+        self.rnn = nnx.RNN(cell(28, 16, rngs=rngs, param_dtype=dtype, dtype=dtype))
         self.head = nnx.Linear(16, 10, rngs=rngs, param_dtype=dtype, dtype=dtype)
 
     def __call__(self, rows):
         return self.head(self.rnn(rows)[:, -1])
 
 
-class TorchGRU(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.gru = nn.GRU(28, 16, batch_first=True)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, rows):
-        return self.head(self.gru(rows)[0][:, -1])
-
-
 def test_a_gru_onto_a_one_bias_cell_is_refused_in_one_line_and_in_pytorchs_form_inferred_and_proved():
-    with pytest.raises(PortError, match=r"torch gru.l0 \(gru\) onto flax rnn.cell \(GRUCell\): nn.GRU keeps") as err:
+    with pytest.raises(
+        PortError, match=r"torch gru.l0 \(gru\) onto flax rnn.cell \(GRUCell\): weights: gru.bias_hh_l0: nn.GRU keeps"
+    ) as err:
         infer_port(TorchGRU, FlaxGRU, ROWS)
     assert "\n" not in str(err.value) and "gru.bias_hh_l0" in str(err.value)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from parity.port.conventions import notes
-from parity.port.declare import Port, PortError
+from parity.port.declare import Port, PortError, parse_entry
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, pair_units
 from parity.port.trees import as_inputs
 from parity.port.units import Unit, flax_units, torch_units
@@ -177,15 +177,15 @@ def infer_port(
 
 
 def refuse_gru_bias(pairs: list[Pair]) -> None:
-    """nn.GRU onto a cell with one bias (nnx.GRUCell's dense_i): no table is exact while b_hn is not zero."""
-    for pair in pairs:
-        summed = [row[0] for row in pair.rows if isinstance(row[0], tuple) and len(row[0]) == 2]
-        if pair.source.kind == "gru" and summed:
-            raise PortError(
-                f"infer_port: torch {pair.source} onto flax {pair.target}: nn.GRU keeps b_hn inside "
-                f"r * (W_hn h + b_hn), which a cell with one bias (outside) cannot hold, so no table ports "
-                f"{summed[0][1]} exactly: give the Flax cell's hidden projection a bias (PyTorch's form)"
-            )
+    """nn.GRU onto a cell with one bias (nnx.GRUCell's dense_i): `check_port`'s own refusal, naming the pair."""
+    from parity.port.check import check_gru_biases
+
+    for pair in [pair for pair in pairs if pair.source.kind == "gru"]:
+        module = pair.source.path.rsplit(".", 1)[0] if "." in pair.source.path else ""
+        try:
+            check_gru_biases([parse_entry(row) for row in pair.rows], [module], list(pair.source.tensors), ())
+        except PortError as error:
+            raise PortError(f"infer_port: torch {pair.source} onto flax {pair.target}: {error}") from None
 
 
 def unpaired(sources: list[Unit], targets: list[Unit], pairs: list[Pair]) -> tuple[list[str], list[str]]:

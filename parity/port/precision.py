@@ -41,12 +41,12 @@ def rerun_at_full_precision(rerun: Callable[[], list[Row]]) -> list[Row]:
         return rerun()
 
 
-def diagnose_tf32(rows: Sequence[Row], rerun: Callable[[str], list[Row]], reduced: bool | None = None) -> list[Row]:
+def diagnose_tf32(rows: Sequence[Row], rerun: Callable[[str], list[Row]]) -> list[Row]:
     """`rows` with each failing float32 row's detail saying whether it was TF32. `rerun(check)`: that check's
-    float32 rows, computed again (called at most once a check, inside `rerun_at_full_precision`). `reduced`:
-    whether JAX's products may be rounded (default: asked of JAX); if not, the rows are returned as they are."""
+    float32 rows, computed again (called at most once a check, inside `rerun_at_full_precision`). Where JAX's
+    products cannot be rounded (a CPU, or precision 'highest'), the rows are returned as they are."""
     failing = [row for row in rows if row.dtype == "float32" and row.passed is False]
-    if not failing or not (jax_reduced_precision() if reduced is None else reduced):
+    if not failing or not jax_reduced_precision():
         return list(rows)
     again: dict[tuple[str, str], Row] = {}
     for check in dict.fromkeys(row.check for row in failing):
