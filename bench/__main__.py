@@ -60,7 +60,7 @@ def build_parser() -> OneLineParser:
         "--sweep-sizes", metavar="N,N,...", help="sizes to sweep (when not given: batch 32..1024, hidden 64..512)"
     )
     parser.add_argument("--plot", metavar="FILE", default="bench-sweep.png", help="PNG for --sweep")
-    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON (rewritten after each preset)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
     return parser
 
@@ -173,11 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"float32 matmul throughput (1024x1024, best of 7, measured now): torch {measured['torch']:.0f} "
             f"GFLOP/s, jax {measured['jax']:.0f} GFLOP/s; bound = the better, {bound:.0f} GFLOP/s"
         )
-        results = [
-            row
-            for preset in args.preset_list
-            for row in bench_preset(preset, dataset, args.steps, args.reps, args.device, levers, bound)
-        ]
+        results: list[dict] = []
+        for preset in args.preset_list:
+            results += bench_preset(preset, dataset, args.steps, args.reps, args.device, levers, bound)
+            if args.json:  # after each preset: a run cut short keeps the presets it finished
+                write_atomically(args.json, (json.dumps(results, indent=1) + "\n").encode())
         report(results)
         for name in levers:
             print(f"  {name}: {LEVERS[name].description}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -48,8 +49,9 @@ def build_parser() -> OneLineParser:
         "--device",
         choices=DEVICES,
         default="auto",
-        help="auto: the CPU, and the GPU too when there is one (then also the cross-device row); "
-        "gpu (or cuda): the GPU only, its rows 'not run' where there is none",
+        help="auto: the CPU, and the GPU too when there is one; gpu (or cuda): the GPU only, its rows "
+        "'not run' where there is none; with the GPU rows comes the cross-device row (the logits on "
+        "torch and JAX, CPU and GPU, and NumPy)",
     )
     parser.add_argument("--steps", type=int, default=100, help="trajectory: training steps at lr 1e-4")
     parser.add_argument(
@@ -69,7 +71,7 @@ def build_parser() -> OneLineParser:
         help="the Flax side's gradient through the recurrence: autodiff (jax.grad through the time scan), "
         "manual (jax_impl/backward.py), auto: as the JAX trainer chooses (manual on a CPU, autodiff on a GPU)",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON (rewritten after each preset)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --plot PNGs")
     parser.add_argument(
         "--plot", metavar="DIR", help=f"write {' and '.join(PLOTS)}: the recipe-lr loss curves, logit differences"
@@ -136,11 +138,16 @@ def print_rows(rows: list[Row]) -> None:
         )
 
 
+def write_rows(json_path: Path, result: SuiteResult) -> None:
+    """Every row so far as JSON, atomically: rewritten after each preset, so a run cut short keeps its rows."""
+    write_atomically(json_path, (json.dumps([row.as_dict() for row in result.rows], indent=1) + "\n").encode())
+
+
 def write_outputs(result: SuiteResult, json_path: Path | None, plot_folder: Path | None, images: int) -> None:
     """The rows as JSON, and the two PNGs (each written atomically)."""
     written: list[Path] = []
     if json_path:
-        write_atomically(json_path, (json.dumps([row.as_dict() for row in result.rows], indent=1) + "\n").encode())
+        write_rows(json_path, result)
         written.append(json_path)
     if plot_folder:
         from parity.plots import plot_logit_gaps, plot_trajectories
@@ -169,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     devices = devices_to_run(args.device)
     with cli_errors(PROG):
-        result = run_suite(args.preset_list, load_dataset("mnist", args.data_dir), devices, options, progress)
+        keep_rows = functools.partial(write_rows, args.json) if args.json else lambda _: None
+        result = run_suite(
+            args.preset_list, load_dataset("mnist", args.data_dir), devices, options, progress, on_preset=keep_rows
+        )
         print_rows(result.rows)
         write_outputs(result, args.json, args.plot, args.images)
         failed = any(row.passed is False for row in result.rows)

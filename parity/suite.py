@@ -60,8 +60,12 @@ def run_suite(
     device_list: Sequence[str],
     options: SuiteOptions,
     progress: Callable[[Sequence[str], str], Iterable[str]] = lambda items, _: items,
+    on_preset: Callable[[SuiteResult], None] = lambda _: None,
 ) -> SuiteResult:
-    """Every preset on every device ("cpu", "gpu"); GPU rows 'not run' without one; TF32 off for judged rows."""
+    """Every preset on every device ("cpu", "gpu"); GPU rows 'not run' without one; TF32 off for judged rows.
+
+    `on_preset` is handed the result so far after each preset on each device, so that a run cut short (a
+    time limit, Ctrl-C) can keep what it finished. The cross-device row runs whenever the GPU rows do."""
     result = SuiteResult()
     for device in device_list:
         if device == "gpu":
@@ -85,10 +89,12 @@ def run_suite(
                 tf32_run = run_preset(preset, dataset, device, dataclasses.replace(options, dtypes=("float32",)))
                 result.rows += devices.as_tf32_rows(tf32_run)
                 devices.set_tf32(False)
-    if list(device_list) == ["cpu", "gpu"] and devices.gpu_available()[0] and "logits" in options.checks:
+            on_preset(result)
+    if "gpu" in device_list and devices.gpu_available()[0] and "logits" in options.checks:
         sides = devices.every_device_sides()
         for preset in presets:
             result.rows += devices.cross_device_rows(preset, dataset, options.dtypes, options.images, sides)
+        on_preset(result)
     return result
 
 

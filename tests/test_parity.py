@@ -223,8 +223,10 @@ def test_parity_command_refuses_bad_flags():
     assert result.returncode == 2 and "unknown preset 'nope'" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monkeypatch, capsys):
-    """The precision wiring, on a CPU: what the GPU rows would run under, with run_preset standing in."""
+def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monkeypatch, capsys, tmp_path):
+    """The precision wiring, on a CPU: what the GPU rows would run under, with run_preset standing in. The
+    GPU rows bring the cross-device row; --json holds every finished preset's rows before the next starts
+    (what a run cut at a time limit keeps)."""
     import torch
 
     import parity.__main__ as parity_main
@@ -238,8 +240,13 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
     )
     seen = []
 
+    json_path = tmp_path / "rows.json"
+    kept_before = []
+
     def run_preset_here(preset, dataset, device, options, **hooks):
         seen.append((device, options.dtypes, torch_device.tf32_enabled(), jax_device.tf32_enabled()))
+        if len(options.dtypes) == 2:
+            kept_before.append((preset, json_path.exists() and len(json.loads(json_path.read_text()))))
         return [
             Row(
                 preset,
@@ -258,19 +265,26 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
     import parity.devices
     import parity.suite
 
+    crossed = []
     monkeypatch.setattr(parity.devices, "gpu_available", lambda: (True, ""))
+    monkeypatch.setattr(parity.devices, "every_device_sides", lambda: {})
+    monkeypatch.setattr(parity.devices, "cross_device_rows", lambda preset, *_: crossed.append(preset) or [])
     monkeypatch.setattr(parity.suite, "run_preset", run_preset_here)
     try:
-        code = parity_main.main(["--presets", "lstm", "--device", "gpu", "--checks", "logits", "--tf32"])
+        code = parity_main.main(
+            ["--presets", "lstm,rnn", "--device", "gpu", "--checks", "logits", "--tf32", "--json", str(json_path)]
+        )
         after = (torch_device.tf32_enabled(), jax_device.tf32_enabled())
     finally:
         torch.backends.cudnn.rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved[:2]
         jax_device.jax.config.update("jax_default_matmul_precision", saved[2])
     assert code == 0 and after == (False, False)
-    assert seen == [("gpu", ("float32", "float64"), False, False), ("gpu", ("float32",), True, True)]
+    assert seen == 2 * [("gpu", ("float32", "float64"), False, False), ("gpu", ("float32",), True, True)]
+    assert kept_before == [("lstm", False), ("rnn", 3)]  # lstm's 2 judged rows and its TF32 row
+    assert crossed == ["lstm", "rnn"] and len(json.loads(json_path.read_text())) == 6
     out = capsys.readouterr().out
     assert (
-        "float32+tf32" in out and "TF32 on, not judged" in out and "2 passed, 0 failed, 1 not run or not judged" in out
+        "float32+tf32" in out and "TF32 on, not judged" in out and "4 passed, 0 failed, 2 not run or not judged" in out
     )
 
 

@@ -186,38 +186,3 @@ def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
         "--seeds",
     )
     assert_one_line_error(run_cli("parity", "--checks", "8"), 2, "--checks: unknown check 8", "1 logits")
-
-
-def test_the_gpu_report_runs_every_part_in_its_dry_run(tmp_path):
-    """tools/gpu_report.sh on the CPU at tiny sizes: the pipeline a GPU session runs in one command."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    out = tmp_path / "report"
-    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
-    result = subprocess.run(
-        ["bash", "tools/gpu_report.sh", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    timings = (out / "timings.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in timings] == [
-        "versions",
-        "parity",
-        "accuracy",
-        "bench",
-        "epochs",
-        "determinism",
-    ]
-    assert all(line.endswith("exit 0") for line in timings), timings
-    assert all(row["passed"] for row in json.loads((out / "parity.json").read_text()))
-    assert {row["runner"] for row in json.loads((out / "bench.json").read_text())} >= {"torch trainer", "jax trainer"}
-    assert len(json.loads((out / "check6.json").read_text())["per_seed"]) == 1
-    assert len(list((out / "epochs").glob("*/summary.json"))) == 2  # lstm in both (bilstm too on a GPU)
-    assert (out / "determinism.txt").read_text().count("identical weights") == 2
-    unknown = subprocess.run(
-        ["bash", "tools/gpu_report.sh", str(out), "warp"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert unknown.returncode == 2 and "unknown part warp" in unknown.stderr
