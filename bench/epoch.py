@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if lever.framework == "jax":
         from jax_impl import train as jax_train
+        from jax_impl.cache import enable_compilation_cache
+
+        enable_compilation_cache()  # as the JAX trainer's own command does
 
         jax_options = jax_train.TrainOptions(**lever.options)
         return train_main(

@@ -13,6 +13,7 @@ from common.config import Config
 from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
+from jax_impl.cache import enable_compilation_cache
 from jax_impl.convert import from_canonical, read_weights
 from jax_impl.device import resolve_device
 from jax_impl.model import enable_dtype, logits_in_batches
@@ -27,6 +28,7 @@ def predict_logits(config: Config, weights: Weights, rows: np.ndarray, device: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    enable_compilation_cache()  # before the first compile: JAX's programs kept on disk (jax_impl/cache.py)
     return evaluate_main(argv, framework="jax", read_weights=read_weights, predict_logits=predict_logits)
 
 

@@ -27,6 +27,7 @@ from common.errors import ConfigError
 from common.outputs import entry_point
 from common.trainer import EVAL_BATCH
 from common.weights import Weights
+from jax_impl.cache import enable_compilation_cache
 from jax_impl.convert import from_canonical, to_canonical
 from jax_impl.device import describe_device, peak_memory_mb, resolve_device
 from jax_impl.model import SequenceClassifier, build_model, enable_dtype, logits_in_batches
@@ -259,6 +260,7 @@ def versions() -> dict[str, str | int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    enable_compilation_cache()  # before the first compile: JAX's programs kept on disk (jax_impl/cache.py)
     return train_main(argv, framework="jax", make_trainer=JaxTrainer, versions=versions)
 
 

@@ -163,6 +163,9 @@ def write_outputs(result: SuiteResult, json_path: Path | None, plot_folder: Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from jax_impl.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # before the first compile: JAX's programs kept on disk (jax_impl/cache.py)
     args = parse_args(argv)
     tune_glibc_malloc()  # torch_impl/allocator.py: torch's CPU RNNs allocate and free megabytes every step
     suite_checks = tuple(check for check in args.check_list if check != "accuracy")

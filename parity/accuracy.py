@@ -232,6 +232,9 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from jax_impl.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # before the first compile: JAX's programs kept on disk (jax_impl/cache.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     presets = preset_list(parser, args.presets)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,43 @@ from common.data import images_to_row_sequences, load_dataset
 from common.idx import IMAGES_MAGIC, LABELS_MAGIC
 
 ROOT = Path(__file__).resolve().parent.parent
+CACHE_KEY = pytest.StashKey[str]()
+STARTED_KEY = pytest.StashKey[float]()
+_durations: dict[str, float] = {}  # test id -> seconds, for the summary at the end
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole session (jax_impl/cache.py), new and empty, removed at the end:
+    every process the tests start compiles each program once, and no test reads a user's own cache. Set
+    before any test module imports JAX, which reads these variables as it starts."""
+    config.stash[STARTED_KEY] = time.monotonic()
+    folder = tempfile.mkdtemp(prefix="seqmnist-test-jax-cache-")
+    config.stash[CACHE_KEY] = folder
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"  # jax_impl.cache.MIN_COMPILE_SECONDS
+    os.environ.pop("SEQMNIST_JAX_CACHE", None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(config.stash.get(CACHE_KEY, ""), ignore_errors=True)
+
+
+def pytest_runtest_logreport(report):
+    """Each test's setup, call and teardown seconds, added up for the summary below."""
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The guard: the tier's wall time and its five slowest tests, at the end of every run, so that a slow
+    test added later is seen at once. The default tier is kept under 8 minutes on the project's 2-core
+    machine; `--run-slow` adds the full-size repetitions."""
+    if not _durations:
+        return
+    tier = "--run-slow" if config.getoption("--run-slow") else "default"
+    elapsed = time.monotonic() - config.stash[STARTED_KEY]
+    terminalreporter.write_sep("-", f"{tier} tier: {elapsed:.0f} s wall, {len(_durations)} tests; the five slowest")
+    for nodeid, seconds in sorted(_durations.items(), key=lambda item: -item[1])[:5]:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {nodeid}")
 
 
 def pytest_addoption(parser):

@@ -67,9 +67,9 @@ def test_a_spent_budget_runs_nothing_more_and_still_packs(tmp_path):
     hang.write_text("#!/bin/sh\nsleep 60\n")
     hang.chmod(0o755)
     out = tmp_path / "report"
-    result = gpu_report(out, "--budget", "30", "versions", "parity", CAP_versions="18", PYTHON=str(hang))
+    result = gpu_report(out, "--budget", "6", "versions", "parity", CAP_versions="3", PYTHON=str(hang))
     parts = summary_lines(out)
-    assert parts["versions"].startswith("18 s of a 18 s cap") and "(cut at its cap)" in parts["versions"], parts
+    assert parts["versions"].startswith("3 s of a 3 s cap") and "(cut at its cap)" in parts["versions"], parts
     assert parts["parity"] == "not run, the budget is spent", parts
     assert result.returncode == 1
     assert (unpack(out) / "versions.txt").is_file()
@@ -78,7 +78,7 @@ def test_a_spent_budget_runs_nothing_more_and_still_packs(tmp_path):
 @pytest.mark.parametrize(
     ("args", "env", "fragment"),
     [
-        (("--budget", "soon"), {}, "--budget: expected whole seconds, at least 30, got soon"),
+        (("--budget", "soon"), {}, "--budget: expected whole seconds, at least 5, got soon"),
         (("warp",), {}, "unknown part warp"),
         (("--fast",), {}, "unknown flag --fast"),
         ((), {"CAP_bench": "1m"}, "CAP_bench: expected whole seconds, got 1m"),

@@ -64,7 +64,12 @@ MIRROR_DIFFERENCES = {
     },
 }
 # schedules of the time loop and its hand-written gradient; torch's recurrence is one library kernel
-ONE_SIDED_MODULES = {"jax_impl/recurrence.py", "jax_impl/backward.py", "torch_impl/allocator.py"}
+ONE_SIDED_MODULES = {
+    "jax_impl/recurrence.py",
+    "jax_impl/backward.py",
+    "jax_impl/cache.py",  # JAX compiles per process and can keep it on disk; torch compiles nothing by default
+    "torch_impl/allocator.py",
+}
 
 
 def public_names(path: Path) -> set[str]:

@@ -80,6 +80,6 @@ def test_every_command_runs_through_the_quiet_entry_point():
         for path in (ROOT / package).rglob("*.py")
         if 'if __name__ == "__main__":' in path.read_text()
     ]
-    assert len(commands) == 16  # examples.lstm.port and examples.resnet.port added
+    assert len(commands) == 17  # examples.lstm.port and examples.resnet.port, then bench.epoch added
     for path in commands:
         assert "sys.exit(entry_point(main))" in path.read_text(), path

@@ -161,6 +161,9 @@ def check_port(
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     xs, labels = as_inputs(inputs), np.asarray(labels).astype(np.int64)
     check_inputs(port, xs, labels)
+    from jax_impl.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     if "float64" in dtypes or "trajectory" in checks:
         flax_runner.enable_float64()
     base, buffers, dropouts, grus = torch_start(port, seed)

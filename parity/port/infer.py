@@ -137,8 +137,10 @@ def infer_port(
     `inputs` (PyTorch layout; the first `batch` rows are used). PortError when they have nothing in common."""
     factories = (factory(torch_model, "torch"), factory(flax_model, "flax"))
     xs = tuple(x[:batch] for x in as_inputs(inputs))
+    from jax_impl.cache import enable_compilation_cache
     from parity.port.flax_runner import enable_float64
 
+    enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     enable_float64()
     built = build(factories[0], "float32")
     flax_built = build(factories[1], "float32")

@@ -172,6 +172,9 @@ def check_reference(
     table = weights.weights if isinstance(weights, Port) else weights
     tensors, metadata = read_reference(path)
     refuse_mismatch(path, metadata, table, "float64")
+    from jax_impl.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     flax_runner.enable_float64()
     start = section(tensors, "weights/")
     model = build(flax_model, "float64")
