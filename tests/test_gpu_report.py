@@ -67,7 +67,7 @@ def test_a_spent_budget_runs_nothing_more_and_still_packs(tmp_path):
     hang.write_text("#!/bin/sh\nsleep 60\n")
     hang.chmod(0o755)
     out = tmp_path / "report"
-    result = gpu_report(out, "--budget", "6", "versions", "parity", CAP_versions="3", PYTHON=str(hang))
+    result = gpu_report(out, "--budget", "5", "versions", "parity", CAP_versions="3", PYTHON=str(hang))
     parts = summary_lines(out)
     assert parts["versions"].startswith("3 s of a 3 s cap") and "(cut at its cap)" in parts["versions"], parts
     assert parts["parity"] == "not run, the budget is spent", parts
