@@ -58,9 +58,10 @@ def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> ja
     return optax.softmax_cross_entropy_with_integer_labels(model(rows), labels).mean()
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """optax Adam with PyTorch's defaults (b1 0.9, b2 0.999, eps 1e-8) at the recipe's learning rate."""
-    return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+def make_optimizer(config: Config, learning_rate=None) -> optax.GradientTransformation:
+    """optax Adam with PyTorch's defaults (b1 0.9, b2 0.999, eps 1e-8) at the recipe's learning rate, or at
+    `learning_rate` (a value `optax.inject_hyperparams` passes in, for one compiled step at any rate)."""
+    return optax.adam(config.learning_rate if learning_rate is None else learning_rate, b1=0.9, b2=0.999, eps=1e-8)
 
 
 def value_and_grad(graphdef: nnx.GraphDef, params, rows: jax.Array, labels: jax.Array):

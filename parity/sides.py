@@ -138,7 +138,7 @@ class JaxSide:
         self.backward = resolve_backward(backward, self.device)  # the trainer's choice for this device by default
         self.from_canonical = from_canonical or functools.partial(convert.from_canonical, backward=self.backward)
         self.to_canonical: Callable[[FlaxModel], Weights] = convert.to_canonical
-        self._chunks: dict[tuple[Any, float], tuple[Any, Any]] = {}  # (graphdef, lr) -> (optimizer, compiled chunk)
+        self._chunks: dict[tuple[Any, str], tuple[Any, Any]] = {}  # (graphdef, dtype) -> (optimizer, compiled chunk)
 
     def _model(self, config: Config, weights: Weights) -> FlaxModel:
         import jax
@@ -178,18 +178,31 @@ class JaxSide:
     def train(
         self, config: Config, weights: Weights, rows: np.ndarray, labels: np.ndarray, index_batches: list[np.ndarray]
     ) -> Trajectory:
-        """Adam steps with the trainer's own compiled chunk (one step per call, to read every step's weights)."""
+        """Adam steps with the trainer's own optimizer and compiled chunk (one step per call, to read every step's
+        weights). The learning rate is an input of the compiled step, not a constant in it (optax's
+        `inject_hyperparams` around the trainer's `make_optimizer`): one compile per model and dtype serves the
+        small-lr and the recipe-lr trajectories alike."""
+        import optax
         from flax import nnx
 
-        from jax_impl.train import make_optimizer, make_train_chunk
+        from jax_impl import train as trainer
 
         graphdef, params = nnx.split(self._model(config, weights))
-        key = (graphdef, config.learning_rate)
-        if key not in self._chunks:  # one compiled train step per model and learning rate
-            optimizer = make_optimizer(config)
-            self._chunks[key] = (optimizer, make_train_chunk(graphdef, optimizer))
+        key = (graphdef, config.dtype)
+        if key not in self._chunks:  # one compiled train step per model and dtype, whatever the learning rate
+
+            def optimizer_at(learning_rate: Any) -> Any:
+                return trainer.make_optimizer(config, learning_rate)
+
+            optimizer = optax.inject_hyperparams(optimizer_at, hyperparam_dtype=np.dtype(config.dtype))(
+                learning_rate=config.learning_rate
+            )
+            self._chunks[key] = (optimizer, trainer.make_train_chunk(graphdef, optimizer))
         optimizer, train_chunk = self._chunks[key]
         opt_state = optimizer.init(params)
+        opt_state.hyperparams["learning_rate"] = np.asarray(config.learning_rate, config.dtype)
+        # on the device, as the step's outputs are: the second step then runs the first's program, not a new one
+        opt_state = self._put(opt_state)
         all_rows, all_labels = self._put(rows), self._put(labels.astype(np.int32))
         losses, after = [], []
         for indices in index_batches:

@@ -43,7 +43,10 @@ def worst_relative_gap(expected: dict[str, np.ndarray], got: dict[str, np.ndarra
 def canonical_gradients(model, objective, rows) -> dict[str, np.ndarray]:
     """d objective(model, rows) / d every parameter (canonical names) and / d the rows (`"rows"`)."""
     graphdef, params = nnx.split(model)
-    grads, row_grads = jax.grad(lambda p, x: objective(nnx.merge(graphdef, p), x), argnums=(0, 1))(params, rows)
+    # one compiled program, not an eager pass that compiles each loop and primitive on its own
+    grads, row_grads = jax.jit(jax.grad(lambda p, x: objective(nnx.merge(graphdef, p), x), argnums=(0, 1)))(
+        params, rows
+    )
     return {**to_canonical(nnx.merge(graphdef, grads)), "rows": np.asarray(row_grads)}
 
 

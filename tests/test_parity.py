@@ -97,7 +97,9 @@ def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_p
     monkeypatch.setattr(
         jax_impl.train,
         "make_optimizer",
-        lambda config: optax.adam(config.learning_rate * 1.01, b1=0.9, b2=0.999, eps=1e-8),
+        lambda config, learning_rate=None: optax.adam(
+            (config.learning_rate if learning_rate is None else learning_rate) * 1.01, b1=0.9, b2=0.999, eps=1e-8
+        ),
     )
     row = recipe_trajectory(mnist, JaxSide())
     assert not row.passed, row.detail

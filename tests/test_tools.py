@@ -11,10 +11,14 @@ from tests.conftest import assert_one_line_error, run_cli
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 
-def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path):
+def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path, idx_dir):
+    """The bookkeeping of check 6 (runs, seeds, paired gaps, reuse, report-only), on the small IDX set: its
+    test split is 100 images, so that each of the 8 trainings evaluates in moments (accuracy is not asserted)."""
     work, report = tmp_path / "work", tmp_path / "c6.json"
     arguments = (
         "parity.accuracy",
+        "--data-dir",
+        str(idx_dir),
         "--presets",
         "lstm",
         "--seeds",
@@ -75,6 +79,8 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
         "--plot",
         str(plot),
         "--report-only",
+        "--data-dir",
+        str(idx_dir),
     )
     assert only.returncode == result.returncode, only.stderr[-2000:]
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_main
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -35,9 +36,13 @@ def train(framework, out, *args):
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framework, preset):
-    result = train(framework, tmp_path / "run", "--preset", preset, "--max-steps", "50")
-    assert "test accuracy" in result.stdout.strip().splitlines()[-1]
+def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framework, preset, capsys):
+    """The trainer's `main` in this process (the command-line process itself is the tests' below and
+    test_outputs'): torch and JAX are imported once for the twelve runs, not twelve times."""
+    main = importlib.import_module(f"{framework}_impl.train").main
+    code, out, err = run_main(main, ["--out", str(tmp_path / "run"), "--preset", preset, "--max-steps", "50"], capsys)
+    assert code == 0, err[-3000:]
+    assert "test accuracy" in out.strip().splitlines()[-1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary) >= SUMMARY_KEYS and summary["steps"] == 50
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_loss"] > 0 and summary["train_images_per_s"] > 0

@@ -10,7 +10,8 @@ The bug planted in an entry, the first that applies:
 - not loaded (the Flax model's own initial value), for anything else: a bias, a norm's scale, a statistic.
 Every planted Flax model runs once, in float64, on the inputs; an entry is covered when an output or a
 submodule (in train mode, also a buffer after the forward pass: the running statistics show only there)
-then differs beyond its tolerance. An entry that would pass is reported as not covered, with the
+then differs beyond its tolerance. The submodules' recording pass runs only for a bug the outputs (and
+buffers) did not already catch. An entry that would pass is reported as not covered, with the
 bug it would have missed: a head that a mean over tokens makes insensitive, inputs too few or too alike.
 """
 
@@ -80,11 +81,12 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         planted = {path: initial[path].astype(start[path].dtype) for path in entry.flax} | plant(weights, start)
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
-        rows = output_rows(table, torch_outputs, flax_runner.flax_forward(port, flax_model, inputs), "float64")
+        outputs = flax_runner.flax_forward(port, flax_model, inputs, compiled=True)  # one program for every entry
+        rows = output_rows(table, torch_outputs, outputs, "float64")
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, "float64")
-        if port.submodules:
+        if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
             rows += submodule_rows(port, calls, recorded, "float64")
         load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})

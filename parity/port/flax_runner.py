@@ -7,6 +7,7 @@ optax steps, as NumPy arrays keyed by Flax path.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,9 +62,50 @@ def flax_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
     return tuple(jnp.asarray(transforms.apply(s, [x], [])[0]) for s, x in zip(steps, inputs, strict=True))
 
 
-def flax_forward(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
-    """The model's outputs on `inputs`, every array named as `torch_runner.torch_forward` names them."""
-    return leaves(model(*flax_inputs(port, inputs)), np.asarray)
+def flax_forward(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], compiled: bool = False
+) -> list[tuple[str, np.ndarray]]:
+    """The model's outputs on `inputs`, every array named as `torch_runner.torch_forward` names them.
+
+    `compiled`: one compiled program per model structure and input shapes, for a caller that runs the same
+    structure many times (coverage: once per entry). An eager call compiles each loop and primitive apart,
+    every call, but compiles nothing whole: for a single pass it is the quicker (a float64 ResNet's whole
+    forward takes XLA:CPU longer to compile than to run eagerly). The state the forward pass changes (batch
+    statistics in train mode, RNG streams) is written back into `model`; a model whose forward pass cannot
+    be traced (Python control flow on values) runs eagerly."""
+    import jax
+    from flax import nnx
+
+    xs = flax_inputs(port, inputs)
+    if not compiled:
+        return leaves(model(*xs), np.asarray)
+    graphdef, state = nnx.split(model)
+    try:
+        outputs, after = compiled_forward(graphdef, state, xs)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return leaves(model(*xs), np.asarray)
+    nnx.update(model, after)
+    return leaves(outputs, np.asarray)
+
+
+def _forward(graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
+    from flax import nnx
+
+    model = nnx.merge(graphdef, state)
+    outputs = model(*xs)
+    return outputs, nnx.state(model)
+
+
+@functools.cache
+def _jitted_forward() -> Any:
+    import jax
+
+    return jax.jit(_forward, static_argnums=0)
+
+
+def compiled_forward(graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
+    """`_forward` compiled, once per (structure, input shapes)."""
+    return _jitted_forward()(graphdef, state, xs)  # type: ignore[no-any-return]
 
 
 def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> dict[str, list[np.ndarray]]:
