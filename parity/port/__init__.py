@@ -2,7 +2,8 @@
 
     from parity.port import Port, check_port, permute, transpose
 
-`declare` (the `Port` and its weight table, checked before anything runs), `transforms` (the steps a table
+`declare` (the `Port` and its weight table, checked before anything runs), `arguments` (the port, inputs
+and labels every function takes, refused in one line each before anything runs), `transforms` (the steps a table
 row applies: exact both ways, but `add`, one-way), `weights` (the two conversions, both models holding the
 same parameters and buffers), `trees` (several inputs, structured outputs), `torch_runner` and `flax_runner`
 (each framework's side, in eval or train mode), `check` (`check_port`), `rows` and `trajectory` (the

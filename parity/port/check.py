@@ -28,6 +28,7 @@ at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import flax_runner, torch_runner, transforms
+from parity.port import arguments, flax_runner, torch_runner, transforms
 from parity.port.coverage import coverage_rows
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.environment import precision_environment
@@ -48,7 +49,7 @@ from parity.port.report import Report
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template, weight_rows
 from parity.port.trajectory import trajectory_rows
 from parity.port.transforms import Shape
-from parity.port.trees import as_inputs, in_dtype
+from parity.port.trees import in_dtype
 from parity.port.weights import (
     as_dtype,
     build,
@@ -117,11 +118,23 @@ def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], no
                 )
 
 
-def check_inputs(port: Port, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> None:
-    """Every input has the labels' length; an integer input (token ids) has no steps; else PortError."""
+def checked_call(
+    port: Any, inputs: Any, labels: Any, where: str, labels_optional: bool = False
+) -> tuple[Port, tuple[np.ndarray, ...], np.ndarray]:
+    """The port, inputs and labels every function of the port API takes, checked before anything runs
+    (`parity.port.arguments`): (the Port, the inputs as arrays, the labels as int64)."""
+    port = arguments.as_port(port, where)
+    xs = arguments.checked_inputs(inputs, where)
+    if labels is None and labels_optional:
+        labels = np.zeros(len(xs[0]), np.int64)
+    labels = arguments.checked_labels(labels, len(xs[0]), where)
+    check_inputs(port, xs)
+    return port, xs, labels
+
+
+def check_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> None:
+    """An integer input (token ids) has no steps; else PortError."""
     for index, (x, steps) in enumerate(zip(inputs, port.input_steps(len(inputs)), strict=True)):
-        if not len(x.shape) or x.shape[0] != len(labels):
-            raise PortError(f"inputs[{index}]: shape {x.shape}, expected {len(labels)} rows, one per label")
         if steps and not np.issubdtype(x.dtype, np.floating):
             raise PortError(
                 f"inputs[{index}]: an integer array ({x.dtype}, token ids or a mask) with steps "
@@ -159,14 +172,17 @@ def check_port(
         raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    xs, labels = as_inputs(inputs), np.asarray(labels).astype(np.int64)
-    check_inputs(port, xs, labels)
+    port, xs, labels = checked_call(port, inputs, labels, "check_port")
     from jax_impl.cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     if "float64" in dtypes or "trajectory" in checks:
         flax_runner.enable_float64()
-    base, buffers, dropouts, grus = torch_start(port, seed)
+
+    def probe(model: Any) -> None:
+        arguments.probe_torch(model, port, xs, labels, "check_port")
+
+    base, buffers, dropouts, grus = torch_start(port, seed, probe)
     check_gru_biases(port.entries, grus, list(base), port.not_ported)
     table = declared(port, base, buffers, dropouts, mode)
     by_dtype: dict[str, list[Row]] = {}
@@ -214,12 +230,15 @@ def dtype_rows(
     `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick)."""
     port, mode = table.port, table.mode
     model = torch_runner.torch_model_holding(port, weights, dtype, mode)
-    if "outputs" in checks:
-        torch_outputs = torch_runner.torch_forward(model, inputs)
-        torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)
-    calls = torch_runner.torch_submodule_outputs(port, model, inputs) if "submodules" in checks else []
+    with arguments.refusal("torch", inputs, "check_port"):  # a model that refuses: one line, its error the cause
+        if "outputs" in checks:
+            torch_outputs = torch_runner.torch_forward(model, inputs)
+        buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
+        calls = torch_runner.torch_submodule_outputs(port, model, inputs) if "submodules" in checks else []
+        if "gradients" in checks:
+            loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels))
+    torch_buffers = to_flax(table.buffer_entries, buffers, table.flax_shapes) if "outputs" in checks else {}
     if "gradients" in checks:
-        loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels))
         gradients = to_flax(table.parameter_entries, gradients, table.flax_shapes, gradients=True)
         rounding = None
         if exact is not None and dtype == "float64":
@@ -229,15 +248,21 @@ def dtype_rows(
     del model
     flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode)
     rows = weight_rows(table, weights, flax_model, dtype) if "weights" in checks else []
+    refused = functools.partial(arguments.refusal, "Flax", inputs, "check_port")  # a fresh context each time
     if "outputs" in checks:
-        rows += output_rows(table, torch_outputs, flax_runner.flax_forward(port, flax_model, inputs), dtype)
+        with refused():
+            flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
+        rows += output_rows(table, torch_outputs, flax_outputs, dtype)
         if mode == "train":
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, dtype)
     if "submodules" in checks and port.submodules:
-        rows += submodule_rows(port, calls, flax_runner.flax_submodule_outputs(port, flax_model, inputs), dtype)
+        with refused():
+            recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
+        rows += submodule_rows(port, calls, recorded, dtype)
     if "gradients" in checks:
-        flax_loss, flax_gradients = flax_runner.flax_gradients(port, flax_model, inputs, labels)
+        with refused():
+            flax_loss, flax_gradients = flax_runner.flax_gradients(port, flax_model, inputs, labels)
         row = template(port, dtype, "gradients", f"{len(flax_gradients)} parameters")
         row.detail = f"loss {loss:.6g} vs {flax_loss:.6g}"
         rows.append(compare.compare_gradients(row, gradients, flax_gradients, rounding))

@@ -27,7 +27,6 @@ import numpy as np
 from parity.port.conventions import notes
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, pair_units
-from parity.port.trees import as_inputs
 from parity.port.units import Unit, flax_units, torch_units
 from parity.port.weights import build, flax_shapes, flax_types
 
@@ -135,8 +134,14 @@ def infer_port(
 ) -> InferredPort:
     """The `Port` of two models (factories like `Port`'s, or module instances), inferred and decided on
     `inputs` (PyTorch layout; the first `batch` rows are used). PortError when they have nothing in common."""
+    from parity.port.arguments import check_factory, checked_inputs, refusal
+
+    check_factory(torch_model, "torch_model", "infer_port", instances=True)
+    check_factory(flax_model, "flax_model", "infer_port", instances=True)
+    if batch < 1:
+        raise PortError(f"infer_port: batch: {batch}, expected at least 1 input row")
     factories = (factory(torch_model, "torch"), factory(flax_model, "flax"))
-    xs = tuple(x[:batch] for x in as_inputs(inputs))
+    xs = tuple(x[:batch] for x in checked_inputs(inputs, "infer_port"))
     from jax_impl.cache import enable_compilation_cache
     from parity.port.flax_runner import enable_float64
 
@@ -146,7 +151,8 @@ def infer_port(
     flax_built = build(factories[1], "float32")
     sources = torch_units(built)
     targets = flax_units(flax_built, flax_shapes(flax_built), flax_types(flax_built))
-    flattened = feature_maps(built, xs)
+    with refusal("torch", xs, "infer_port"):  # the first forward pass: a model that refuses is one line
+        flattened = feature_maps(built, xs)
     del built, flax_built
     pairs = pair_units(sources, targets, flattened)
     if not pairs:

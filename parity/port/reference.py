@@ -33,7 +33,7 @@ from parity.port.environment import precision_environment, version
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
 from parity.port.rows import template
-from parity.port.trees import as_inputs, in_dtype
+from parity.port.trees import in_dtype
 from parity.port.weights import as_dtype, build, flax_shapes, frozen_terms, load_flax, one_way_start, to_flax
 
 FORMAT = "seqmnist-port-reference/1"
@@ -62,17 +62,19 @@ def save_reference(
     overwrite: bool = False,
 ) -> Path:
     """torch's float64 results for `port` on `inputs` (PyTorch layout) written to `path`; returns the path."""
-    from parity.port.check import check_inputs
+    from parity.port.arguments import probe_torch
+    from parity.port.check import checked_call
     from parity.port.weights import torch_start
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise PortError(f"{path}: a reference is already there; pass overwrite=True to replace it")
-    xs = in_dtype(as_inputs(inputs), "float64")
-    labels = np.zeros(len(xs[0]), np.int64) if labels is None else np.asarray(labels).astype(np.int64)
-    check_inputs(port, xs, labels)
+    port, xs, labels = checked_call(port, inputs, labels, "save_reference", labels_optional=True)
+    xs = in_dtype(xs, "float64")
     flax_runner.enable_float64()
-    base, _buffers, _dropouts, _grus = torch_start(port, seed)
+    base, _buffers, _dropouts, _grus = torch_start(
+        port, seed, lambda model: probe_torch(model, port, xs, labels, "save_reference")
+    )
     base = as_dtype(base, "float64")
     shapes = flax_shapes(build(port.flax_model, "float64"))
     entries = port.entries
@@ -168,7 +170,12 @@ def check_reference(
     """The Flax model (a factory, as `Port.flax_model`) against the reference at `path`: outputs, submodules,
     gradients and the saved optimizer steps, in float64. `weights`: the port's table (or the Port), checked
     against the one the file was saved with. Needs no torch."""
+    from parity.port.arguments import check_factory
+    from parity.port.infer import InferredPort
+
+    check_factory(flax_model, "flax_model", "check_reference")
     path = Path(path)
+    weights = weights.port if isinstance(weights, InferredPort) else weights
     table = weights.weights if isinstance(weights, Port) else weights
     tensors, metadata = read_reference(path)
     refuse_mismatch(path, metadata, table, "float64")

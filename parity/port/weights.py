@@ -162,9 +162,12 @@ def port_weights(port: Port, seed: int = 0) -> Weights:
     return torch_start(port, seed)[0]
 
 
-def torch_start(port: Port, seed: int = 0) -> tuple[Weights, frozenset[str], list[str], list[str]]:
+def torch_start(
+    port: Port, seed: int = 0, probe: Callable[[Any], None] | None = None
+) -> tuple[Weights, frozenset[str], list[str], list[str]]:
     """`port_weights`, which of them are buffers, the torch model's active dropout layers, and its `nn.GRU`
-    modules (one build)."""
+    modules (one build). `probe`: called with that model once its weights are read (`arguments.probe_torch`:
+    the inputs and labels tried on it before any check runs)."""
     import torch
 
     from parity.port.torch_runner import torch_dropouts
@@ -172,7 +175,10 @@ def torch_start(port: Port, seed: int = 0) -> tuple[Weights, frozenset[str], lis
     torch.manual_seed(seed)
     model = build(port.torch_model, "float32")
     grus = [name for name, module in model.named_modules() if isinstance(module, torch.nn.GRU)]
-    return noisy_weights(torch_weights(model), seed), torch_buffers(model), torch_dropouts(model), grus
+    start = noisy_weights(torch_weights(model), seed), torch_buffers(model), torch_dropouts(model), grus
+    if probe is not None:
+        probe(model)
+    return start
 
 
 def one_way_start(entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape]) -> Weights:

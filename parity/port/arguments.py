@@ -1,0 +1,183 @@
+"""The port API's arguments, checked before anything runs, in one place: `check_port`, `infer_port`,
+`save_reference` and `check_reference` all call these. Each mistake is one `PortError` line naming the
+argument, what was given and what was expected; a model that refuses the inputs is one line too, naming the
+side and the shapes given, with the model's own exception kept as the error's `__cause__`.
+
+What is refused: a port that is neither a `Port` nor `infer_port`'s result; a model instance where a factory
+is expected (and anything else that cannot build a model); no inputs, or inputs of no rows (a check on nothing
+would pass); inputs of different row counts; NaN or inf in a float input; labels that are not one integer per
+input row, or are negative; labels past the model's outputs (with the default cross-entropy, read from the
+first forward pass), or labels the model's own loss refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from parity.port.declare import Port, PortError, first_leaf, torch_cross_entropy
+
+KINDS = {"torch_model": ("torch", "torch.nn.Module"), "flax_model": ("flax.nnx", "nnx.Module")}
+
+
+def described(value: Any) -> str:
+    """A value in a few words for an error line: its repr, cut short, and its type."""
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} (a {type(value).__name__})"
+
+
+def is_instance_of(value: Any, module: str, cls: str) -> bool:
+    """isinstance(value, module.cls) without importing the framework: a framework not imported made no value."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        return False
+    if module == "torch":
+        return isinstance(value, loaded.nn.Module)
+    return isinstance(value, getattr(loaded, cls))
+
+
+def model_instance(value: Any, argument: str) -> bool:
+    module, _ = KINDS[argument]
+    return is_instance_of(value, module, "Module")
+
+
+def check_factory(value: Any, argument: str, where: str, instances: bool = False) -> None:
+    """`value` builds the model (a class or a function; with `instances`, a model itself is taken too)."""
+    _, kind = KINDS[argument]
+    if model_instance(value, argument):
+        if instances:
+            return
+        raise PortError(
+            f"{where}: {argument}: a {type(value).__name__} instance, expected a factory that builds one (its class "
+            f"or a function); to check this very model, pass `lambda: model`"
+        )
+    if not callable(value):
+        also = "a model or " if instances else ""
+        raise PortError(f"{where}: {argument}: {described(value)}, expected {also}a factory that builds a {kind}")
+
+
+def as_port(port: Any, where: str) -> Port:
+    """A `Port`, or `infer_port`'s result taken as its `.port`; its two factories checked (else PortError)."""
+    from parity.port.infer import InferredPort
+
+    if isinstance(port, InferredPort):
+        port = port.port
+    if not isinstance(port, Port):
+        raise PortError(f"{where}: port: {described(port)}, expected a Port (or infer_port's result)")
+    check_factory(port.torch_model, "torch_model", where)
+    check_factory(port.flax_model, "flax_model", where)
+    return port
+
+
+def checked_inputs(inputs: Any, where: str) -> tuple[np.ndarray, ...]:
+    """One array or a sequence of arrays, each of the same number of rows (at least one), finite where float."""
+    from parity.port.trees import as_inputs
+
+    if inputs is None:
+        raise PortError(f"{where}: inputs: None, expected an array (or a tuple of arrays) in the PyTorch layout")
+    try:
+        xs = as_inputs(inputs)
+    except (TypeError, ValueError) as error:
+        raise PortError(f"{where}: inputs: {described(inputs)} is not an array or a tuple of arrays") from error
+    if not xs:
+        raise PortError(f"{where}: inputs: an empty sequence, expected at least one array")
+    for index, x in enumerate(xs):
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise PortError(f"{where}: inputs[{index}]: an array of {x.dtype}, expected numbers")
+        if x.ndim == 0:
+            raise PortError(f"{where}: inputs[{index}]: a scalar, expected an array with one row per example")
+    rows = len(xs[0])
+    if rows == 0:
+        raise PortError(
+            f"{where}: inputs: 0 rows (shape {xs[0].shape}), expected at least one example: a check on no inputs "
+            "would pass without comparing anything"
+        )
+    for index, x in enumerate(xs[1:], start=1):
+        if len(x) != rows:
+            raise PortError(f"{where}: inputs[{index}]: {len(x)} rows, but inputs[0] has {rows}; one row per example")
+    for index, x in enumerate(xs):
+        if np.issubdtype(x.dtype, np.floating):
+            bad = ~np.isfinite(x)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise PortError(
+                    f"{where}: inputs[{index}]: {int(bad.sum())} NaN or inf values (the first at {first}), "
+                    "expected finite numbers"
+                )
+    return xs
+
+
+def checked_labels(labels: Any, rows: int, where: str) -> np.ndarray:
+    """One non-negative integer label per input row, as int64."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise PortError(f"{where}: labels: shape {array.shape}, expected one integer label per input row: ({rows},)")
+    if len(array) != rows:
+        raise PortError(f"{where}: labels: {len(array)} labels for {rows} input rows, expected one label per row")
+    if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        array = array.astype(np.int64)  # 3.0 is label 3
+    if not np.issubdtype(array.dtype, np.integer):
+        raise PortError(f"{where}: labels: an array of {array.dtype}, expected integer class indices")
+    if len(array) and array.min() < 0:
+        raise PortError(f"{where}: labels: {int(array.min())} is negative, expected class indices 0 and up")
+    return array.astype(np.int64)
+
+
+def shapes_text(inputs: Sequence[np.ndarray]) -> str:
+    return ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def refusal(side: str, inputs: Sequence[np.ndarray], where: str) -> Iterator[None]:
+    """Any exception from running `side`'s model on `inputs` (but a PortError) as one PortError line."""
+    try:
+        yield
+    except PortError:
+        raise
+    except Exception as error:
+        raise PortError(
+            f"{where}: the {side} model refused the inputs ({shapes_text(inputs)}): {first_line(error)}"
+        ) from error
+
+
+def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np.ndarray | None, where: str) -> None:
+    """One float32 forward pass of the torch model (in eval mode, no gradients) on the inputs, and the labels
+    against its outputs: past the outputs with the default cross-entropy, or refused by the port's own loss."""
+    import torch
+
+    from parity.port.torch_runner import as_tensor
+
+    floats = [x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x for x in inputs]
+    was_training = model.training
+    model.eval()
+    try:
+        with refusal("torch", inputs, where), torch.no_grad():
+            outputs = model(*(as_tensor(x) for x in floats))
+        if labels is None:
+            return
+        if port.torch_loss is torch_cross_entropy:
+            logits = first_leaf(outputs)
+            classes = int(logits.shape[-1]) if getattr(logits, "ndim", 0) else 0
+            if classes and int(labels.max()) >= classes:
+                raise PortError(
+                    f"{where}: labels: {int(labels.max())} is past the model's {classes} outputs, expected class "
+                    f"indices 0 to {classes - 1}"
+                )
+            return
+        try:
+            with torch.no_grad():
+                port.torch_loss(outputs, torch.from_numpy(labels))
+        except Exception as error:
+            raise PortError(f"{where}: labels: the port's torch_loss refused them: {first_line(error)}") from error
+    finally:
+        model.train(was_training)
