@@ -3,12 +3,13 @@ reader that closes the pipe early gets a quiet end."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line, run_cli, run_main
 
 pytestmark = pytest.mark.trains  # the trainer refusals below start real commands
 
@@ -37,11 +38,13 @@ UNWRITABLE = [  # (command line, flag at fault); {file} is a regular file, {dir}
 
 
 @pytest.mark.parametrize("argv, flag", UNWRITABLE, ids=[" ".join(argv[:1] + argv[-2:]) for argv, _ in UNWRITABLE])
-def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, flag, blocker, tmp_path):
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, flag, blocker, tmp_path, capsys):
+    """Each command's `main` in this process (the one-line error is the command's own; a command's exit as a
+    process is the tests' below and test_cli_manners'): refused before any training or check has started."""
     argv = [arg.format(file=blocker, dir=tmp_path) for arg in argv]
-    result = run_cli(*argv, timeout=60)  # refused at once: no training, no check has started
-    assert_one_line_error(result, 2, flag)
-    assert "Traceback" not in result.stderr
+    module = importlib.import_module(argv[0] if "." in argv[0] else f"{argv[0]}.__main__")
+    code, _, err = run_main(module.main, argv[1:], capsys)
+    assert_one_line(code, err, 2, flag)
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
