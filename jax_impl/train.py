@@ -157,6 +157,13 @@ class JaxTrainer:
             else from_canonical(weights, config, **model_options)
         )
         self.graphdef, params = nnx.split(model)
+        # evaluation: the same parameters in autodiff's model, whose step takes one product for all the gates
+        # (the hand-written backward's forward takes one per gate, which pays only in training; the two
+        # models hold the same state, so the one merges into the other)
+        evaluated = {**model_options, "backward": "autodiff"}
+        self.eval_graphdef = (
+            self.graphdef if evaluated == model_options else nnx.split(build_model(config, **evaluated))[0]
+        )
         self.optimizer = make_optimizer(config)
         self.placement, self.index_placement = placements(self.jax_device, options.cpu_devices)
 
@@ -218,7 +225,8 @@ class JaxTrainer:
         return nnx.merge(self.graphdef, self.params)
 
     def test_logits(self, count: int) -> np.ndarray:
-        return np.asarray(logits_in_batches(self.model, self.test_rows[:count], EVAL_BATCH))
+        evaluated = nnx.merge(self.eval_graphdef, self.params)
+        return np.asarray(logits_in_batches(evaluated, self.test_rows[:count], EVAL_BATCH))
 
     def canonical_weights(self) -> Weights:
         return to_canonical(self.model)

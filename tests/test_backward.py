@@ -130,3 +130,17 @@ def test_auto_is_manual_on_a_cpu_and_autodiff_beside_another_schedule():
     assert resolve_backward("auto", cpu) == "manual"
     assert resolve_backward("auto", cpu, recurrence="hoisted") == "autodiff"
     assert resolve_backward("autodiff", cpu) == "autodiff"
+
+
+def test_the_trainer_evaluates_through_autodiffs_forward_whatever_it_trains_with(mnist):
+    """Evaluation takes one product per step for all the gates (the default model's forward), not the hand-written
+    backward's product per gate: the same parameters, the same logits, 1.5-2x the images per second at batch 2000."""
+    from jax_impl.model import logits_in_batches
+    from jax_impl.train import JaxTrainer, TrainOptions
+
+    config = dataclasses.replace(get_preset("bilstm"), hidden_size=16)
+    trainer = JaxTrainer(config, random_weights(config), mnist, "cpu", TrainOptions(backward="manual"))
+    assert nnx.merge(trainer.graphdef, trainer.params).backward == "manual"
+    assert nnx.merge(trainer.eval_graphdef, trainer.params).backward == "autodiff"
+    manual = np.asarray(logits_in_batches(trainer.model, trainer.test_rows[:64]))
+    np.testing.assert_allclose(trainer.test_logits(64), manual, rtol=0, atol=1e-5)
