@@ -148,3 +148,33 @@ def test_the_runner_process_refuses_a_data_folder_without_the_arrays(tmp_path):
         "bench.process", "--runner", "tutorial loop", "--preset", "lstm", "--steps", "5", "--data", str(tmp_path)
     )
     assert_one_line_error(result, 2, "--data", "train_images.npy")
+
+
+def test_bench_wall_interleaves_rounds_and_gives_medians_of_cold_and_warm_runs(tmp_path, monkeypatch, capsys, idx_dir):
+    """The bookkeeping with a stand-in for the trainer's process; then one real run of the command it starts."""
+    import bench.wall
+
+    calls = []
+
+    def fake_run(framework, preset, out, cache, args):
+        calls.append((framework, preset, cache.name))
+        warm = sum(1 for call in calls if call[2] == cache.name) == 2  # the second run on its cache folder
+        return {"wall_seconds": 2.0 + len(calls), "compile_seconds": 0.1 if warm else 1.0, **FIGURES}
+
+    FIGURES = {"train_images_per_s": 1000.0, "test_accuracy": 0.5}
+    monkeypatch.setattr(bench.wall, "one_run", fake_run)
+    code = bench.wall.main(["--presets", "lstm", "--rounds", "3", "--json", str(tmp_path / "w.json")])
+    assert code == 0
+    # each framework's cold run then its warm one, on one new cache folder; the frameworks' order alternates
+    order = ["torch", "jax", "jax", "torch", "torch", "jax"]  # round 0, round 1 reversed, round 2
+    assert [call[0] for call in calls] == [framework for framework in order for _ in range(2)]
+    assert len({call[2] for call in calls}) == 6
+    runs = json.loads((tmp_path / "w.json").read_text())["runs"]
+    jax_cold = [row["wall_seconds"] for row in runs if (row["framework"], row["run"]) == ("jax", "cold")]
+    assert jax_cold == [5.0, 7.0, 13.0]  # calls 3, 5 and 11
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.split()[1:3] == ["jax", "cold"])
+    assert line.split()[3:6] == ["7.00", "5.00-13.00", "1.00"]
+    monkeypatch.undo()
+    args = bench.wall.build_parser().parse_args(["--max-steps", "1", "--data-dir", str(idx_dir)])
+    real = bench.wall.one_run("torch", "lstm", tmp_path / "run", tmp_path / "cache", args)
+    assert real["wall_seconds"] > 0 and 0 <= real["test_accuracy"] <= 1 and real["compile_seconds"] == 0.0

@@ -32,6 +32,7 @@ UNWRITABLE = [  # (command line, flag at fault); {file} is a regular file, {dir}
     (["parity.accuracy", "--presets", "lstm", "--json", "{dir}"], "--json"),
     (["bench", "--presets", "lstm", "--json", "{file}/b.json"], "--json"),
     (["bench", "--presets", "lstm", "--sweep", "batch", "--plot", "{dir}"], "--plot"),
+    (["bench.wall", "--presets", "lstm", "--json", "{file}/w.json"], "--json"),
     (["torch_impl.convert", "x.pkl", "--preset", "lstm", "--out", "{file}/x.safetensors"], "--out"),
     (["torch_impl.plot", "runs/x", "--out", "{dir}"], "--out"),
 ]
@@ -83,6 +84,6 @@ def test_every_command_runs_through_the_quiet_entry_point():
         for path in (ROOT / package).rglob("*.py")
         if 'if __name__ == "__main__":' in path.read_text()
     ]
-    assert len(commands) == 17  # examples.lstm.port and examples.resnet.port, then bench.epoch added
+    assert len(commands) == 18  # examples.lstm.port and examples.resnet.port, then bench.epoch and bench.wall added
     for path in commands:
         assert "sys.exit(entry_point(main))" in path.read_text(), path
