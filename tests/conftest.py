@@ -47,8 +47,8 @@ def pytest_runtest_logreport(report):
 
 def pytest_terminal_summary(terminalreporter, config):
     """The guard: the tier's wall time and its five slowest tests, at the end of every run, so that a slow
-    test added later is seen at once. The default tier is kept under 8 minutes on the project's 2-core
-    machine; `--run-slow` adds the full-size repetitions."""
+    test added later is seen at once. The default tier aims at 8 minutes on the project's 2-core machine
+    (docs/performance.md#the-test-suite has what it takes); `--run-slow` adds the full-size repetitions."""
     if not _durations:
         return
     tier = "--run-slow" if config.getoption("--run-slow") else "default"

@@ -31,19 +31,13 @@ def described(value: Any) -> str:
     return f"{text} (a {type(value).__name__})"
 
 
-def is_instance_of(value: Any, module: str, cls: str) -> bool:
-    """isinstance(value, module.cls) without importing the framework: a framework not imported made no value."""
+def model_instance(value: Any, argument: str) -> bool:
+    """isinstance(value, the framework's Module) without importing the framework: one not imported made no value."""
+    module, _ = KINDS[argument]
     loaded = sys.modules.get(module)
     if loaded is None:
         return False
-    if module == "torch":
-        return isinstance(value, loaded.nn.Module)
-    return isinstance(value, getattr(loaded, cls))
-
-
-def model_instance(value: Any, argument: str) -> bool:
-    module, _ = KINDS[argument]
-    return is_instance_of(value, module, "Module")
+    return isinstance(value, loaded.nn.Module if module == "torch" else loaded.Module)
 
 
 def check_factory(value: Any, argument: str, where: str, instances: bool = False) -> None:
@@ -150,7 +144,7 @@ def refusal(side: str, inputs: Sequence[np.ndarray], where: str) -> Iterator[Non
         ) from error
 
 
-def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np.ndarray | None, where: str) -> None:
+def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np.ndarray, where: str) -> None:
     """One float32 forward pass of the torch model (in eval mode, no gradients) on the inputs, and the labels
     against its outputs: past the outputs with the default cross-entropy, or refused by the port's own loss."""
     import torch
@@ -163,8 +157,6 @@ def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np
     try:
         with refusal("torch", inputs, where), torch.no_grad():
             outputs = model(*(as_tensor(x) for x in floats))
-        if labels is None:
-            return
         if port.torch_loss is torch_cross_entropy:
             logits = first_leaf(outputs)
             classes = int(logits.shape[-1]) if getattr(logits, "ndim", 0) else 0
