@@ -21,7 +21,7 @@ import numpy as np
 
 from parity.port.declare import Port, PortError, first_leaf, torch_cross_entropy
 
-KINDS = {"torch_model": ("torch", "torch.nn.Module"), "flax_model": ("flax.nnx", "nnx.Module")}
+KINDS = {"torch_model": ("torch", "a torch.nn.Module"), "flax_model": ("flax.nnx", "an nnx.Module")}
 
 
 def described(value: Any) -> str:
@@ -52,7 +52,7 @@ def check_factory(value: Any, argument: str, where: str, instances: bool = False
         )
     if not callable(value):
         also = "a model or " if instances else ""
-        raise PortError(f"{where}: {argument}: {described(value)}, expected {also}a factory that builds a {kind}")
+        raise PortError(f"{where}: {argument}: {described(value)}, expected {also}a factory that builds {kind}")
 
 
 def as_port(port: Any, where: str) -> Port:
