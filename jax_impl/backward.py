@@ -172,7 +172,7 @@ def _direction_backward(cell, unroll, residuals, d_outputs):
 direction.defvjp(_direction_forward, _direction_backward)
 
 
-def _cell_direction(cell_kind: str, cell, sequence: Array, reverse: bool, unroll: int) -> Array:
+def cell_direction(cell_kind: str, cell, sequence: Array, reverse: bool, unroll: int) -> Array:
     """A Flax cell over batch-major `sequence`; reversed: output t is the state after rows T-1..t."""
     time_major = jnp.swapaxes(sequence, 0, 1)
     if reverse:
@@ -182,20 +182,21 @@ def _cell_direction(cell_kind: str, cell, sequence: Array, reverse: bool, unroll
     return jnp.swapaxes(outputs[::-1] if reverse else outputs, 0, 1)
 
 
-def manual_layer_outputs(model, rows: Array) -> list[Array]:
-    """Every layer's output `<float>[batch, time, directions * hidden]`, each direction one `direction` call."""
+def manual_layer_outputs(model, rows: Array, layers: int | None = None) -> list[Array]:
+    """Every layer's output `<float>[batch, time, directions * hidden]` (of the first `layers` only, if
+    given), each direction one `direction` call."""
     config = model.config
     outputs, sequence = [], rows
-    for layer in model.layers:
+    for layer in list(model.layers)[:layers]:
         if config.bidirectional:
             sequence = jnp.concatenate(
                 [
-                    _cell_direction(config.cell, layer.forward_rnn.cell, sequence, False, model.unroll),
-                    _cell_direction(config.cell, layer.backward_rnn.cell, sequence, True, model.unroll),
+                    cell_direction(config.cell, layer.forward_rnn.cell, sequence, False, model.unroll),
+                    cell_direction(config.cell, layer.backward_rnn.cell, sequence, True, model.unroll),
                 ],
                 axis=-1,
             )
         else:
-            sequence = _cell_direction(config.cell, layer.cell, sequence, False, model.unroll)
+            sequence = cell_direction(config.cell, layer.cell, sequence, False, model.unroll)
         outputs.append(sequence)
     return outputs

@@ -55,7 +55,7 @@ def resolve_backward(backward: str, device: jax.Device, recurrence: str = "flax"
 
 def loss_fn(model: SequenceClassifier, rows: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy over the batch (PyTorch's `cross_entropy` with mean reduction)."""
-    return optax.softmax_cross_entropy_with_integer_labels(model(rows), labels).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(model.logits(rows), labels).mean()
 
 
 def make_optimizer(config: Config, learning_rate=None) -> optax.GradientTransformation:
@@ -159,10 +159,13 @@ class JaxTrainer:
         self.graphdef, params = nnx.split(model)
         # evaluation: the same parameters in autodiff's model, whose step takes one product for all the gates
         # (the hand-written backward's forward takes one per gate, which pays only in training; the two
-        # models hold the same state, so the one merges into the other)
+        # models hold the same state, so the one merges into the other; its graph alone, built abstractly:
+        # a concrete build would run, and compile, every initialiser op eagerly for values never used)
         evaluated = {**model_options, "backward": "autodiff"}
         self.eval_graphdef = (
-            self.graphdef if evaluated == model_options else nnx.split(build_model(config, **evaluated))[0]
+            self.graphdef
+            if evaluated == model_options
+            else nnx.split(nnx.eval_shape(lambda: build_model(config, **evaluated)))[0]
         )
         self.optimizer = make_optimizer(config)
         self.placement, self.index_placement = placements(self.jax_device, options.cpu_devices)

@@ -88,6 +88,28 @@ def test_manual_gradients_of_a_cotangent_on_every_hidden_state_equal_autodiffs(n
     assert gap <= RELATIVE, f"{name}: manual gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
 
 
+@pytest.mark.parametrize("backward_kind", ["autodiff", "manual"])
+@pytest.mark.parametrize("name", ["bilstm-lstm", "bilstm2x128-rnn", "bilstm2x128-gru", "lstm2-lstm"])
+def test_the_trainers_forward_has_the_models_logits_and_gradients(name, backward_kind, mnist_rows):
+    """`model.logits` (the trainers' forward: the last layer's backward direction on the last row only) is
+    `model(rows)` (every layer in full), in value and in every gradient, the input rows' included."""
+    config = CONFIGS[name]
+    model = from_canonical(random_weights(config), config, backward=backward_kind)
+    rows = jnp.asarray(mnist_rows[:8], jnp.float64)
+    labels = jnp.arange(8) % config.num_classes
+    full, short = model(rows), model.logits(rows)
+    assert float(jnp.abs(full - short).max()) <= RELATIVE * float(jnp.abs(full).max())
+
+    def cross_entropy(logits):
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+    gap, where = worst_relative_gap(
+        canonical_gradients(model, lambda m, x: cross_entropy(m(x)), rows),
+        canonical_gradients(model, lambda m, x: cross_entropy(m.logits(x)), rows),
+    )
+    assert gap <= RELATIVE, f"{name}: the trainers' gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
+
+
 @pytest.mark.parametrize("name", ["bilstm-lstm", "lstm2-gru", "rnn-rnn"])
 def test_manual_model_computes_the_default_models_hidden_states(name, mnist_rows):
     config = CONFIGS[name]
