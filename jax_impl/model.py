@@ -194,21 +194,16 @@ class SequenceClassifier(nnx.Module):
         return self.out(last_time_step(self.layer_outputs(rows)[-1]))
 
     def logits(self, rows: jax.Array) -> jax.Array:
-        """`self(rows)`'s values, computing only what the head reads: the trainers' forward pass.
-
-        `__call__` stays the model as defined (every layer, as a whole module, every step), which the port
-        API and the hidden-state checks observe; a test holds the two to each other's logits and gradients."""
-        if self.config.bidirectional and self.recurrence == "flax":
-            return self.out(self.last_states(rows))
-        return self(rows)
-
-    def last_states(self, rows: jax.Array) -> jax.Array:
-        """`layer_outputs(rows)[-1][:, -1, :]`, computing only what the head reads.
+        """`self(rows)`'s values, computing only what the head reads: the trainer's forward pass.
 
         The head reads the last layer's backward direction after the last row alone: one step from zero
         state. So that direction runs on the last row only, not on all rows (27 of its 28 steps, and their
         backward pass, would be computed and thrown away). Same arithmetic; the lower layers, and the
-        forward direction, run in full."""
+        forward direction, run in full. `__call__` stays the model as defined (every layer as a whole
+        module, every step), which the port API and the hidden-state checks observe; a test holds the two
+        to each other's logits and gradients."""
+        if not (self.config.bidirectional and self.recurrence == "flax"):
+            return self(rows)
         config = self.config
         sequence = self.layer_outputs(rows, layers=len(self.layers) - 1)[-1] if len(self.layers) > 1 else rows
         last = cast(nnx.Bidirectional, self.layers[-1])
@@ -222,7 +217,7 @@ class SequenceClassifier(nnx.Module):
             # without return_carry, an nnx.RNN returns its output sequence alone
             forward = cast(jax.Array, forward_rnn(sequence, initial_carry=carry, reverse=False))
             backward = cast(jax.Array, backward_rnn(last_row, initial_carry=carry, reverse=True, keep_order=True))
-        return jnp.concatenate([forward[:, -1, :], backward[:, -1, :]], axis=-1)
+        return self.out(jnp.concatenate([forward[:, -1, :], backward[:, -1, :]], axis=-1))
 
 
 def last_time_step(output: jax.Array) -> jax.Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import shutil
@@ -38,6 +39,8 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     shutil.rmtree(config.stash.get(CACHE_KEY, ""), ignore_errors=True)
+    if CACHE_KEY in config.stash:
+        shutil.rmtree(config.stash[CACHE_KEY] + "-mnist", ignore_errors=True)  # small_mnist_dir's
 
 
 def pytest_runtest_logreport(report):
@@ -104,6 +107,23 @@ def small_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def idx_dir(tmp_path: Path) -> Path:
     """A folder with small, valid, gzip'd IDX files: 300 training and 100 test images."""
     return write_idx_dir(tmp_path / "idx", small_split(300, 0), small_split(100, 1))
+
+
+@functools.cache
+def small_mnist_dir() -> Path:
+    """Real MNIST cut to its first 4,000 training and 1,000 test images, as gzip'd IDX files, written once per
+    session (into the session's cache folder, removed at the end). For the trainers' command-line tests whose
+    assertion is about the process (resume, determinism), not the data: each run then loads and evaluates
+    a tenth of the set, where loading and the final evaluation otherwise took about a second of each run."""
+    dataset = load_dataset("mnist")
+    folder = Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).parent / (
+        Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).name + "-mnist"
+    )
+    return write_idx_dir(
+        folder,
+        (dataset.train_images[:4000], dataset.train_labels[:4000]),
+        (dataset.test_images[:1000], dataset.test_labels[:1000]),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from common.checkpoint import checkpoint_paths, load_checkpoint
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli, small_mnist_dir
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
+# 4,000 real training images (62 steps an epoch) and epochs enough for --max-steps: 120 steps cross an
+# epoch end, so a resume may start past one as well as inside one
 COMMAND = ["--preset", "lstm", "--max-steps", "120", "--checkpoint-every", "20", "--log-every", "10"]
+COMMAND += ["--data-dir", str(small_mnist_dir()), "--epochs", "100"]
 
 
 def start(framework: str, out, command: list[str] = COMMAND) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import pytest
 
 from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
-from tests.conftest import assert_one_line_error, run_cli, run_main
+from tests.conftest import assert_one_line_error, run_cli, run_main, small_mnist_dir
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -61,7 +61,9 @@ def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framewo
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_same_command_twice_gives_identical_weights(tmp_path, framework):
     for name in ("a", "b"):
-        train(framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60")
+        train(
+            framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60", "--data-dir", str(small_mnist_dir())
+        )
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 

@@ -43,6 +43,11 @@ class SequenceClassifier(nn.Module):
         output, _ = self.rnn(rows)  # initial states are zeros; output: [batch, time, directions * hidden]
         return self.out(last_time_step(output))
 
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """`self(rows)`: the whole model, as the tutorial computes it. (jax_impl's `logits` leaves out the steps
+        of a bidirectional model's last backward direction that the head never reads; `nn.LSTM` runs them.)"""
+        return self(rows)
+
     @torch.no_grad()
     def layer_outputs(self, rows: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output sequence `<float>[batch, time, directions * hidden]` (h of each step).
