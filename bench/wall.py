@@ -37,7 +37,7 @@ RUNS = ("cold", "warm")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="lstm,bilstm", help="comma-separated presets (default: lstm,bilstm)")
+    parser.add_argument("--presets", default="lstm,bilstm", help="comma-separated presets")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds; the table gives medians")
     parser.add_argument("--max-steps", type=positive_int, help="stop each run after N steps (smoke runs)")
     parser.add_argument("--data-dir", help="IDX folder (when not given: the bundled MNIST)")

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from examples.mnist import example_parser, parse_example_args, prove
 
     parser = example_parser("resnet")
-    parser.add_argument("--mode", choices=("eval", "train"), default="eval", help="both models' mode (default: eval)")
+    parser.add_argument("--mode", choices=("eval", "train"), default="eval", help="both models' mode")
     parser.add_argument(
         "--stock-batchnorm",
         action="store_true",
