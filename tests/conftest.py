@@ -112,13 +112,11 @@ def idx_dir(tmp_path: Path) -> Path:
 @functools.cache
 def small_mnist_dir() -> Path:
     """Real MNIST cut to its first 4,000 training and 1,000 test images, as gzip'd IDX files, written once per
-    session (into the session's cache folder, removed at the end). For the trainers' command-line tests whose
-    assertion is about the process (resume, determinism), not the data: each run then loads and evaluates
-    a tenth of the set, where loading and the final evaluation otherwise took about a second of each run."""
+    session beside the session's cache folder (removed with it at the end). For the trainers' command-line
+    tests whose assertion is about the process (resume, determinism), not the data: each run then loads and
+    evaluates a fraction of the set."""
     dataset = load_dataset("mnist")
-    folder = Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).parent / (
-        Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).name + "-mnist"
-    )
+    folder = Path(os.environ["JAX_COMPILATION_CACHE_DIR"] + "-mnist")
     return write_idx_dir(
         folder,
         (dataset.train_images[:4000], dataset.train_labels[:4000]),

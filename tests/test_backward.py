@@ -99,7 +99,7 @@ def test_manual_gradients_of_a_cotangent_on_every_hidden_state_equal_autodiffs(n
     ],
 )
 def test_the_trainers_forward_has_the_models_logits_and_gradients(name, backward_kind, mnist_rows):
-    """`model.logits` (the trainers' forward: the last layer's backward direction on the last row only) is
+    """`model.logits` (the JAX trainer's forward: the last layer's backward direction on the last row only) is
     `model(rows)` (every layer in full), in value and in every gradient, the input rows' included."""
     config = CONFIGS[name]
     model = from_canonical(random_weights(config), config, backward=backward_kind)
@@ -115,7 +115,7 @@ def test_the_trainers_forward_has_the_models_logits_and_gradients(name, backward
         canonical_gradients(model, lambda m, x: cross_entropy(m(x)), rows),
         canonical_gradients(model, lambda m, x: cross_entropy(m.logits(x)), rows),
     )
-    assert gap <= RELATIVE, f"{name}: the trainers' gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
+    assert gap <= RELATIVE, f"{name}: the trainer's gradient of {where} off by {gap:.2e} relative (> {RELATIVE})"
 
 
 @pytest.mark.parametrize("name", ["bilstm-lstm", "lstm2-gru", "rnn-rnn"])
