@@ -136,7 +136,8 @@ def train(
         options.max_steps,
         options.checkpoint_every,
     )
-    eval_count = config.eval_images or len(dataset.test_images)
+    # the config's count, or the whole test set where it asks for more than the set holds (or for all: 0)
+    eval_count = min(config.eval_images or len(dataset.test_images), len(dataset.test_images))
     log = RunLog(out, schedule.total_steps, f"{options.preset}")
     step, losses, timed_images, timed_seconds, first_chunk = start_step, [], 0, 0.0, True
     last_chunk = 0

@@ -7,6 +7,7 @@ conversion function as a parameter so that the tests can hand it a deliberately 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -187,7 +188,9 @@ class JaxSide:
 
         from jax_impl import train as trainer
 
-        graphdef, params = nnx.split(self._model(config, weights))
+        # the model is built at one learning rate whatever the run's (the model holds its config, and so its
+        # graphdef does; the rate reaches the step as an input): one compile for both trajectories
+        graphdef, params = nnx.split(self._model(dataclasses.replace(config, learning_rate=1.0), weights))
         key = (graphdef, config.dtype)
         if key not in self._chunks:  # one compiled train step per model and dtype, whatever the learning rate
 

@@ -113,18 +113,24 @@ def run_preset(
     oracle = OracleSide()
     rows: list[Row] = []
     base = get_preset(preset)
+    sides = (torch_side, jax_side, oracle)
+    recipe: list[Row] | None = None if "trajectory" in options.checks or "cross-eval" in options.checks else []
     for dtype in options.dtypes:
+        if dtype == "float64" and recipe is None:
+            # the recipe-lr runs are float32 on the JAX side: run before float64 turns JAX's x64 mode on for the
+            # process, which changes every trace, so that they reuse the float32 programs compiled above
+            recipe = recipe_lr_checks(preset, base, device, dataset, options, sides, on_curves)
         config = dataclasses.replace(base, dtype=dtype)
         weights = checks.random_weights(config)
         images, labels = checks.test_rows(dataset, options.images, dtype)
         row = Row(preset, "", "", device, dtype, "torch vs jax", {}, "", None)
         if "logits" in options.checks:
-            logits = {side.name: side.logits(config, weights, images) for side in (torch_side, jax_side, oracle)}
+            logits = {side.name: side.logits(config, weights, images) for side in sides}
             rows += checks.compare_logits(dataclasses.replace(row, check="logits", case="random weights"), logits)
             if on_logit_gaps and dtype == "float32":
                 on_logit_gaps(preset, (logits["torch"] - logits["jax"]).ravel())
         if "hidden-states" in options.checks:
-            states = {side.name: side.hidden_states(config, weights, images) for side in (torch_side, jax_side, oracle)}
+            states = {side.name: side.hidden_states(config, weights, images) for side in sides}
             hidden = dataclasses.replace(row, check="hidden-states", case="every layer, step and unit")
             rows += checks.compare_hidden_states(hidden, config, states)
         if "gradients" in options.checks:
@@ -134,8 +140,9 @@ def run_preset(
             rows.append(compare.compare_gradients(gradients, torch_grads, jax_grads))
         if "trajectory" in options.checks:
             rows.append(small_lr_trajectory(row, config, dataset, options, torch_side, jax_side))
-    if "trajectory" in options.checks or "cross-eval" in options.checks:
-        rows += recipe_lr_checks(preset, base, device, dataset, options, (torch_side, jax_side, oracle), on_curves)
+    if recipe is None:
+        recipe = recipe_lr_checks(preset, base, device, dataset, options, sides, on_curves)
+    rows += recipe
     if "port" in options.checks:
         rows += port_rows(preset, dataset, device, options)
     return rows
@@ -153,13 +160,22 @@ def port_rows(preset: str, dataset: Dataset, device: str, options: SuiteOptions)
     return [dataclasses.replace(row, check=f"port {row.check}") for row in report.rows]
 
 
-def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """The training images the first `steps` sampler batches touch, relabelled as a compact pool."""
-    batches = checks.training_batches(dataset, config, steps)
+def train_rows(
+    dataset: Dataset, config: Config, steps: int, pool_steps: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The first `steps` sampler batches, as indices into a compact pool of the training images that the first
+    `max(steps, pool_steps)` batches touch. Trajectories of different lengths given one `pool_steps` get pools
+    of one shape, so that the JAX side's compiled step (which takes the whole pool) serves them all."""
+    batches = checks.training_batches(dataset, config, max(steps, pool_steps))
     used = np.unique(np.concatenate(batches))
     position = {index: i for i, index in enumerate(used)}
-    local = [np.array([position[i] for i in batch]) for batch in batches]
+    local = [np.array([position[i] for i in batch]) for batch in batches[:steps]]
     return images_to_row_sequences(dataset.train_images[used], config.dtype), dataset.train_labels[used], local
+
+
+def pool_steps(options: SuiteOptions) -> int:
+    """One pool for both trajectories (see `train_rows`): one compile of the JAX step per dtype, not per length."""
+    return max(options.small_lr_steps, options.recipe_lr_steps)
 
 
 def small_lr_trajectory(
@@ -168,7 +184,7 @@ def small_lr_trajectory(
     """Trajectory at lr 1e-4: every step's loss and weights agree (float64: the math; float32: rounding's envelope)."""
     config = dataclasses.replace(config, learning_rate=compare.SMALL_LEARNING_RATE)
     weights = checks.random_weights(config)
-    pool, labels, batches = train_rows(dataset, config, options.small_lr_steps)
+    pool, labels, batches = train_rows(dataset, config, options.small_lr_steps, pool_steps(options))
     torch_run = torch_side.train(config, weights, pool, labels, batches)
     jax_run = jax_side.train(config, weights, pool, labels, batches)
     rounding = None
@@ -197,7 +213,7 @@ def recipe_lr_checks(
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
     weights32 = checks.random_weights(f32)
     weights64 = {name: array.astype(np.float64) for name, array in weights32.items()}
-    pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
+    pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps, pool_steps(options))
     torch32 = torch_side.train(f32, weights32, pool, labels, batches)
     jax32 = jax_side.train(f32, weights32, pool, labels, batches)
     row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)

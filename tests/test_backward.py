@@ -20,10 +20,13 @@ from parity.checks import random_weights
 
 RELATIVE = 1e-12  # float64: the two gradients differ only by summation order
 
-# Every preset's shape in every cell type, float64, hidden size cut to 16 so that the set stays quick.
+# Every preset's shape in every cell type, float64, hidden size cut to 16 so that the set stays quick. At
+# hidden 16, lstm2x128 is lstm2 again: each shape (layers, directions, recurrent init) is taken once.
+SHAPES = {(c.num_layers, c.bidirectional, c.recurrent_init): name for name, c in reversed(list(PRESETS.items()))}
 CONFIGS = {
     f"{preset}-{cell}": dataclasses.replace(get_preset(preset), cell=cell, hidden_size=16, dtype="float64")
     for preset in PRESETS
+    if preset in SHAPES.values()
     for cell in ("lstm", "rnn", "gru")
 }
 

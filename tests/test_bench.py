@@ -25,10 +25,17 @@ def bench_rows(path) -> list[dict]:
     return [row for row in json.loads(path.read_text()) if row["runner"] != "(process)"]
 
 
-def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps(tmp_path):
-    """One run of the benchmark's every part: the four runners, four levers, a batch sweep and its plot."""
+TWO_LEVERS = ("torch: Adam for-loop", "jax: synchronous dispatch")  # one in the benchmark's process, one in its own
+ALL_LEVERS = (*TWO_LEVERS[:1], "jax: hoisted input projection", "jax: 2 CPU devices", TWO_LEVERS[1])
+
+
+# the default tier: two levers, one of each kind of process; --run-slow adds the jax model levers
+@pytest.mark.parametrize(
+    "levers", [TWO_LEVERS, pytest.param(ALL_LEVERS, marks=pytest.mark.slow)], ids=["two-levers", "all-levers"]
+)
+def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps(tmp_path, levers):
+    """One run of the benchmark's every part: the four runners, the levers, a batch sweep and its plot."""
     steps, reps = 4, 2
-    levers = "torch: Adam for-loop,jax: hoisted input projection,jax: 2 CPU devices,jax: synchronous dispatch"
     result = run_cli(
         "bench",
         "--presets",
@@ -38,7 +45,7 @@ def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps
         "--reps",
         str(reps),
         "--levers",
-        levers,
+        ",".join(levers),
         "--sweep",
         "batch",
         "--sweep-sizes",
@@ -58,10 +65,7 @@ def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps
         ("tutorial loop, malloc tuned", "torch"),
         ("torch trainer", "torch"),
         ("jax trainer", "jax"),
-        ("torch: Adam for-loop", "torch"),
-        ("jax: hoisted input projection", "jax"),
-        ("jax: 2 CPU devices", "jax"),
-        ("jax: synchronous dispatch", "jax"),
+        *((lever, lever.split(":")[0]) for lever in levers),
     ]
     for row in timed:
         # a warm-up run and `reps` timed runs, each `steps` Adam steps, as each optimizer counts them
@@ -86,7 +90,7 @@ def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps
     ]
     assert all(row["steps_taken"] == (reps + 1) * (256 // row["batch_size"]) for row in rows if "sweep" in row)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "% of matmul bound" in result.stdout and "jax: 2 CPU devices:" in result.stdout
+    assert "% of matmul bound" in result.stdout and all(f"{lever}:" in result.stdout for lever in levers)
 
 
 def test_the_lever_trainers_get_the_levers_options():

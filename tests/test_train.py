@@ -10,11 +10,12 @@ import pytest
 
 from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
-from tests.conftest import assert_one_line_error, run_cli, run_main, small_mnist_dir
+from tests.conftest import assert_one_line, assert_one_line_error, run_cli, run_main, small_mnist_dir
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 FRAMEWORKS = ("torch", "jax")
+SMALL = str(small_mnist_dir())  # real MNIST cut to 4,000 training and 1,000 test images (tests/conftest.py)
 SUMMARY_KEYS = {
     "test_accuracy",
     "test_loss",
@@ -38,9 +39,11 @@ def train(framework, out, *args):
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framework, preset, capsys):
     """The trainer's `main` in this process (the command-line process itself is the tests' below and
-    test_outputs'): torch and JAX are imported once for the twelve runs, not twelve times."""
+    test_outputs'): torch and JAX are imported once for the twelve runs, not twelve times. On real MNIST cut
+    to 4,000 training and 1,000 test images (the run's figures need real digits, not 70,000 of them)."""
     main = importlib.import_module(f"{framework}_impl.train").main
-    code, out, err = run_main(main, ["--out", str(tmp_path / "run"), "--preset", preset, "--max-steps", "50"], capsys)
+    flags = ["--out", str(tmp_path / "run"), "--preset", preset, "--max-steps", "50", "--data-dir", SMALL]
+    code, out, err = run_main(main, flags, capsys)
     assert code == 0, err[-3000:]
     assert "test accuracy" in out.strip().splitlines()[-1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -51,8 +54,8 @@ def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framewo
     assert records[-1]["step"] == 50 and {"step", "epoch", "loss", "accuracy", "images_per_s", "elapsed"} <= set(
         records[-1]
     )
-    if preset == "lstm2":  # its tutorial evaluates on the first 2000 test images every 50 steps
-        assert records[-1]["eval_images"] == 2000 and records[-1]["accuracy"] is not None
+    if preset == "lstm2":  # its tutorial evaluates on the first 2000 test images every 50 steps: here all 1000
+        assert records[-1]["eval_images"] == 1000 and records[-1]["accuracy"] is not None
     weights, config = load_weights(tmp_path / "run" / "model.safetensors")
     assert config == PRESETS[preset]
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == config.to_dict()
@@ -62,16 +65,19 @@ def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framewo
 def test_the_same_command_twice_gives_identical_weights(tmp_path, framework):
     for name in ("a", "b"):
         train(
-            framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60", "--data-dir", str(small_mnist_dir())
+            framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60", "--data-dir", SMALL
         )
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
-def test_both_frameworks_start_from_the_same_canonical_weights(tmp_path):
+def test_both_frameworks_start_from_the_same_canonical_weights(tmp_path, capsys):
     """A single step at a tiny learning rate: both are still (nearly) at the shared initial weights."""
     weights = {}
     for framework in FRAMEWORKS:
-        train(framework, tmp_path / framework, "--preset", "lstm", "--max-steps", "1", "--learning-rate", "1e-9")
+        main = importlib.import_module(f"{framework}_impl.train").main
+        flags = ["--preset", "lstm", "--max-steps", "1", "--learning-rate", "1e-9", "--data-dir", SMALL]
+        code, _, err = run_main(main, [*flags, "--out", str(tmp_path / framework)], capsys)
+        assert code == 0, err[-3000:]
         weights[framework] = load_weights(tmp_path / framework / "model.safetensors")[0]
     initial = initial_weights(PRESETS["lstm"])
     for name in initial:  # one step of lr 1e-9 moves each weight by at most ~1e-9
@@ -81,23 +87,29 @@ def test_both_frameworks_start_from_the_same_canonical_weights(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A short-trained model from each framework (200 steps of `lstm`)."""
+    """A short-trained model from each framework (200 steps of `lstm`, on the cut MNIST), by its command."""
     root = tmp_path_factory.mktemp("trained")
     for framework in FRAMEWORKS:
-        train(framework, root / framework, "--preset", "lstm", "--max-steps", "200")
+        train(framework, root / framework, "--preset", "lstm", "--max-steps", "200", "--data-dir", SMALL)
     return root
 
 
+def evaluate(framework, capsys, *flags):
+    """`python -m {framework}_impl.evaluate FLAGS` in this process (tests/test_bad_input.py and the trainers'
+    own tests start the commands as processes): (exit code, stdout, stderr)."""
+    return run_main(importlib.import_module(f"{framework}_impl.evaluate").main, list(flags), capsys)
+
+
 @pytest.mark.parametrize("trained_by", FRAMEWORKS)
-def test_cross_evaluation_agrees_with_the_trainers_own_figure(trained, trained_by):
+def test_cross_evaluation_agrees_with_the_trainers_own_figure(trained, trained_by, capsys):
     weights = trained / trained_by / "model.safetensors"
     summary = json.loads((trained / trained_by / "summary.json").read_text())
     results = {}
     for framework in FRAMEWORKS:
-        result = run_cli(f"{framework}_impl.evaluate", "--weights", str(weights), "--json")
-        assert result.returncode == 0, result.stderr[-2000:]
-        results[framework] = json.loads(result.stdout)
-    assert results["torch"]["n"] == results["jax"]["n"] == 10000
+        code, out, err = evaluate(framework, capsys, "--weights", str(weights), "--json", "--data-dir", SMALL)
+        assert code == 0, err[-2000:]
+        results[framework] = json.loads(out)
+    assert results["torch"]["n"] == results["jax"]["n"] == 1000
     assert results["torch"]["accuracy"] == results["jax"]["accuracy"] == summary["test_accuracy"]
     same = np.mean(np.array(results["torch"]["predictions"]) == np.array(results["jax"]["predictions"]))
     assert same == 1.0
@@ -112,12 +124,12 @@ def test_an_out_folder_holding_a_run_is_refused_and_left_untouched(trained):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_evaluate_refuses_weights_for_other_flags_and_bad_files(tmp_path, trained, framework):
+def test_evaluate_refuses_weights_for_other_flags_and_bad_files(tmp_path, trained, framework, capsys):
     weights = trained / "torch" / "model.safetensors"
-    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(weights), "--preset", "bilstm")
-    assert_one_line_error(result, 1, "holds bidirectional=False but the flags ask for True")
+    result = evaluate(framework, capsys, "--weights", str(weights), "--preset", "bilstm")
+    assert_one_line(result[0], result[2], 1, "holds bidirectional=False but the flags ask for True")
     (tmp_path / "junk.safetensors").write_text("hello")
-    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(tmp_path / "junk.safetensors"))
-    assert_one_line_error(result, 1, "junk.safetensors: not a safetensors weights file")
-    result = run_cli(f"{framework}_impl.evaluate", "--weights", str(tmp_path / "missing.safetensors"))
-    assert_one_line_error(result, 1, "missing.safetensors: weights file not found")
+    result = evaluate(framework, capsys, "--weights", str(tmp_path / "junk.safetensors"))
+    assert_one_line(result[0], result[2], 1, "junk.safetensors: not a safetensors weights file")
+    result = evaluate(framework, capsys, "--weights", str(tmp_path / "missing.safetensors"))
+    assert_one_line(result[0], result[2], 1, "missing.safetensors: weights file not found")
