@@ -64,9 +64,7 @@ def test_every_preset_trains_50_steps_and_writes_the_run_files(tmp_path, framewo
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_same_command_twice_gives_identical_weights(tmp_path, framework):
     for name in ("a", "b"):
-        train(
-            framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60", "--data-dir", SMALL
-        )
+        train(framework, tmp_path / name, "--preset", "bilstm", "--max-steps", "60", "--data-dir", SMALL)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
