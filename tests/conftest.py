@@ -163,6 +163,16 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def run_module(module: str, argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGV...` run in this process, by its `main(argv)`, as `run_cli`'s result: for a test
+    about a command's output and files, not about the process (which costs an interpreter and torch's and JAX's
+    imports per call)."""
+    import importlib
+
+    code, out, err = run_main(importlib.import_module(module).main, argv, capsys)
+    return subprocess.CompletedProcess([module, *argv], code, out, err)
+
+
 def assert_one_line(code: int, err: str, expected_code: int, *fragments: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == expected_code, (code, err)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jax_impl import cache
-from tests.conftest import ROOT
+from tests.conftest import ROOT, small_mnist_dir
 
 
 def test_the_folder_follows_jax_then_xdg_then_home_and_the_switch_turns_it_off(monkeypatch, tmp_path):
@@ -45,6 +45,7 @@ def test_a_folder_that_cannot_be_written_turns_the_cache_off_in_one_line(monkeyp
 
 def train(out: Path, folder: Path, **env: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "jax_impl.train", "--preset", "lstm", "--max-steps", "3", "--out", str(out)]
+    command += ["--data-dir", str(small_mnist_dir())]  # real MNIST cut to 5,000 images: the cache is the subject
     environment = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": str(folder), **env}
     return subprocess.Popen(
         command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -104,11 +104,12 @@ def test_a_folder_claim_leaves_nothing_behind(tmp_path):
 
 
 @pytest.mark.trains
-def test_parity_json_into_a_missing_folder_is_written_and_named(tmp_path):
+def test_parity_json_into_a_missing_folder_is_written_and_named(tmp_path, capsys):
     """Issue 27's case 2: it used to run the whole check, then end in a traceback at write_text."""
-    from tests.conftest import run_cli
+    from tests.conftest import run_module
 
     path = tmp_path / "missing" / "x.json"
-    result = run_cli("parity", "--presets", "lstm", "--checks", "1", "--images", "4", "--json", str(path))
+    flags = ["--presets", "lstm", "--checks", "1", "--images", "4", "--json", str(path)]
+    result = run_module("parity.__main__", flags, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert path.is_file() and result.stdout.strip().splitlines()[-1] == f"wrote {path}"

@@ -14,7 +14,7 @@ from examples.mnist import mnist_test_inputs
 from examples.transformer import port as transformer
 from parity.port import PortError, check_port
 from parity.port.transforms import permute, transpose
-from tests.conftest import run_cli
+from tests.conftest import run_module
 
 FORWARD = ("outputs", "submodules")
 
@@ -102,9 +102,9 @@ def test_flax_attention_float32_softmax_passes_in_float32_and_is_caught_in_float
 
 
 @pytest.mark.parametrize("example", ["cnn", "transformer"])
-def test_each_example_proves_itself_from_the_command_line(example):
-    """The entry point and its printout; the full check runs in-process above, so this one runs two checks."""
-    result = run_cli(f"examples.{example}.port", "--images", "4", "--checks", "weights,outputs")
+def test_each_example_proves_itself_from_the_command_line(example, capsys):
+    """The entry point's `main` and its printout; the full check runs above, so this one runs two checks."""
+    result = run_module(f"examples.{example}.port", ["--images", "4", "--checks", "weights,outputs"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"port {example}: passed")
     assert {line.split()[0] for line in result.stdout.splitlines()[2:-1] if line.strip()} >= {"weights", "outputs"}

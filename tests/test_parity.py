@@ -17,7 +17,7 @@ from parity import checks, compare
 from parity.compare import Row
 from parity.sides import JaxSide, TorchSide
 from parity.suite import SuiteOptions, run_preset, train_rows
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_module
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -195,18 +195,9 @@ def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, 
     assert loss_gaps.max() > 1e6 * compare.ABSOLUTE_FLOAT64
 
 
-def test_parity_command_prints_a_table_and_json(tmp_path):
-    result = run_cli(
-        "parity",
-        "--presets",
-        "lstm",
-        "--checks",
-        "1,gradients",
-        "--images",
-        "8",
-        "--json",
-        str(tmp_path / "rows.json"),
-    )
+def test_parity_command_prints_a_table_and_json(tmp_path, capsys):
+    flags = ["--presets", "lstm", "--checks", "1,gradients", "--images", "8", "--json", str(tmp_path / "rows.json")]
+    result = run_module("parity.__main__", flags, capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random weights" in result.stdout and "gradients" in result.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())
@@ -215,9 +206,8 @@ def test_parity_command_prints_a_table_and_json(tmp_path):
     assert cpu and all(row["passed"] for row in cpu)
     # --device auto (the default): GPU rows only where there is a GPU, and then they pass too
     assert all(row["passed"] for row in rows if row["device"] != "cpu")
-    asked = run_cli(
-        "parity", "--presets", "lstm", "--checks", "logits", "--device", "gpu", "--json", str(tmp_path / "g.json")
-    )
+    flags = ["--presets", "lstm", "--checks", "logits", "--device", "gpu", "--json", str(tmp_path / "g.json")]
+    asked = run_module("parity.__main__", flags, capsys)
     gpu = json.loads((tmp_path / "g.json").read_text())
     assert asked.returncode == 0 and gpu and {row["device"] for row in gpu} == {"gpu"}
     if gpu[0]["passed"] is None:  # a CPU machine: the GPU rows say why they did not run, never "pass"

@@ -11,7 +11,7 @@ import pytest
 from common.runplot import runs_figure
 from parity.plots import logit_gaps_figure, trajectories_figure
 from parity.suite import Curves
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_module
 
 DIGITS = (np.zeros((2, 28, 28), np.uint8), np.array([1, 2]), np.array([7, 3]))
 
@@ -69,10 +69,11 @@ def test_the_logit_difference_plot_says_how_many_images():
 
 
 @pytest.mark.trains
-def test_the_plot_command_hints_at_eval_every_steps_for_runs_evaluated_once(tmp_path):
-    result = run_cli("torch_impl.train", "--max-steps", "30", "--log-every", "10", "--out", str(tmp_path / "run"))
+def test_the_plot_command_hints_at_eval_every_steps_for_runs_evaluated_once(tmp_path, capsys):
+    flags = ["--max-steps", "30", "--log-every", "10", "--out", str(tmp_path / "run")]
+    result = run_module("torch_impl.train", flags, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
-    shown = run_cli("jax_impl.plot", str(tmp_path / "run"), "--out", str(tmp_path / "p.png"))
+    shown = run_module("jax_impl.plot", [str(tmp_path / "run"), "--out", str(tmp_path / "p.png")], capsys)
     assert shown.returncode == 0 and "note: each run was evaluated once" in shown.stdout
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_accuracy"] > 0
     assert_one_line_error(

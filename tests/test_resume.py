@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -46,11 +47,23 @@ def wait_for_checkpoint(out, process, minimum_step: int, timeout: float = 300) -
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework):
-    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "whole"))
-    assert result.returncode == 0, result.stderr[-2000:]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """framework -> the weights' bytes of COMMAND run without a stop: what every resumed run below must end
+    with. Each framework's run is made once, on first use, for the two tests that compare with it."""
+    root = tmp_path_factory.mktemp("uninterrupted")
 
+    @functools.cache
+    def weights(framework: str) -> bytes:
+        result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(root / framework))
+        assert result.returncode == 0, result.stderr[-2000:]
+        return (root / framework / "model.safetensors").read_bytes()
+
+    return weights
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterrupted):
     process = start(framework, tmp_path / "killed")
     wait_for_checkpoint(tmp_path / "killed", process, minimum_step=40)
     process.send_signal(signal.SIGKILL)
@@ -61,8 +74,7 @@ def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework):
 
     result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "killed"), "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
-    whole, resumed = (tmp_path / name / "model.safetensors" for name in ("whole", "killed"))
-    assert resumed.read_bytes() == whole.read_bytes()
+    assert (tmp_path / "killed" / "model.safetensors").read_bytes() == uninterrupted(framework)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 120  # the killed run's lines past its checkpoint are gone
 
@@ -116,27 +128,24 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends_byte_identical(tmp_path, framework):
-    short = [*COMMAND[:3], "60", *COMMAND[4:]]  # 60 steps, checkpoints at 20, 40, 60
-    whole = run_cli(f"{framework}_impl.train", *short, "--out", str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    partial = run_cli(f"{framework}_impl.train", *short[:3], "40", *short[4:], "--out", str(tmp_path / "run"))
-    assert partial.returncode == 0, partial.stderr[-2000:]
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends_byte_identical(
+    tmp_path, framework, uninterrupted
+):
+    partial = run_cli(f"{framework}_impl.train", *COMMAND[:3], "40", *COMMAND[4:], "--out", str(tmp_path / "run"))
+    assert partial.returncode == 0, partial.stderr[-2000:]  # checkpoints at steps 20 and 40
     for name in ("model.safetensors", "summary.json"):  # as if killed after its step-40 checkpoint
         (tmp_path / "run" / name).unlink()
     newest = checkpoint_paths(tmp_path / "run")[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # a write cut short
-    result = run_cli(f"{framework}_impl.train", *short, "--out", str(tmp_path / "run"), "--resume")
+    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
     notes = [line for line in result.stderr.splitlines() if line.startswith("--resume:")]
     assert len(notes) == 1 and "step-00000040.safetensors is unreadable" in notes[0]
     assert "resuming from step 20" in notes[0]
-    assert (tmp_path / "run" / "checkpoints" / "step-00000040.safetensors").exists()  # rewritten by the resumed run
+    # the resumed run wrote its own (the last two kept), each readable
+    assert [load_checkpoint(path).step for path in checkpoint_paths(tmp_path / "run")] == [100, 120]
     assert (tmp_path / "run" / "checkpoints" / "step-00000040.safetensors.unreadable").exists()
-    same = (tmp_path / "whole" / "model.safetensors").read_bytes() == (
-        tmp_path / "run" / "model.safetensors"
-    ).read_bytes()
-    assert same
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == uninterrupted(framework)
 
 
 def test_no_readable_checkpoint_is_one_clear_line(tmp_path):

@@ -14,7 +14,7 @@ from examples.mnist import mnist_test_inputs
 from examples.resnet import port as resnet
 from parity.port import Port, PortError, add, check_port, concat, permute, split, transpose
 from parity.port.transforms import apply, invert, one_way
-from tests.conftest import run_cli
+from tests.conftest import run_module
 
 FORWARD = ("outputs", "submodules")
 
@@ -264,8 +264,9 @@ def test_a_wrong_leaf_is_named_and_input_steps_on_token_ids_are_refused():
         check_port(Port("bag", TorchBag, FlaxBag, BAG, inputs=[permute(1, 0)]), inputs, labels)
 
 
-def test_the_resnet_example_takes_its_mode_from_the_command_line():
-    result = run_cli("examples.resnet.port", "--images", "4", "--checks", "outputs", "--mode", "train")
+def test_the_resnet_example_takes_its_mode_from_the_command_line(capsys):
+    flags = ["--images", "4", "--checks", "outputs", "--mode", "train"]
+    result = run_module("examples.resnet.port", flags, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("port resnet (train mode): passed")
     assert "not ported (declared): 6 tensors *.num_batches_tracked" in result.stdout

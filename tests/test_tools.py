@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_module
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 
-def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path, idx_dir):
+def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_path, idx_dir, capsys):
     """The bookkeeping of check 6 (runs, seeds, paired gaps, reuse, report-only), on the small IDX set: its
     test split is 100 images, so that each of the 6 trainings evaluates in moments (accuracy is not asserted).
     One float64 run kind (`jax64`) stands for both: `torch64` is the same command with the other framework."""
@@ -57,31 +57,34 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
     start64, _ = load_weights(work / "lstm" / "seed-0" / "init-float64.safetensors")
     assert all((start64[name] == start32[name].astype("float64")).all() for name in start32)
     logs = {path: path.stat().st_mtime_ns for path in work.rglob("*.log")}
-    again = run_cli(*arguments)
+    again = run_module("parity.accuracy", list(arguments[1:]), capsys)  # in this process: the runs' are the subject
     assert again.returncode == result.returncode
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs  # nothing trained again
     assert "lstm" in again.stdout and "per-seed torch32-torch64" in again.stdout
     # report-only: asks for more seeds and runs than exist, trains none of them, reports what is there
     partial, plot = tmp_path / "partial.json", tmp_path / "c6.png"
-    only = run_cli(
+    only = run_module(
         "parity.accuracy",
-        "--presets",
-        "lstm",
-        "--seeds",
-        "3",
-        "--runs",
-        "torch,jax,jax-native",
-        "--max-steps",
-        "3",
-        "--work",
-        str(work),
-        "--json",
-        str(partial),
-        "--plot",
-        str(plot),
-        "--report-only",
-        "--data-dir",
-        str(idx_dir),
+        [
+            "--presets",
+            "lstm",
+            "--seeds",
+            "3",
+            "--runs",
+            "torch,jax,jax-native",
+            "--max-steps",
+            "3",
+            "--work",
+            str(work),
+            "--json",
+            str(partial),
+            "--plot",
+            str(plot),
+            "--report-only",
+            "--data-dir",
+            str(idx_dir),
+        ],
+        capsys,
     )
     assert only.returncode == result.returncode, only.stderr[-2000:]
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*.log")} == logs
@@ -142,13 +145,13 @@ def test_check6_report_only_refuses_a_folder_without_runs(tmp_path):
     )
 
 
-def test_plot_overlays_runs_of_both_frameworks(tmp_path):
+def test_plot_overlays_runs_of_both_frameworks(tmp_path, capsys):
     for framework in ("torch", "jax"):
-        result = run_cli(
-            f"{framework}_impl.train", "--max-steps", "40", "--log-every", "10", "--out", str(tmp_path / framework)
-        )
+        flags = ["--max-steps", "40", "--log-every", "10", "--out", str(tmp_path / framework)]
+        result = run_module(f"{framework}_impl.train", flags, capsys)
         assert result.returncode == 0, result.stderr[-2000:]
-    result = run_cli("jax_impl.plot", str(tmp_path / "torch"), str(tmp_path / "jax"), "--out", str(tmp_path / "p.png"))
+    runs = [str(tmp_path / "torch"), str(tmp_path / "jax"), "--out", str(tmp_path / "p.png")]
+    result = run_module("jax_impl.plot", runs, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "p.png").stat().st_size > 20000
 
