@@ -150,13 +150,18 @@ def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np
     import torch
 
     from parity.port.torch_runner import as_tensor
+    from parity.port.trees import leaves
 
     floats = [x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x for x in inputs]
     was_training = model.training
     model.eval()
     try:
         with refusal("torch", inputs, where), torch.no_grad():
-            outputs = model(*(as_tensor(x) for x in floats))
+            outputs = port.run_torch(model, *(as_tensor(x) for x in floats))
+        try:  # every leaf an array, else one line: which, and how to pick the arrays
+            leaves(outputs, lambda leaf: leaf)
+        except PortError as error:
+            raise PortError(f"{where}: torch {error}") from None
         if port.torch_loss is torch_cross_entropy:
             logits = first_leaf(outputs)
             classes = int(logits.shape[-1]) if getattr(logits, "ndim", 0) else 0

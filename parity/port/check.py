@@ -232,7 +232,7 @@ def dtype_rows(
     model = torch_runner.torch_model_holding(port, weights, dtype, mode)
     with arguments.refusal("torch", inputs, "check_port"):  # a model that refuses: one line, its error the cause
         if "outputs" in checks:
-            torch_outputs = torch_runner.torch_forward(model, inputs)
+            torch_outputs = torch_runner.torch_forward(port, model, inputs)
         buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
         calls = torch_runner.torch_submodule_outputs(port, model, inputs) if "submodules" in checks else []
         if "gradients" in checks:

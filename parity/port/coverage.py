@@ -67,7 +67,7 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
     port, weights = table.port, as_dtype(base, "float64")
     flax_runner.enable_float64()
     model = torch_runner.torch_model_holding(port, weights, "float64", table.mode)
-    torch_outputs = torch_runner.torch_forward(model, inputs)
+    torch_outputs = torch_runner.torch_forward(port, model, inputs)
     torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)  # after the forward
     calls = torch_runner.torch_submodule_outputs(port, model, inputs) if port.submodules else []
     del model

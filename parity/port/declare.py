@@ -108,7 +108,10 @@ class Port:
     (or None) per input for a model called with several (`model(tokens, mask)`). `outputs`: steps from a
     torch output to the Flax one, for every output array, or a dict naming the output (`"output[0]"`,
     `"output.logits"`) each list is for. The losses take (outputs, labels) in each framework, the outputs
-    as the model returns them (the default cross-entropy reads the first array).
+    as the model returns them (the default cross-entropy reads the first array). `torch_forward` and
+    `flax_forward`: how each model is called, `(model, *inputs) -> output`; by default `model(*inputs)`. For
+    a keyword the call needs (`rngs=None`, `deterministic=True`, a mask) or a leaf to take from what it
+    returns (`lambda model, x: model(x).logits`), with no wrapper around either model.
     A Flax model must leave `dtype` unset (None) so that float64 weights and inputs compute in float64. A
     factory that takes a `dtype` argument is given the run's ("float32" or "float64"), for a model that
     needs to know (an RNN's zero initial state has one).
@@ -124,6 +127,16 @@ class Port:
     not_ported: Sequence[str] = ()
     torch_loss: Callable[[Any, Any], Any] = torch_cross_entropy
     flax_loss: Callable[[Any, Any], Any] = flax_cross_entropy
+    torch_forward: Callable[..., Any] | None = None  # (model, *inputs) -> output; None: model(*inputs)
+    flax_forward: Callable[..., Any] | None = None
+
+    def run_torch(self, model: Any, *inputs: Any) -> Any:
+        """The torch model's output on `inputs` (tensors), called as the port says."""
+        return model(*inputs) if self.torch_forward is None else self.torch_forward(model, *inputs)
+
+    def run_flax(self, model: Any, *inputs: Any) -> Any:
+        """The Flax model's output on `inputs` (JAX arrays), called as the port says."""
+        return model(*inputs) if self.flax_forward is None else self.flax_forward(model, *inputs)
 
     @property
     def entries(self) -> list[Entry]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -78,21 +78,21 @@ def flax_forward(
 
     xs = flax_inputs(port, inputs)
     if not compiled:
-        return leaves(model(*xs), np.asarray)
+        return leaves(port.run_flax(model, *xs), np.asarray)
     graphdef, state = nnx.split(model)
     try:
-        outputs, after = compiled_forward(graphdef, state, xs)
+        outputs, after = compiled_forward(port.flax_forward, graphdef, state, xs)
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return leaves(model(*xs), np.asarray)
+        return leaves(port.run_flax(model, *xs), np.asarray)
     nnx.update(model, after)
     return leaves(outputs, np.asarray)
 
 
-def _forward(graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
+def _forward(run: Callable[..., Any] | None, graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
     from flax import nnx
 
     model = nnx.merge(graphdef, state)
-    outputs = model(*xs)
+    outputs = model(*xs) if run is None else run(model, *xs)
     return outputs, nnx.state(model)
 
 
@@ -100,12 +100,12 @@ def _forward(graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
 def _jitted_forward() -> Any:
     import jax
 
-    return jax.jit(_forward, static_argnums=0)
+    return jax.jit(_forward, static_argnums=(0, 1))
 
 
-def compiled_forward(graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
-    """`_forward` compiled, once per (structure, input shapes)."""
-    return _jitted_forward()(graphdef, state, xs)  # type: ignore[no-any-return]
+def compiled_forward(run: Callable[..., Any] | None, graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
+    """`_forward` compiled, once per (way of calling, structure, input shapes); `run` is `Port.flax_forward`."""
+    return _jitted_forward()(run, graphdef, state, xs)  # type: ignore[no-any-return]
 
 
 def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> dict[str, list[np.ndarray]]:
@@ -124,7 +124,7 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...
         wanted[id(modules[entry.flax[0]])] = entry.flax[0]
     outputs: dict[str, list[np.ndarray]] = {}
     with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs):
-        model(*flax_inputs(port, inputs))
+        port.run_flax(model, *flax_inputs(port, inputs))
     return outputs
 
 
@@ -171,7 +171,7 @@ def flax_value_and_grad(port: Port, graphdef: Any) -> Any:
 
     def value_and_grad(params: Any, rest: Any, inputs: Any, labels: Any) -> Any:
         model = nnx.merge(graphdef, params, rest)
-        loss, grads = nnx.value_and_grad(lambda model: port.flax_loss(model(*inputs), labels))(model)
+        loss, grads = nnx.value_and_grad(lambda model: port.flax_loss(port.run_flax(model, *inputs), labels))(model)
         return (loss, nnx.state(model, nnx.Not(nnx.Param))), grads
 
     return value_and_grad

@@ -91,7 +91,9 @@ def factory(model: Any, framework: str) -> Callable[..., Any]:
     return model  # type: ignore[no-any-return]
 
 
-def feature_maps(model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[int, ...]]:
+def feature_maps(
+    model: Any, inputs: tuple[np.ndarray, ...], forward: Callable[..., Any] | None = None
+) -> list[tuple[int, ...]]:
     """(channels, height, width) of every 4-D map a torch module returns on `inputs`: what a Linear after a
     convolution may read flattened."""
     import torch
@@ -105,7 +107,8 @@ def feature_maps(model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[int, 
     handles = [module.register_forward_hook(hook) for _, module in model.named_modules()]
     try:
         with torch.no_grad():
-            model.eval()(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs))
+            tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
+            model.eval()(*tensors) if forward is None else forward(model.eval(), *tensors)
     finally:
         for handle in handles:
             handle.remove()
@@ -131,9 +134,12 @@ def infer_port(
     name: str = "inferred",
     batch: int = 8,
     max_trials: int = MAX_TRIALS,
+    torch_forward: Callable[..., Any] | None = None,
+    flax_forward: Callable[..., Any] | None = None,
 ) -> InferredPort:
     """The `Port` of two models (factories like `Port`'s, or module instances), inferred and decided on
-    `inputs` (PyTorch layout; the first `batch` rows are used). PortError when they have nothing in common."""
+    `inputs` (PyTorch layout; the first `batch` rows are used). PortError when they have nothing in common.
+    `torch_forward`, `flax_forward`: how each model is called, as `Port`'s; the inferred port carries them."""
     from parity.port.arguments import check_factory, checked_inputs, refusal
 
     check_factory(torch_model, "torch_model", "infer_port", instances=True)
@@ -152,7 +158,7 @@ def infer_port(
     sources = torch_units(built)
     targets = flax_units(flax_built, flax_shapes(flax_built), flax_types(flax_built))
     with refusal("torch", xs, "infer_port"):  # the first forward pass: a model that refuses is one line
-        flattened = feature_maps(built, xs)
+        flattened = feature_maps(built, xs, torch_forward)
     del built, flax_built
     pairs = pair_units(sources, targets, flattened)
     if not pairs:
@@ -164,7 +170,7 @@ def infer_port(
         )
     refuse_gru_bias(pairs)
     undecided, left = unpaired(sources, targets, pairs)
-    search = Search(name, factories, xs, left)
+    search = Search(name, factories, xs, left, (torch_forward, flax_forward))
     tried = [search.run(Candidate(pairs, steps)) for steps in layouts(xs)]
     best = max(tried, key=lambda candidate: candidate.score)
     if best.report is None:

@@ -84,7 +84,7 @@ def save_reference(
     start = to_flax(entries, base, shapes)
     tensors.update({f"weights/{name}": array for name, array in start.items()})
     model = torch_runner.torch_model_holding(port, base, "float64", mode)
-    for name, output in torch_runner.torch_forward(model, xs):
+    for name, output in torch_runner.torch_forward(port, model, xs):
         tensors[f"outputs/{name}"] = transforms.apply(port.output_steps(name), [output], [])[0]
     submodules = {entry.torch[0]: entry for entry in port.submodule_entries}
     calls: dict[str, int] = {}
@@ -166,10 +166,12 @@ def check_reference(
     weights: Sequence[Sequence[Any]] | Port | None = None,
     *,
     flax_loss: Callable[[Any, Any], Any] = flax_cross_entropy,
+    flax_forward: Callable[..., Any] | None = None,
 ) -> Report:
     """The Flax model (a factory, as `Port.flax_model`) against the reference at `path`: outputs, submodules,
     gradients and the saved optimizer steps, in float64. `weights`: the port's table (or the Port), checked
-    against the one the file was saved with. Needs no torch."""
+    against the one the file was saved with. `flax_forward`: how the model is called, as `Port`'s (by
+    default the Port's, when `weights` is one). Needs no torch."""
     from parity.port.arguments import check_factory
     from parity.port.infer import InferredPort
 
@@ -193,7 +195,9 @@ def check_reference(
     load_flax(model, start)
     model.train() if metadata["mode"] == "train" else model.eval()
     submodules = [(path_, path_) for path_ in json.loads(metadata["submodules"])]
-    port = Port(metadata["port"], no_torch, flax_model, [], submodules, flax_loss=flax_loss)
+    if flax_forward is None and isinstance(weights, Port):
+        flax_forward = weights.flax_forward
+    port = Port(metadata["port"], no_torch, flax_model, [], submodules, flax_loss=flax_loss, flax_forward=flax_forward)
     inputs = tuple(array for name, array in sorted(section(tensors, "inputs/").items(), key=lambda kv: int(kv[0])))
     labels = tensors["labels"]
     rows = reference_rows(port, model, tensors, inputs, labels)

@@ -118,8 +118,16 @@ class Candidate:
 class Search:
     """Candidates run in float64 against each other, the best kept (`MAX_TRIALS` runs at most)."""
 
-    def __init__(self, name: str, factories: tuple[Any, Any], inputs: tuple[np.ndarray, ...], left: list[str]):
+    def __init__(
+        self,
+        name: str,
+        factories: tuple[Any, Any],
+        inputs: tuple[np.ndarray, ...],
+        left: list[str],
+        forwards: tuple[Any, Any] = (None, None),
+    ):
         self.name, self.factories, self.inputs, self.left = name, factories, inputs, left
+        self.forwards = forwards  # (torch_forward, flax_forward), as Port's
         self.trials = 0
         self.unrecorded: set[str] = set()  # Flax modules that run only inside a transform (nothing to record)
 
@@ -134,6 +142,8 @@ class Search:
             submodules=rows,
             inputs=list(candidate.inputs),
             not_ported=(["*.num_batches_tracked"] if batchnorm else []) + self.left,
+            torch_forward=self.forwards[0],
+            flax_forward=self.forwards[1],
         )
 
     def run(self, candidate: Candidate) -> Candidate:

@@ -45,8 +45,8 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def call(model: Any, inputs: tuple[np.ndarray, ...]) -> Any:
-    return model(*(as_tensor(x) for x in inputs))
+def call(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> Any:
+    return port.run_torch(model, *(as_tensor(x) for x in inputs))
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
@@ -54,9 +54,9 @@ def to_numpy(tensor: Any) -> np.ndarray:
     return result
 
 
-def torch_forward(model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
+def torch_forward(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
     """The model's outputs on `inputs`, every array named (`output`, `output[0]`, `output.logits`)."""
-    return leaves(call(model, inputs), to_numpy)
+    return leaves(call(port, model, inputs), to_numpy)
 
 
 def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
@@ -76,7 +76,7 @@ def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ..
 
         handles.append(module.register_forward_hook(hook))
     try:
-        call(model, inputs)
+        call(port, model, inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -99,7 +99,7 @@ def torch_gradients(model: Any, loss_of: Callable[[Any], Any]) -> tuple[float, W
 
 def port_loss(port: Port, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> Callable[[Any], Any]:
     """`model -> the port's torch loss on (inputs, labels)`."""
-    return lambda model: port.torch_loss(call(model, inputs), as_tensor(labels))
+    return lambda model: port.torch_loss(call(port, model, inputs), as_tensor(labels))
 
 
 def torch_steps(
@@ -122,7 +122,7 @@ def torch_steps(
     opt = optimizer.torch(trained)
     for batch in batches:
         opt.zero_grad(set_to_none=True)
-        loss = port.torch_loss(call(model, take(inputs, batch)), as_tensor(labels[batch]))
+        loss = port.torch_loss(call(port, model, take(inputs, batch)), as_tensor(labels[batch]))
         loss.backward()
         opt.step()
         yield loss.item(), to_flax(entries, torch_weights(model), flax_shapes)

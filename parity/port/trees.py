@@ -25,6 +25,14 @@ def leaves(output: Any, to_array: Callable[[Any], np.ndarray], name: str = "outp
         return [leaf for key, value in fields for leaf in leaves(value, to_array, f"{name}.{key}")]
     if isinstance(output, tuple | list):
         return [leaf for index, value in enumerate(output) for leaf in leaves(value, to_array, f"{name}[{index}]")]
+    if not (hasattr(output, "shape") and hasattr(output, "dtype")) and not isinstance(output, int | float):
+        from parity.port.declare import PortError
+
+        raise PortError(
+            f"{name}: the model returns a {type(output).__name__} there, not an array (nor a tuple, list or dict "
+            "of arrays); say which arrays to compare: Port(torch_forward=lambda model, *inputs: "
+            "model(*inputs).logits), and flax_forward likewise"
+        )
     return [(name, to_array(output))]
 
 
