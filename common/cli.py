@@ -23,6 +23,16 @@ INIT_CHOICES = ("canonical", "native")
 DEVICE_HELP = "auto: a GPU when there is one, else the CPU; gpu (or cuda) without one is an error"
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's `(default: ...)` after each option's help, once: not where the help already says its
+    default in words (`(default: width / 8)`), nor `(default: None)` for an option that has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default" in (action.help or "") or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with code 2.
 
@@ -32,7 +42,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def __init__(self, **options: Any):
         options.setdefault("allow_abbrev", False)
-        options.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        options.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(**options)
 
     def error(self, message: str) -> NoReturn:

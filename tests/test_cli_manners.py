@@ -9,8 +9,9 @@ import pytest
 
 import bench.__main__ as bench_main
 import parity.__main__ as parity_main
-from common.cli import DEVICES, build_evaluate_parser, build_train_parser
+from common.cli import DEVICES, DefaultsHelpFormatter, build_evaluate_parser, build_train_parser
 from common.runplot import build_plot_parser
+from examples.transformer.port import build_parser as transformer_parser
 from jax_impl.train import main as jax_train
 from parity import accuracy
 from tests.conftest import assert_one_line, run_main
@@ -20,6 +21,7 @@ from torch_impl.plot import main as torch_plot
 from torch_impl.train import main as torch_train
 
 PARSERS = {
+    "examples.transformer.port": transformer_parser,
     "torch_impl.train": lambda: build_train_parser("python -m torch_impl.train", "torch"),
     "jax_impl.train": lambda: build_train_parser("python -m jax_impl.train", "jax"),
     "torch_impl.evaluate": lambda: build_evaluate_parser("python -m torch_impl.evaluate", "torch"),
@@ -64,15 +66,19 @@ def test_a_bad_value_is_reported_under_the_flag_the_user_typed(main, capsys):
 @pytest.mark.parametrize("name", PARSERS)
 def test_every_option_has_help_and_the_help_shows_its_default(name):
     parser = PARSERS[name]()
-    assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+    assert parser.formatter_class is DefaultsHelpFormatter
     assert not parser.allow_abbrev
     missing = [action.dest for action in parser._actions if not action.help]
     assert not missing, f"{name}: options without help: {missing}"
     text = parser.format_help()
     for action in parser._actions:
         shown = action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
-        if shown and action.dest != "help":
+        if shown and action.dest != "help" and "(default" not in action.help:
             assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+    # a default said once: in the help's own words or argparse's, never both, and never "None"
+    formatter = parser._get_formatter()
+    helps = {action.dest: formatter._get_help_string(action) or "" for action in parser._actions}
+    assert not [dest for dest, help in helps.items() if help.count("(default:") > 1 or "(default: None)" in help]
 
 
 def test_device_takes_the_same_choices_in_every_command_that_has_it():

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from flax import nnx
 
+from common.cli import OneLineParser
 from common.outputs import entry_point
 from examples.transformer import flax_model, torch_model
 from parity import Port, reshape, split, transpose
@@ -93,16 +94,24 @@ def make_port(weight_rows=None, flax_options=None, size: Size = Size()) -> Port:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m examples.transformer.port [--images N] [--checks NAMES] [--width W --heads H --feedforward F
-    --layers L]`: the example at any size, up to BERT-base."""
-    from examples.mnist import example_parser, parse_example_args, prove
+def build_parser() -> OneLineParser:
+    """The example's flags, and the model's size."""
+    from examples.mnist import example_parser
 
     parser = example_parser("transformer")
     parser.add_argument("--width", type=int, default=Size.width, help="model width (768: BERT-base)")
     parser.add_argument("--heads", type=int, default=None, help="attention heads (default: width / 8)")
     parser.add_argument("--feedforward", type=int, default=None, help="feed-forward width (default: 2 x width)")
     parser.add_argument("--layers", type=int, default=Size.layers, help="encoder layers (12: BERT-base)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m examples.transformer.port [--images N] [--checks NAMES] [--width W --heads H --feedforward F
+    --layers L]`: the example at any size, up to BERT-base."""
+    from examples.mnist import parse_example_args, prove
+
+    parser = build_parser()
     args = parse_example_args(parser, argv)
     heads = args.heads or max(1, args.width // 8)
     size = Size(args.width, heads, args.feedforward or 2 * args.width, args.layers)
