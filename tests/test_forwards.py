@@ -93,3 +93,38 @@ def test_a_reference_saved_through_the_forwards_is_checked_through_the_flax_one(
     assert check_reference(tmp_path / "ref.safetensors", FlaxClassifier, port).passed
     bare = check_reference(tmp_path / "ref.safetensors", FlaxClassifier, WEIGHTS, flax_forward=FORWARDS["flax_forward"])
     assert bare.passed
+
+
+class TorchTokens(nn.Module):  # a language model's shape: token ids in, next-token logits at every position
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(12, 8)
+        self.head = nn.Linear(8, 12)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.embed(tokens)))
+
+
+class FlaxTokens(nnx.Module):
+    def __init__(self, dtype: str = "float32"):  # nnx.Embed computes in its param_dtype: the run's, given
+        self.embed = nnx.Embed(12, 8, param_dtype=np.dtype(dtype), rngs=nnx.Rngs(0))
+        self.head = nnx.Linear(8, 12, rngs=nnx.Rngs(1))
+
+    def __call__(self, tokens):
+        return self.head(nnx.tanh(self.embed(tokens)))
+
+
+TOKEN_WEIGHTS = [
+    ("embed.weight", "embed.embedding"),
+    ("head.weight", "head.kernel", transpose()),
+    ("head.bias", "head.bias"),
+]
+
+
+def test_a_language_models_labels_at_every_position_are_its_next_tokens():
+    tokens = RNG.integers(0, 12, (8, 6))
+    port = Port("tokens", TorchTokens, FlaxTokens, TOKEN_WEIGHTS)
+    report = check_port(port, tokens, np.roll(tokens, -1, axis=1))  # [rows, tokens] labels
+    assert report.passed, report.table()
+    with pytest.raises(PortError, match=r"labels: shape \(8,\) for outputs \(8, 6, 12\)"):
+        check_port(port, tokens, tokens[:, 0])

@@ -107,9 +107,10 @@ def checked_inputs(inputs: Any, where: str) -> tuple[np.ndarray, ...]:
 
 
 def checked_labels(labels: Any, rows: int, where: str) -> np.ndarray:
-    """One non-negative integer label per input row, as int64."""
+    """One non-negative integer label per input row (`[rows]`), or per position (`[rows, tokens]`, a language
+    model's next tokens), as int64."""
     array = np.asarray(labels)
-    if array.ndim != 1:
+    if array.ndim < 1:
         raise PortError(f"{where}: labels: shape {array.shape}, expected one integer label per input row: ({rows},)")
     if len(array) != rows:
         raise PortError(f"{where}: labels: {len(array)} labels for {rows} input rows, expected one label per row")
@@ -165,6 +166,11 @@ def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np
         if port.torch_loss is torch_cross_entropy:
             logits = first_leaf(outputs)
             classes = int(logits.shape[-1]) if getattr(logits, "ndim", 0) else 0
+            if classes and tuple(logits.shape[:-1]) != labels.shape:
+                raise PortError(
+                    f"{where}: labels: shape {labels.shape} for outputs {tuple(logits.shape)}, expected the "
+                    f"outputs' shape less the class axis: {tuple(logits.shape[:-1])}"
+                )
             if classes and int(labels.max()) >= classes:
                 raise PortError(
                     f"{where}: labels: {int(labels.max())} is past the model's {classes} outputs, expected class "

@@ -51,14 +51,17 @@ def first_leaf(outputs: Any) -> Any:
 
 
 def torch_cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over integer labels (nn.CrossEntropyLoss()), on the first output."""
+    """Mean softmax cross-entropy over integer labels (nn.CrossEntropyLoss()), on the first output: logits
+    `[rows, classes]` with labels `[rows]`, or `[rows, tokens, classes]` with `[rows, tokens]` (the mean over
+    every position, as optax's is; torch's own reads axis 1 as the classes)."""
     import torch.nn.functional as F
 
-    return F.cross_entropy(first_leaf(outputs), labels)
+    logits = first_leaf(outputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 def flax_cross_entropy(outputs: Any, labels: Any) -> Any:
-    """Mean softmax cross-entropy over integer labels (optax), on the first output."""
+    """Mean softmax cross-entropy over integer labels (optax), on the first output (the class axis last)."""
     import optax
 
     return optax.softmax_cross_entropy_with_integer_labels(first_leaf(outputs), labels).mean()
