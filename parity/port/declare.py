@@ -51,9 +51,8 @@ def first_leaf(outputs: Any) -> Any:
 
 
 def torch_cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over integer labels (nn.CrossEntropyLoss()), on the first output: logits
-    `[rows, classes]` with labels `[rows]`, or `[rows, tokens, classes]` with `[rows, tokens]` (the mean over
-    every position, as optax's is; torch's own reads axis 1 as the classes)."""
+    """Mean softmax cross-entropy over integer labels, on the first output: `[rows, classes]` logits with `[rows]`
+    labels, or `[rows, tokens, classes]` with `[rows, tokens]` (as optax's; torch's own takes axis 1)."""
     import torch.nn.functional as F
 
     logits = first_leaf(outputs)
@@ -133,12 +132,10 @@ class Port:
     torch_forward: Callable[..., Any] | None = None  # (model, *inputs) -> output; None: model(*inputs)
     flax_forward: Callable[..., Any] | None = None
 
-    def run_torch(self, model: Any, *inputs: Any) -> Any:
-        """The torch model's output on `inputs` (tensors), called as the port says."""
+    def run_torch(self, model: Any, *inputs: Any) -> Any:  # the torch model's output, called as the port says
         return model(*inputs) if self.torch_forward is None else self.torch_forward(model, *inputs)
 
-    def run_flax(self, model: Any, *inputs: Any) -> Any:
-        """The Flax model's output on `inputs` (JAX arrays), called as the port says."""
+    def run_flax(self, model: Any, *inputs: Any) -> Any:  # the Flax model's output, called as the port says
         return model(*inputs) if self.flax_forward is None else self.flax_forward(model, *inputs)
 
     @property
