@@ -33,6 +33,7 @@ import numpy as np
 from common.errors import SeqMnistError
 from parity.port import transforms
 from parity.port.transforms import Shape, Step
+from parity.port.trees import called
 
 if TYPE_CHECKING:
     import torch
@@ -133,10 +134,10 @@ class Port:
     flax_forward: Callable[..., Any] | None = None
 
     def run_torch(self, model: Any, *inputs: Any) -> Any:  # the torch model's output, called as the port says
-        return model(*inputs) if self.torch_forward is None else self.torch_forward(model, *inputs)
+        return called(self.torch_forward, model, *inputs)
 
     def run_flax(self, model: Any, *inputs: Any) -> Any:  # the Flax model's output, called as the port says
-        return model(*inputs) if self.flax_forward is None else self.flax_forward(model, *inputs)
+        return called(self.flax_forward, model, *inputs)
 
     @property
     def entries(self) -> list[Entry]:

@@ -17,7 +17,7 @@ from parity.compare import Weights
 from parity.port import transforms
 from parity.port.declare import Entry, Port, first_leaf, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.trees import leaves, take
+from parity.port.trees import called, leaves, take
 from parity.port.weights import build, flax_shapes, load_flax, path_name, to_flax
 
 
@@ -92,7 +92,7 @@ def _forward(run: Callable[..., Any] | None, graphdef: Any, state: Any, xs: tupl
     from flax import nnx
 
     model = nnx.merge(graphdef, state)
-    outputs = model(*xs) if run is None else run(model, *xs)
+    outputs = called(run, model, *xs)
     return outputs, nnx.state(model)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from parity.port.conventions import notes
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, pair_units
+from parity.port.trees import called
 from parity.port.units import Unit, flax_units, torch_units
 from parity.port.weights import build, flax_shapes, flax_types
 
@@ -108,7 +109,7 @@ def feature_maps(
     try:
         with torch.no_grad():
             tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-            model.eval()(*tensors) if forward is None else forward(model.eval(), *tensors)
+            called(forward, model.eval(), *tensors)
     finally:
         for handle in handles:
             handle.remove()

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 
 
+def called(forward: Callable[..., Any] | None, model: Any, *inputs: Any) -> Any:
+    """`forward(model, *inputs)` (a port's `torch_forward` or `flax_forward`), or `model(*inputs)` without one."""
+    return model(*inputs) if forward is None else forward(model, *inputs)
+
+
 def leaves(output: Any, to_array: Callable[[Any], np.ndarray], name: str = "output") -> list[tuple[str, np.ndarray]]:
     """(name, array) for every array in `output`, in order (dicts in their own order, None left out)."""
     if output is None:
