@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,16 @@ def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.nd
     dataset = load_dataset("mnist", splits=("test",))
     images = images_to_row_sequences(dataset.test_images[:count], "float32")
     return (images[:, None] if channel_axis else images), dataset.test_labels[:count]
+
+
+def mnist_test_tokens(count: int, levels: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` test images as a language model's data: each image pooled 4x4 to 7x7 pixels, each
+    pixel quantised to `levels` tokens, read in row order. Returns token ids `<int64>[count, 48]` and the next
+    token at each place, `<int64>[count, 48]`."""
+    images, _ = mnist_test_inputs(count, channel_axis=False)
+    pooled = images.reshape(count, 7, 4, 7, 4).mean(axis=(2, 4)).reshape(count, 49)
+    tokens = np.rint(pooled * (levels - 1)).astype(np.int64)
+    return tokens[:, :-1], tokens[:, 1:]
 
 
 def example_parser(name: str) -> OneLineParser:
@@ -57,17 +67,25 @@ def prove(
     checks: Sequence[str] = PORT_CHECKS,
     mode: str = "eval",
     coverage: bool = False,
+    data: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> int:
-    """The checks on `images` test images, the report printed with the time and memory it took; exit 1 on a failure."""
+    """The checks on `images` test images (as `data(images)` gives them: inputs and labels, by default
+    `mnist_test_inputs`), the report printed with the time and memory it took; exit 1 on a failure."""
     began = time.perf_counter()
-    report = check_port(port, *mnist_test_inputs(images, channel_axis), checks=checks, mode=mode, coverage=coverage)
+    inputs, labels = data(images) if data else mnist_test_inputs(images, channel_axis)
+    report = check_port(port, inputs, labels, checks=checks, mode=mode, coverage=coverage)
     print(report.table())
     seconds = time.perf_counter() - began
     print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")
     return 0 if report.passed else 1
 
 
-def prove_main(port: Port, channel_axis: bool, argv: Sequence[str] | None = None) -> int:
+def prove_main(
+    port: Port,
+    channel_axis: bool,
+    argv: Sequence[str] | None = None,
+    data: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> int:
     """`python -m examples.<name>.port [--images N] [--checks NAMES]`: the checks on N images; exit 1 on a failure."""
     args = parse_example_args(example_parser(port.name), argv)
-    return prove(port, args.images, channel_axis, args.checks, coverage=args.coverage)
+    return prove(port, args.images, channel_axis, args.checks, coverage=args.coverage, data=data)

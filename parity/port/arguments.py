@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from parity.port.declare import Port, PortError, first_leaf, torch_cross_entropy
+from parity.port.declare import Port, PortError
+from parity.port.trees import first_leaf, torch_cross_entropy
 
 KINDS = {"torch_model": ("torch", "a torch.nn.Module"), "flax_model": ("flax.nnx", "an nnx.Module")}
 
@@ -145,9 +146,10 @@ def refusal(side: str, inputs: Sequence[np.ndarray], where: str) -> Iterator[Non
         ) from error
 
 
-def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np.ndarray, where: str) -> None:
+def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np.ndarray | None, where: str) -> None:
     """One float32 forward pass of the torch model (in eval mode, no gradients) on the inputs, and the labels
-    against its outputs: past the outputs with the default cross-entropy, or refused by the port's own loss."""
+    (None: no check needs them) against its outputs: past the outputs with the default cross-entropy, or refused
+    by the port's own loss."""
     import torch
 
     from parity.port.torch_runner import as_tensor
@@ -163,6 +165,8 @@ def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np
             leaves(outputs, lambda leaf: leaf)
         except PortError as error:
             raise PortError(f"{where}: torch {error}") from None
+        if labels is None:
+            return
         if port.torch_loss is torch_cross_entropy:
             logits = first_leaf(outputs)
             classes = int(logits.shape[-1]) if getattr(logits, "ndim", 0) else 0

@@ -51,6 +51,7 @@ from parity.port.trajectory import trajectory_rows
 from parity.port.transforms import Shape
 from parity.port.trees import in_dtype
 from parity.port.weights import (
+    Start,
     as_dtype,
     build,
     flax_shapes,
@@ -79,6 +80,7 @@ class Declared:
     buffers: frozenset[str]  # torch state_dict entries that are buffers
     not_ported: list[str]
     mode: str = "eval"
+    ties: dict[str, str] = dataclasses.field(default_factory=dict)  # a tied name -> the first name of its tensor
 
     @property
     def parameter_entries(self) -> list[Entry]:
@@ -89,19 +91,21 @@ class Declared:
         return [entry for entry in self.entries if set(entry.torch) & self.buffers]
 
 
-def declared(port: Port, weights: Weights, buffers: frozenset[str], dropouts: list[str], mode: str) -> Declared:
+def declared(port: Port, start: Start, mode: str) -> Declared:
     """The weight table checked against the models before anything runs (else PortError)."""
     flax_model = build(port.flax_model, "float32")
-    entries, torch_shapes, shapes = port.entries, {n: a.shape for n, a in weights.items()}, flax_shapes(flax_model)
-    left = check_declaration(entries, torch_shapes, shapes, buffers, flax_types(flax_model), port.not_ported)
+    entries, shapes = port.entries, flax_shapes(flax_model)
+    torch_shapes = {n: a.shape for n, a in start.weights.items()}
+    types = flax_types(flax_model)
+    left = check_declaration(entries, torch_shapes, shapes, start.buffers, types, port.not_ported, start.ties)
     if mode == "train":
-        active = dropouts + [f"flax {found}" for found in flax_runner.flax_dropouts(flax_model)]
+        active = start.dropouts + [f"flax {found}" for found in flax_runner.flax_dropouts(flax_model)]
         if active:
             raise PortError(
                 f"mode='train': dropout is on ({'; '.join(active[:3])}{'; ...' if len(active) > 3 else ''}); its "
                 "random masks cannot match across frameworks: build both models with dropout 0 for a train-mode check"
             )
-    return Declared(port, entries, torch_shapes, shapes, buffers, left, mode)
+    return Declared(port, entries, torch_shapes, shapes, start.buffers, left, mode, start.ties)
 
 
 def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], not_ported: Sequence[str]) -> None:
@@ -120,14 +124,13 @@ def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], no
 
 def checked_call(
     port: Any, inputs: Any, labels: Any, where: str, labels_optional: bool = False
-) -> tuple[Port, tuple[np.ndarray, ...], np.ndarray]:
+) -> tuple[Port, tuple[np.ndarray, ...], Any]:
     """The port, inputs and labels every function of the port API takes, checked before anything runs
-    (`parity.port.arguments`): (the Port, the inputs as arrays, the labels as int64)."""
+    (`parity.port.arguments`): (the Port, the inputs as arrays, the labels as int64, or None where optional)."""
     port = arguments.as_port(port, where)
     xs = arguments.checked_inputs(inputs, where)
-    if labels is None and labels_optional:
-        labels = np.zeros(len(xs[0]), np.int64)
-    labels = arguments.checked_labels(labels, len(xs[0]), where)
+    if not (labels is None and labels_optional):
+        labels = arguments.checked_labels(labels, len(xs[0]), where)
     check_inputs(port, xs)
     return port, xs, labels
 
@@ -145,7 +148,7 @@ def check_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> None:
 def check_port(
     port: Port,
     inputs: np.ndarray | Sequence[np.ndarray],
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     *,
     checks: Sequence[str] = PORT_CHECKS,
     dtypes: Sequence[str] = ("float32", "float64"),
@@ -172,28 +175,29 @@ def check_port(
         raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    port, xs, labels = checked_call(port, inputs, labels, "check_port")
+    needs_labels = coverage or bool({"gradients", "trajectory"} & set(checks))
+    port, xs, labels = checked_call(port, inputs, labels, "check_port", labels_optional=not needs_labels)
     from jax_impl.cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
-    if "float64" in dtypes or "trajectory" in checks:
-        flax_runner.enable_float64()
 
     def probe(model: Any) -> None:
         arguments.probe_torch(model, port, xs, labels, "check_port")
 
-    base, buffers, dropouts, grus = torch_start(port, seed, probe)
-    check_gru_biases(port.entries, grus, list(base), port.not_ported)
-    table = declared(port, base, buffers, dropouts, mode)
+    start = torch_start(port, seed, probe)
+    base = start.weights
+    check_gru_biases(port.entries, start.grus, list(base), port.not_ported)
+    table = declared(port, start, mode)
     by_dtype: dict[str, list[Row]] = {}
-    batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
+    batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(xs[0]) for step in range(steps)]
     with tempfile.TemporaryDirectory(prefix="parity-gradients-") as folder:
         exact = Path(folder) / "torch-float64.safetensors" if "gradients" in checks and len(dtypes) == 2 else None
 
         def run(dtype: str, only: Sequence[str]) -> list[Row]:
             if "trajectory" in only:
                 return trajectory_rows(table, base, (dtype,), optimizer, (xs, labels), batches)
-            return dtype_rows(table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, only, exact)
+            with flax_runner.x64(dtype):  # float64 alone enables JAX's x64, as a context
+                return dtype_rows(table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, only, exact)
 
         for dtype in sorted(dtypes, reverse=True):  # float64 first: torch's float64 gradients judge float32's rounding
             by_dtype[dtype] = run(dtype, [name for name in checks if name != "trajectory"])

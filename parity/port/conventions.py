@@ -63,6 +63,8 @@ def optional(source: Unit, target: Unit, torch_suffix: str, flax_suffix: str) ->
 def linear(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]) -> list[list[Row]]:
     bias = optional(source, target, "bias", "bias")
     weight, kernel = name(source, "weight"), name(target, "kernel")
+    if source.kind == "Conv1D":  # HF's Conv1D keeps [in, out]: as it is (a square one transposed still fits)
+        return [[(weight, kernel), *bias], [(weight, kernel, transpose()), *bias]]
     tables = [[(weight, kernel, transpose()), *bias]]
     out, features = source.tensors[weight]
     for channels, height, width in flattened:  # NCHW flattened in torch, NHWC in Flax
@@ -90,8 +92,17 @@ def embedding(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
 
 
 def attention(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
-    """PyTorch's packed q, k, v rows onto Flax's three `[width, heads, head_dim]` projections."""
+    """PyTorch's packed q, k, v rows onto Flax's three `[width, heads, head_dim]` projections; or HF's separate
+    q, k, v, o Linears (`source.module`: role -> child name), each transposed and reshaped."""
     qkv = ("query", "key", "value")
+    if source.kind == "split":
+        split_rows: list[Row] = []
+        for role, child in source.module.items():
+            weight, bias = name(source, f"{child}.weight"), name(source, f"{child}.bias")
+            split_rows.append((weight, name(target, f"{role}.kernel"), transpose(), reshape()))
+            if bias in source.tensors or name(target, f"{role}.bias") in target.tensors:
+                split_rows.append((bias, name(target, f"{role}.bias"), *([] if role == "out" else [reshape()])))
+        return [split_rows]
     rows: list[Row] = [
         (
             name(source, "in_proj_weight"),

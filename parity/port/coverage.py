@@ -62,10 +62,10 @@ def through(entry: Entry, weights: Weights, shapes: dict[str, Any]) -> Plant:
     return lambda _w, _f: to_flax([entry], weights, shapes)
 
 
+@flax_runner.in_x64
 def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> list[Row]:
     """One row per entry whose planted bug no check would catch, and one summary row (float64, eval or train)."""
     port, weights = table.port, as_dtype(base, "float64")
-    flax_runner.enable_float64()
     model = torch_runner.torch_model_holding(port, weights, "float64", table.mode)
     torch_outputs = torch_runner.torch_forward(port, model, inputs)
     torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)  # after the forward

@@ -33,7 +33,7 @@ import numpy as np
 from common.errors import SeqMnistError
 from parity.port import transforms
 from parity.port.transforms import Shape, Step
-from parity.port.trees import called
+from parity.port.trees import called, flax_cross_entropy, torch_cross_entropy
 
 if TYPE_CHECKING:
     import torch
@@ -42,29 +42,6 @@ if TYPE_CHECKING:
 
 class PortError(SeqMnistError):
     """A port's declaration does not fit its models (one line: which entry, what was expected)."""
-
-
-def first_leaf(outputs: Any) -> Any:
-    """A model's output, or the first array of a tuple or dict output (its logits, by convention)."""
-    while isinstance(outputs, tuple | list | dict):
-        outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs[0]
-    return outputs
-
-
-def torch_cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over integer labels, on the first output: `[rows, classes]` logits with `[rows]`
-    labels, or `[rows, tokens, classes]` with `[rows, tokens]` (as optax's; torch's own takes axis 1)."""
-    import torch.nn.functional as F
-
-    logits = first_leaf(outputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-
-
-def flax_cross_entropy(outputs: Any, labels: Any) -> Any:
-    """Mean softmax cross-entropy over integer labels (optax), on the first output (the class axis last)."""
-    import optax
-
-    return optax.softmax_cross_entropy_with_integer_labels(first_leaf(outputs), labels).mean()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,12 +195,15 @@ def check_declaration(
     torch_buffers: Set[str] = frozenset(),
     flax_types: dict[str, str] | None = None,
     not_ported: Sequence[str] = (),
+    ties: dict[str, str] | None = None,
 ) -> list[str]:
     """Every name exists, every tensor and variable is mapped exactly once or declared not ported, every
-    kind and shape comes out right; else PortError. Returns the names declared not ported."""
+    kind and shape comes out right; else PortError. Returns the names declared not ported. `ties`: a tied
+    torch name -> the first name of its tensor; mapping either name maps the tensor."""
     left_alone = check_not_ported(not_ported, torch_shapes, flax_shapes)
+    tensor = (ties or {}).get
     seen_torch: set[str] = set()
-    seen_flax: set[str] = set()
+    seen_flax: dict[str, str] = {}
     for entry in entries:
         for name in entry.torch:
             if name not in torch_shapes:
@@ -235,8 +215,17 @@ def check_declaration(
             if path not in flax_shapes:
                 raise unknown_name("weights: the Flax model's variable", path, list(flax_shapes))
             if path in seen_flax:
-                raise PortError(f"weights: Flax variable {path!r} is mapped twice")
-            seen_flax.add(path)
+                twin = seen_flax[path]
+                tied = tensor(entry.torch[0], entry.torch[0]) == tensor(twin, twin)
+                raise PortError(
+                    f"weights: Flax variable {path!r} is mapped twice"
+                    + (
+                        f"; torch {entry.torch[0]!r} is tied to {twin!r} (one tensor): map one name only"
+                        if tied
+                        else ""
+                    )
+                )
+            seen_flax[path] = entry.torch[0]
         for name in (*entry.torch, *entry.flax):
             if name in left_alone:
                 raise PortError(f"weights: {name!r} is mapped ({entry}) and also declared not_ported")
@@ -246,7 +235,8 @@ def check_declaration(
         ("torch tensors", torch_shapes, seen_torch),
         ("Flax variables", flax_shapes, seen_flax),
     ):
-        left = [name for name in everything if name not in seen and name not in left_alone]
+        mapped = {tensor(name, name) for name in seen} if kind == "torch tensors" else set(seen)
+        left = [name for name in everything if tensor(name, name) not in mapped and name not in left_alone]
         if left:
             raise PortError(
                 f"weights: {kind} the map leaves out: {', '.join(left[:6])}{', ...' if len(left) > 6 else ''} "

@@ -49,7 +49,8 @@ def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
         "torch fp32 precision": ", ".join(f"{name} {fp32_precision(torch.backends, name)}" for name in switches)
         if torch
         else "-",
-        "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}",
+        "jax": f"default_matmul_precision {config.jax_default_matmul_precision}, x64 {config.jax_enable_x64}"
+        + (" (on for the float64 run alone)" if "float64" in dtypes and not config.jax_enable_x64 else ""),
         "threads": f"torch {torch.get_num_threads() if torch else '-'}, cpus {os.cpu_count()}",
         "versions": f"torch {version('torch') if torch else 'not importable'}, jax {jax.__version__}, "
         f"flax {version('flax')}, optax {version('optax')}",

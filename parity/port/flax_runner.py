@@ -9,29 +9,58 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from parity.compare import Weights
 from parity.port import transforms
-from parity.port.declare import Entry, Port, first_leaf, unknown_name
+from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.trees import called, leaves, take
+from parity.port.trees import called, first_leaf, leaves, take
 from parity.port.weights import build, flax_shapes, load_flax, path_name, to_flax
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def enable_float64() -> None:
-    """JAX computes in float64 only with x64 switched on (once per process, before any array is made)."""
+
+def x64(dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """JAX's x64 switched on for a float64 run only, as a context (`jax.enable_x64`): the float32 run, and the
+    user's code after the check, see JAX as the user set it (a port mixing int32 and int64 indices runs there
+    as it does for its users)."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def in_x64(function: Callable[P, R]) -> Callable[P, R]:
+    """`function` run with JAX's x64 on (`x64("float64")`): a float64 check of its own."""
+
+    @functools.wraps(function)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        with x64("float64"):
+            return function(*args, **kwargs)
+
+    return wrapped
 
 
 def flax_model_holding(port: Port, entries: list[Entry], weights: Weights, dtype: str, mode: str = "eval") -> Any:
     """The port's Flax model in `dtype`, holding `weights` (PyTorch layout, converted through the table), in
     `mode` ("eval" or "train")."""
     model: Any = build(port.flax_model, dtype)
+    if dtype == "float64":
+        fixed = [
+            f"{path} ({type(m).__name__})"
+            for path, m in iter_modules(model)
+            if str(getattr(m, "dtype", "")) == "float32"
+        ]
+        if fixed:
+            raise PortError(
+                f"{port.name}: the Flax model computes in float32 with float64 weights and inputs: "
+                f"{', '.join(fixed[:4])}{', ...' if len(fixed) > 4 else ''} fixed dtype float32 at build; leave "
+                "their dtype unset (None), and build an nnx.Embed with param_dtype=dtype (it takes its dtype from its "
+                "parameters at build): a flax_model factory taking `dtype` is given the run's"
+            )
     load_flax(model, to_flax(entries, weights, flax_shapes(model)))
     model.train() if mode == "train" else model.eval()
     return model

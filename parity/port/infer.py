@@ -150,14 +150,12 @@ def infer_port(
     factories = (factory(torch_model, "torch"), factory(flax_model, "flax"))
     xs = tuple(x[:batch] for x in checked_inputs(inputs, "infer_port"))
     from jax_impl.cache import enable_compilation_cache
-    from parity.port.flax_runner import enable_float64
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
-    enable_float64()
     built = build(factories[0], "float32")
     flax_built = build(factories[1], "float32")
-    sources = torch_units(built)
     targets = flax_units(flax_built, flax_shapes(flax_built), flax_types(flax_built))
+    sources = torch_units(built, split_attention=any(unit.family == "attention" for unit in targets))
     with refusal("torch", xs, "infer_port"):  # the first forward pass: a model that refuses is one line
         flattened = feature_maps(built, xs, torch_forward)
     del built, flax_built
@@ -213,7 +211,9 @@ def unpaired(sources: list[Unit], targets: list[Unit], pairs: list[Pair]) -> tup
         for unit in units:
             if id(unit) in paired:
                 continue
-            shapes = ", ".join(f"{n.rsplit('.', 1)[-1]} {list(s)}" for n, s in unit.tensors.items())
+            shapes = ", ".join(
+                f"{n[len(unit.path) + 1 :] if unit.path else n} {list(s)}" for n, s in unit.tensors.items()
+            )
             lines.append(f"{side} {unit} [{shapes}]: no {unit.family} layer on the other side fits its shapes")
             left += [n for n in unit.tensors if not n.endswith("num_batches_tracked")]
     return lines, left

@@ -28,12 +28,12 @@ from common.outputs import write_atomically
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
-from parity.port.declare import Port, PortError, flax_cross_entropy, parse_entry
+from parity.port.declare import Port, PortError, parse_entry
 from parity.port.environment import precision_environment, version
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
 from parity.port.rows import template
-from parity.port.trees import in_dtype
+from parity.port.trees import flax_cross_entropy, in_dtype
 from parity.port.weights import as_dtype, build, flax_shapes, frozen_terms, load_flax, one_way_start, to_flax
 
 FORMAT = "seqmnist-port-reference/1"
@@ -48,6 +48,7 @@ def table_text(weights: Sequence[Sequence[Any]]) -> str:
     )
 
 
+@flax_runner.in_x64
 def save_reference(
     port: Port,
     inputs: np.ndarray | Sequence[np.ndarray],
@@ -70,12 +71,10 @@ def save_reference(
     if path.exists() and not overwrite:
         raise PortError(f"{path}: a reference is already there; pass overwrite=True to replace it")
     port, xs, labels = checked_call(port, inputs, labels, "save_reference", labels_optional=True)
+    labels = np.zeros(len(xs[0]), np.int64) if labels is None else labels
     xs = in_dtype(xs, "float64")
-    flax_runner.enable_float64()
-    base, _buffers, _dropouts, _grus = torch_start(
-        port, seed, lambda model: probe_torch(model, port, xs, labels, "save_reference")
-    )
-    base = as_dtype(base, "float64")
+    begun = torch_start(port, seed, lambda model: probe_torch(model, port, xs, labels, "save_reference"))
+    base = as_dtype(begun.weights, "float64")
     shapes = flax_shapes(build(port.flax_model, "float64"))
     entries = port.entries
     tensors: dict[str, np.ndarray] = {"labels": labels}
@@ -160,6 +159,7 @@ def refuse_mismatch(path: Path, metadata: dict[str, str], weights: Sequence[Sequ
             raise PortError(f"{path}: saved from another port ({metadata.get('port')}): its table differs: {first}")
 
 
+@flax_runner.in_x64
 def check_reference(
     path: str | Path,
     flax_model: Callable[..., Any],
@@ -184,7 +184,6 @@ def check_reference(
     from jax_impl.cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
-    flax_runner.enable_float64()
     start = section(tensors, "weights/")
     model = build(flax_model, "float64")
     shapes = flax_shapes(model)

@@ -32,7 +32,8 @@ def output_rows(
     if [name for name, _ in torch_outputs] != [name for name, _ in flax_outputs]:
         row = dataclasses.replace(template(port, dtype, "outputs", "structure"), tolerance="same arrays", passed=False)
         names = [", ".join(name for name, _ in side) for side in (torch_outputs, flax_outputs)]
-        return [dataclasses.replace(row, detail=f"torch returns {names[0]}; Flax returns {names[1]}")]
+        hint = "; pick the arrays to compare: Port(torch_forward=lambda model, *x: model(*x).logits) or flax_forward"
+        return [dataclasses.replace(row, detail=f"torch returns {names[0]}; Flax returns {names[1]}{hint}")]
     rows = []
     for name, output in torch_outputs:
         other = flax_by_name[name]
@@ -85,6 +86,11 @@ def weight_rows(table: Declared, weights: Weights, flax_model: Any, dtype: str) 
         flax_exact &= all(np.array_equal(flax[p], again[p]) for p in entry.flax)
         loaded_exact &= all(np.array_equal(flax[p], np.asarray(held[p].get_value())) for p in entry.flax)
     count = f"{len(table.torch_shapes) - len(table.not_ported)} torch tensors, {len(table.entries)} entries"
+    if table.ties:
+        twin, first = next(iter(table.ties.items()))
+        count += f"; tied (one tensor): {twin} is {first}" + (
+            f" and {len(table.ties) - 1} more" if len(table.ties) > 1 else ""
+        )
     if one_way:
         count += f"; one-way (a sum: the function kept, not the terms): {len(one_way)} entries, e.g. {one_way[0]}"
     row = dataclasses.replace(template(table.port, dtype, "weights"), compared="round trip", tolerance="exact")
@@ -118,10 +124,19 @@ def submodule_rows(
             ran = f"flax {entry.flax[0]} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
             rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail=ran))
             continue
-        reference = transforms.apply(entry.steps, [output], [])[0]
-        rows.append(compare.compare_outputs(row, reference, flax_outputs[call], float64_relative=True))
+        reference, other = transforms.apply(entry.steps, [output], [])[0], flax_outputs[call]
+        if reference.shape != other.shape and squeezed(reference.shape) == squeezed(other.shape):
+            reference = reference.reshape(other.shape)  # torch's position embedding of [1, T]: the same values
+        rows.append(compare.compare_outputs(row, reference, other, float64_relative=True))
     missing = [e.torch[0] for e in port.submodule_entries if e.torch[0] not in seen]
     if missing:
         row = template(port, dtype, "submodules", ", ".join(missing))
         rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="declared, but torch never ran them"))
     return rows
+
+
+def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without its leading axes of size 1."""
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape

@@ -151,10 +151,9 @@ class Search:
         from parity.port.check import check_port
 
         self.trials += 1
-        labels = np.zeros(len(self.inputs[0]), np.int64)
         try:
             report = check_port(
-                self.port(candidate), self.inputs, labels, checks=("outputs", "submodules"), dtypes=("float64",)
+                self.port(candidate), self.inputs, None, checks=("outputs", "submodules"), dtypes=("float64",)
             )
         except Exception as error:  # a layout or table the Flax model cannot run
             return dataclasses.replace(candidate, score=(-1,), report=None, error=f"{type(error).__name__}: {error}")

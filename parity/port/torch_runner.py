@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.compare import Weights
-from parity.port.declare import Entry, Port, PortError, first_leaf, unknown_name
+from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import Shape
-from parity.port.trees import leaves, take
-from parity.port.weights import build, load_torch, to_flax, torch_weights
+from parity.port.trees import first_leaf, leaves, take
+from parity.port.weights import build, load_torch, to_flax, torch_ties, torch_weights
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +94,9 @@ def torch_gradients(model: Any, loss_of: Callable[[Any], Any]) -> tuple[float, W
         if parameter.grad is None:
             raise PortError(f"gradients: torch parameter {name!r} gets no gradient from the loss")
         gradients[name] = parameter.grad.detach().cpu().numpy().copy()
+    for name, first in torch_ties(model).items():  # a tied name: its tensor's gradient, the sum over every use
+        if first in gradients:
+            gradients[name] = gradients[first]
     return float(loss.detach()), gradients
 
 

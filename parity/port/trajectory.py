@@ -87,7 +87,8 @@ def trajectory_rows(
         store = StepStore(Path(folder))
         store.against(None, torch_run("float64"), record_as="torch64")
         if "float64" in dtypes:
-            gaps["float64"] = store.against("torch64", flax_run("float64"))
+            with flax_runner.x64("float64"):
+                gaps["float64"] = store.against("torch64", flax_run("float64"))
         if "float32" in dtypes:
             gaps["rounding"] = store.against("torch64", torch_run("float32"), record_as="torch32")
             gaps["float32"] = store.against("torch32", flax_run("float32"))

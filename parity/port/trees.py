@@ -9,9 +9,12 @@ dtype, integer arrays (token ids, masks) are kept as they are.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def called(forward: Callable[..., Any] | None, model: Any, *inputs: Any) -> Any:
@@ -56,3 +59,26 @@ def in_dtype(inputs: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ..
 def take(inputs: tuple[Any, ...], batch: np.ndarray) -> tuple[Any, ...]:
     """Every input's rows `batch` (NumPy or JAX arrays)."""
     return tuple(x[batch] for x in inputs)
+
+
+def first_leaf(outputs: Any) -> Any:
+    """A model's output, or the first array of a tuple or dict output (its logits, by convention)."""
+    while isinstance(outputs, tuple | list | dict):
+        outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs[0]
+    return outputs
+
+
+def torch_cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over integer labels, on the first output: `[rows, classes]` logits with `[rows]`
+    labels, or `[rows, tokens, classes]` with `[rows, tokens]` (as optax's; torch's own takes axis 1)."""
+    import torch.nn.functional as F
+
+    logits = first_leaf(outputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def flax_cross_entropy(outputs: Any, labels: Any) -> Any:
+    """Mean softmax cross-entropy over integer labels (optax), on the first output (the class axis last)."""
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(first_leaf(outputs), labels).mean()

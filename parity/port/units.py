@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from parity.port.transforms import Shape
-from parity.port.weights import path_name
+from parity.port.weights import path_name, torch_ties
 
 Row = tuple[Any, ...]
 
@@ -38,9 +38,29 @@ class Unit:
         return f"{self.path or '(top)'} ({self.kind})"
 
 
+ROLES = {  # HF's attention projections, each its own Linear, by the names the zoo gives them
+    "query": ("q_proj", "q", "query", "q_lin", "wq"),
+    "key": ("k_proj", "k", "key", "k_lin", "wk"),
+    "value": ("v_proj", "v", "value", "v_lin", "wv"),
+    "out": ("o_proj", "out_proj", "o", "out", "out_lin", "wo"),
+}
+
+
+def attention_roles(module: Any) -> dict[str, str] | None:
+    """A module holding separate query, key, value and out Linears as its own children (HF's attention: `q_proj`,
+    `k_proj`, `v_proj`, `o_proj`): role -> child name; else None."""
+    from torch import nn
+
+    children = {name: child for name, child in module.named_children() if isinstance(child, nn.Linear)}
+    roles = {role: next((n for n in names if n in children), None) for role, names in ROLES.items()}
+    return None if None in roles.values() else roles  # type: ignore[return-value]
+
+
 def torch_family(module: Any) -> str | None:
     from torch import nn
 
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return "linear"  # HF's Conv1D (GPT-2): a Linear whose weight is already [in, out]
     for family, kinds in (
         ("linear", (nn.Linear,)),
         ("conv", (nn.Conv1d, nn.Conv2d, nn.Conv3d)),
@@ -55,18 +75,26 @@ def torch_family(module: Any) -> str | None:
     return None
 
 
-def torch_units(model: Any) -> list[Unit]:
-    """The torch model's units in registration order (an LSTM's layers and directions each one unit)."""
-    state = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+def torch_units(model: Any, split_attention: bool = False) -> list[Unit]:
+    """The torch model's units in registration order (an LSTM's layers and directions each one unit). With
+    `split_attention` (the Flax side has `nnx.MultiHeadAttention`), a module holding separate q, k, v and o
+    Linears is one attention unit."""
+    ties = torch_ties(model)  # a tied name (`lm_head.weight`) is its first name's tensor: one unit holds it
+    state = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if name not in ties}
     units: list[Unit] = []
     inside: list[str] = []
     for name, module in model.named_modules():
-        if any(name.startswith(prefix) for prefix in inside):
+        if any(f"{name}.".startswith(prefix) for prefix in inside):
             continue
         family, prefix = torch_family(module), f"{name}." if name else ""
+        roles = attention_roles(module) if split_attention and family is None else None
+        if roles:
+            tensors = {n: s for n, s in state.items() if any(n.startswith(f"{prefix}{c}.") for c in roles.values())}
+            units.append(Unit("attention", name, tensors, len(units), roles, "split"))
+            inside += [f"{prefix}{child}." for child in roles.values()]
         own = {
             f"{prefix}{n}" for n, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-        }
+        } & set(state)  # not a non-persistent buffer (rotary frequencies), nor a tied name
         if family in ("attention", "recurrent"):
             inside.append(prefix)
         if family == "recurrent":
@@ -79,7 +107,8 @@ def torch_units(model: Any) -> list[Unit]:
                     units.append(Unit(family, path, tensors, len(units), module, cell, layer, reverse))
         elif family is not None:
             tensors = {n: s for n, s in state.items() if n.startswith(prefix)}
-            units.append(Unit(family, name, tensors, len(units), module, type(module).__name__))
+            if tensors:  # a Linear whose weight is tied to an embedding holds nothing of its own
+                units.append(Unit(family, name, tensors, len(units), module, type(module).__name__))
         else:
             for tensor in sorted(own, key=list(state).index):
                 units.append(Unit("tensor", tensor, {tensor: state[tensor]}, len(units), None, "tensor"))

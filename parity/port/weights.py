@@ -58,8 +58,34 @@ def torch_weights(model: torch.nn.Module) -> Weights:
 
 
 def torch_buffers(model: torch.nn.Module) -> frozenset[str]:
-    """The state_dict entries that are buffers (running statistics, counters), not parameters."""
-    return frozenset(model.state_dict()) - {name for name, _ in model.named_parameters()}
+    """The state_dict entries that are buffers (running statistics, counters), not parameters (a tied
+    parameter's second name, `lm_head.weight`, is a parameter too)."""
+    return frozenset(model.state_dict()) - {name for name, _ in model.named_parameters(remove_duplicate=False)}
+
+
+def torch_ties(model: torch.nn.Module) -> dict[str, str]:
+    """Tied tensors: each state_dict name that holds the same tensor as an earlier name -> that first name
+    (`{"lm_head.weight": "transformer.wte.weight"}`). torch loads and trains them as one tensor."""
+    first: dict[int, str] = {}
+    ties = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    state = model.state_dict(keep_vars=True)
+    for name, tensor in named:
+        if name not in state:
+            continue  # a non-persistent buffer (rotary frequencies): not in the state_dict, not ported
+        if id(tensor) in first:
+            ties[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = name
+    return ties
+
+
+def tied_together(weights: Weights, ties: dict[str, str]) -> Weights:
+    """`weights` with each tied name holding its first name's array: one tensor, one value."""
+    return {
+        name: weights[ties[name]] if name in ties and ties[name] in weights else array
+        for name, array in weights.items()
+    }
 
 
 def shapes(weights: dict[str, Any]) -> dict[str, Shape]:
@@ -159,15 +185,25 @@ def build_pair(port: Port, weights: Weights) -> Pair:
 
 def port_weights(port: Port, seed: int = 0) -> Weights:
     """The torch model's own initialisation (seeded) plus noise: the weights every check starts from (float32)."""
-    return torch_start(port, seed)[0]
+    return torch_start(port, seed).weights
 
 
-def torch_start(
-    port: Port, seed: int = 0, probe: Callable[[Any], None] | None = None
-) -> tuple[Weights, frozenset[str], list[str], list[str]]:
-    """`port_weights`, which of them are buffers, the torch model's active dropout layers, and its `nn.GRU`
-    modules (one build). `probe`: called with that model once its weights are read (`arguments.probe_torch`:
-    the inputs and labels tried on it before any check runs)."""
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """What one build of the torch model tells every check: the start weights, which are buffers, the active
+    dropout layers, the `nn.GRU` modules, the tied names."""
+
+    weights: Weights
+    buffers: frozenset[str]
+    dropouts: list[str]
+    grus: list[str]
+    ties: dict[str, str]
+
+
+def torch_start(port: Port, seed: int = 0, probe: Callable[[Any], None] | None = None) -> Start:
+    """`port_weights` and what else the torch model's build says (`Start`). The noise is drawn per tensor, not
+    per name: tied names hold one value, as in torch. `probe`: called with that model once its weights are read
+    (`arguments.probe_torch`: the inputs and labels tried on it before any check runs)."""
     import torch
 
     from parity.port.torch_runner import torch_dropouts
@@ -175,7 +211,9 @@ def torch_start(
     torch.manual_seed(seed)
     model = build(port.torch_model, "float32")
     grus = [name for name, module in model.named_modules() if isinstance(module, torch.nn.GRU)]
-    start = noisy_weights(torch_weights(model), seed), torch_buffers(model), torch_dropouts(model), grus
+    ties = torch_ties(model)
+    weights = tied_together(noisy_weights(torch_weights(model), seed), ties)
+    start = Start(weights, torch_buffers(model), torch_dropouts(model), grus, ties)
     if probe is not None:
         probe(model)
     return start
