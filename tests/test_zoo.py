@@ -20,7 +20,7 @@ from examples.mnist import mnist_test_inputs, mnist_test_tokens
 from examples.vit import flax_model as vit_flax
 from examples.vit import port as vit
 from examples.vit import torch_model as vit_torch
-from parity import PortError, check_port, infer_port, transpose
+from parity import PortError, check_port, infer_port
 from tests.conftest import run_module
 
 FORWARD = ("outputs", "submodules")
@@ -56,36 +56,19 @@ def test_each_zoo_example_passes_every_check_from_its_command_line(name, capsys)
         assert f"\n{check} " in result.stdout, check
 
 
-VIT_BUGS = {
-    "tanh GELU for HF's exact one": ({"gelu_tanh": True}, None, "vit.layers.0.mlp"),
-    "LayerNorm epsilon at Flax's 1e-6": ({"epsilon": 1e-6}, None, "vit.layers.0.layernorm_before"),
-    "query and key swapped": ({}, {"q_proj": "key", "k_proj": "query", "v_proj": "value"}, "vit.layers.0.attention"),
-    "softmax in float32": ({"attention": nnx.dot_product_attention}, None, "vit.layers.0.attention"),
-}
-
-
-@pytest.mark.parametrize("bug", list(VIT_BUGS))
+@pytest.mark.parametrize("bug", list(vit.planted_bugs()))
 def test_each_planted_vit_bug_fails_at_its_own_submodule(bug, images):
-    options, roles, where = VIT_BUGS[bug]
-    port = vit.make_port(vit.weights(roles=roles) if roles else None, options)
+    port, where = vit.planted_bugs()[bug]
     report = check_port(port, *images, checks=FORWARD)
     assert divergence(report) == where
     if bug in ("tanh GELU for HF's exact one", "softmax in float32"):  # below float32's rounding: float64 alone
         assert all(row.passed for row in report.rows if row.dtype == "float32"), report.table()
 
 
-GPT2_BUGS = {
-    "c_proj transposed": ({}, {"c_proj": (transpose(),)}, "transformer.h.0.attn"),
-    "causal mask off by one": ({"mask_offset": 1}, {}, "transformer.h.0.attn"),
-    "gelu_new replaced by exact GELU": ({"gelu_tanh": False}, {}, "transformer.h.0.mlp"),
-}
-
-
-@pytest.mark.parametrize("bug", list(GPT2_BUGS))
+@pytest.mark.parametrize("bug", [bug for bug in gpt2.planted_bugs() if "tie" not in bug])
 def test_each_planted_gpt2_bug_fails_at_its_own_submodule(bug, tokens):
-    options, table, where = GPT2_BUGS[bug]
-    report = check_port(gpt2.make_port(gpt2.weights(**table) if table else None, options), *tokens, checks=FORWARD)
-    assert divergence(report) == where
+    port, where = gpt2.planted_bugs()[bug]
+    assert divergence(check_port(port, *tokens, checks=FORWARD)) == where
 
 
 def test_a_tie_is_one_tensor_and_a_broken_one_fails_the_gradients_at_the_embedding(tokens):
@@ -95,7 +78,7 @@ def test_a_tie_is_one_tensor_and_a_broken_one_fails_the_gradients_at_the_embeddi
     report = check_port(gpt2.make_port(), *tokens, checks=("weights", "gradients"))
     assert report.passed, report.table()
     assert "tied (one tensor): lm_head.weight is transformer.wte.weight" in report.rows[0].detail
-    broken = gpt2.make_port(gpt2.weights(tied=False), {"tied": False})
+    broken, where = gpt2.planted_bugs()["the tie broken (a separate lm_head)"]
     report = check_port(broken, *tokens, checks=("outputs", "gradients"))
     assert [(row.check, row.passed) for row in report.rows] == [
         ("outputs", True),
@@ -103,7 +86,7 @@ def test_a_tie_is_one_tensor_and_a_broken_one_fails_the_gradients_at_the_embeddi
         ("outputs", True),
         ("gradients", False),
     ], report.table()
-    assert report.failures()[0].detail.startswith("worst wte.embedding")
+    assert report.failures()[0].detail.startswith(f"worst {where}")
 
 
 def test_a_tie_mapped_twice_onto_one_flax_parameter_is_refused_naming_the_tie(tokens):

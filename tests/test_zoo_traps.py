@@ -123,3 +123,67 @@ def test_a_buffer_kept_or_not_is_declared_as_its_state_dict_says(persistent):
                 self.scale = nnx.BatchStat(jnp.ones(5))
 
     assert check_port(Port("buffers", Model, Flax, table), ROWS, LABELS, checks=("weights", "outputs")).passed
+
+
+class TorchRMSNorm(nn.Module):
+    """As HF's LlamaRMSNorm: computed in float32 whatever the model's dtype, handed back in it."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+
+
+class TorchNormed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj, self.norm, self.head = nn.Linear(4, 8), TorchRMSNorm(8), nn.Linear(8, 5)
+
+    def forward(self, rows):
+        return self.head(self.norm(self.proj(rows))).mean(1)
+
+
+class FlaxRMSNorm(nnx.Module):
+    def __init__(self, width: int, epsilon: float):
+        self.weight, self.epsilon = nnx.Param(jnp.ones(width)), epsilon
+
+    def __call__(self, x):
+        return self.weight * x * jax.lax.rsqrt((x**2).mean(-1, keepdims=True) + self.epsilon)
+
+
+class FlaxNormed(nnx.Module):
+    def __init__(self, epsilon: float = 1e-6):
+        self.proj, self.norm = nnx.Linear(4, 8, rngs=nnx.Rngs(0)), FlaxRMSNorm(8, epsilon)
+        self.head = nnx.Linear(8, 5, rngs=nnx.Rngs(1))
+
+    def __call__(self, rows):
+        return self.head(self.norm(self.proj(rows))).mean(1)
+
+
+NORMED = [
+    *TABLE,
+    ("norm.weight", "norm.weight"),
+    ("head.weight", "head.kernel", transpose()),
+    ("head.bias", "head.bias"),
+]
+NORMED_SUBMODULES = [("proj", "proj"), ("norm", "norm"), ("head", "head")]
+
+
+def test_torch_computing_below_float64_is_said_and_what_follows_judged_at_that_precision():
+    port = Port("normed", TorchNormed, FlaxNormed, NORMED, submodules=NORMED_SUBMODULES)
+    report = check_port(port, ROWS, LABELS, steps=3)
+    assert report.passed, report.table()
+    said = [row.detail for row in report.rows if row.check == "precision"]
+    assert said == ["torch computed norm in float32: what follows is judged at float32's tolerance"]
+    float64 = {row.case.split(" ")[0]: row for row in report.rows if row.dtype == "float64"}
+    assert float64["proj"].tolerance.startswith("1e-12")  # before the norm: float64's own tolerance
+    for case in ("norm", "head", "gradients", "trajectory"):
+        row = next(row for row in report.rows if row.dtype == "float64" and row.case.split(" ")[0] in (case, "adam,"))
+        assert row.detail.startswith("judged at float32's tolerance: torch computed norm in float32"), case
+    bug = Port("normed", TorchNormed, lambda: FlaxNormed(epsilon=1e-2), NORMED, submodules=NORMED_SUBMODULES)
+    report = check_port(bug, ROWS, LABELS, checks=("outputs", "submodules"))  # a real bug still fails, at the norm
+    assert report.first_divergence.startswith("float64 submodules: norm (flax norm): judged at float32"), report.table()

@@ -81,6 +81,17 @@ def make_port(weight_rows=None, flax_options=None) -> Port:
     )
 
 
+def planted_bugs() -> dict[str, tuple[Port, str]]:
+    """Each bug a porter of this model could make, as a port, and where it must be found: a torch submodule, or
+    (the tie) the Flax parameter whose gradient differs."""
+    return {
+        "c_proj transposed": (make_port(weights(c_proj=(transpose(),))), "transformer.h.0.attn"),
+        "the tie broken (a separate lm_head)": (make_port(weights(tied=False), {"tied": False}), "wte.embedding"),
+        "causal mask off by one": (make_port(flax_options={"mask_offset": 1}), "transformer.h.0.attn"),
+        "gelu_new replaced by exact GELU": (make_port(flax_options={"gelu_tanh": False}), "transformer.h.0.mlp"),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m examples.gpt2.port [--images N] [--checks NAMES] [--coverage]`: the checks on N MNIST test
     images, each read as 48 tokens."""

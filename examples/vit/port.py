@@ -95,6 +95,25 @@ def make_port(weight_rows=None, flax_options=None) -> Port:
     )
 
 
+def planted_bugs() -> dict[str, tuple[Port, str]]:
+    """Each bug a porter of this model could make, as a port, and the torch submodule it must be found at."""
+    from flax import nnx
+
+    swapped = {"q_proj": "key", "k_proj": "query", "v_proj": "value"}
+    return {
+        "tanh GELU for HF's exact one": (make_port(flax_options={"gelu_tanh": True}), "vit.layers.0.mlp"),
+        "LayerNorm epsilon at Flax's 1e-6": (
+            make_port(flax_options={"epsilon": 1e-6}),
+            "vit.layers.0.layernorm_before",
+        ),
+        "query and key swapped": (make_port(weights(roles=swapped)), "vit.layers.0.attention"),
+        "softmax in float32": (
+            make_port(flax_options={"attention": nnx.dot_product_attention}),
+            "vit.layers.0.attention",
+        ),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m examples.vit.port [--images N] [--checks NAMES] [--coverage]`: the checks on N MNIST test images."""
     from examples.mnist import prove_main

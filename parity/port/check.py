@@ -46,7 +46,16 @@ from parity.port.environment import precision_environment
 from parity.port.optimizer import Optimizer
 from parity.port.precision import diagnose_tf32
 from parity.port.report import Report
-from parity.port.rows import buffer_rows, output_rows, submodule_rows, template, weight_rows
+from parity.port.rows import (
+    as_run,
+    buffer_rows,
+    judged_as,
+    lowered_rows,
+    output_rows,
+    submodule_rows,
+    template,
+    weight_rows,
+)
 from parity.port.trajectory import trajectory_rows
 from parity.port.transforms import Shape
 from parity.port.trees import in_dtype
@@ -234,13 +243,14 @@ def dtype_rows(
     `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick)."""
     port, mode = table.port, table.mode
     model = torch_runner.torch_model_holding(port, weights, dtype, mode)
+    lowered = torch_runner.Lowered() if dtype == "float64" else None  # what torch computes below float64
     with arguments.refusal("torch", inputs, "check_port"):  # a model that refuses: one line, its error the cause
         if "outputs" in checks:
-            torch_outputs = torch_runner.torch_forward(port, model, inputs)
+            torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
         buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
-        calls = torch_runner.torch_submodule_outputs(port, model, inputs) if "submodules" in checks else []
+        calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if "submodules" in checks else []
         if "gradients" in checks:
-            loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels))
+            loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels), lowered)
     torch_buffers = to_flax(table.buffer_entries, buffers, table.flax_shapes) if "outputs" in checks else {}
     if "gradients" in checks:
         gradients = to_flax(table.parameter_entries, gradients, table.flax_shapes, gradients=True)
@@ -252,24 +262,25 @@ def dtype_rows(
     del model
     flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode)
     rows = weight_rows(table, weights, flax_model, dtype) if "weights" in checks else []
+    rows += lowered_rows(port, lowered)
     refused = functools.partial(arguments.refusal, "Flax", inputs, "check_port")  # a fresh context each time
     if "outputs" in checks:
         with refused():
             flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
-        rows += output_rows(table, torch_outputs, flax_outputs, dtype)
+        rows += output_rows(table, torch_outputs, flax_outputs, dtype, lowered)
         if mode == "train":
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, dtype)
     if "submodules" in checks and port.submodules:
         with refused():
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
-        rows += submodule_rows(port, calls, recorded, dtype)
+        rows += submodule_rows(port, calls, recorded, dtype, lowered)
     if "gradients" in checks:
         with refused():
             flax_loss, flax_gradients = flax_runner.flax_gradients(port, flax_model, inputs, labels)
-        row = template(port, dtype, "gradients", f"{len(flax_gradients)} parameters")
+        row = template(port, judged_as(dtype, lowered), "gradients", f"{len(flax_gradients)} parameters")
         row.detail = f"loss {loss:.6g} vs {flax_loss:.6g}"
-        rows.append(compare.compare_gradients(row, gradients, flax_gradients, rounding))
+        rows.append(as_run(compare.compare_gradients(row, gradients, flax_gradients, rounding), dtype, lowered))
     return rows
 
 

@@ -67,9 +67,10 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
     """One row per entry whose planted bug no check would catch, and one summary row (float64, eval or train)."""
     port, weights = table.port, as_dtype(base, "float64")
     model = torch_runner.torch_model_holding(port, weights, "float64", table.mode)
-    torch_outputs = torch_runner.torch_forward(port, model, inputs)
+    lowered = torch_runner.Lowered()  # torch computing below float64: each plant judged at float32's tolerance
+    torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
     torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)  # after the forward
-    calls = torch_runner.torch_submodule_outputs(port, model, inputs) if port.submodules else []
+    calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if port.submodules else []
     del model
     flax_model = flax_runner.flax_model_holding(port, table.entries, weights, "float64", table.mode)
     start = to_flax(table.entries, weights, table.flax_shapes)
@@ -82,13 +83,13 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
         outputs = flax_runner.flax_forward(port, flax_model, inputs, compiled=True)  # one program for every entry
-        rows = output_rows(table, torch_outputs, outputs, "float64")
+        rows = output_rows(table, torch_outputs, outputs, "float64", lowered)
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, "float64")
         if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
-            rows += submodule_rows(port, calls, recorded, "float64")
+            rows += submodule_rows(port, calls, recorded, "float64", lowered)
         load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})
         caught = next((row for row in rows if row.passed is False), None)
         results.append((entry, bug, caught))

@@ -17,16 +17,50 @@ from parity.port.weights import flax_variables, to_flax, to_torch
 
 if TYPE_CHECKING:
     from parity.port.check import Declared
+    from parity.port.torch_runner import Lowered
 
 
 def template(port: Port, dtype: str, check: str, case: str = "") -> Row:
     return Row(port.name, check, case, "cpu", dtype, "torch vs jax", {}, "", None)
 
 
+def judged_as(dtype: str, lowered: Lowered | None) -> str:
+    """The dtype whose tolerance judges a row: float32's where torch computed part of a float64 run in it."""
+    return "float32" if dtype == "float64" and lowered and lowered.modules else dtype
+
+
+def as_run(row: Row, dtype: str, lowered: Lowered | None) -> Row:
+    """A row judged at `judged_as`'s tolerance, back under its run's dtype, saying why."""
+    if row.dtype == dtype or lowered is None:
+        return row
+    said = f"judged at {row.dtype}'s tolerance: torch computed {', '.join(list(lowered.modules)[:2])} in {row.dtype}"
+    return dataclasses.replace(row, dtype=dtype, detail="; ".join(part for part in (said, row.detail) if part))
+
+
+def lowered_rows(port: Port, lowered: Lowered | None) -> list[Row]:
+    """One unjudged row naming what torch computed below float64 in a float64 run (HF's RMSNorm, rotary)."""
+    if not lowered or not lowered.modules:
+        return []
+    modules = ", ".join(f"{module} in {dtype}" for module, dtype in list(lowered.modules.items())[:4])
+    more = f" and {len(lowered.modules) - 4} more" if len(lowered.modules) > 4 else ""
+    return [
+        dataclasses.replace(
+            template(port, "float64", "precision", "torch below float64"),
+            tolerance="-",
+            detail=f"torch computed {modules}{more}: what follows is judged at float32's tolerance",
+        )
+    ]
+
+
 def output_rows(
-    table: Declared, torch_outputs: list[tuple[str, np.ndarray]], flax_outputs: list[tuple[str, np.ndarray]], dtype: str
+    table: Declared,
+    torch_outputs: list[tuple[str, np.ndarray]],
+    flax_outputs: list[tuple[str, np.ndarray]],
+    dtype: str,
+    lowered: Lowered | None = None,
 ) -> list[Row]:
-    """Each output array against Flax's of the same name (a float64 run computing in float32 is refused)."""
+    """Each output array against Flax's of the same name (a float64 run computing in float32 is refused; one
+    that torch computed partly in float32 is judged at float32's tolerance)."""
     port, count = table.port, len(next(iter(torch_outputs))[1]) if torch_outputs else 0
     flax_by_name = dict(flax_outputs)
     if [name for name, _ in torch_outputs] != [name for name, _ in flax_outputs]:
@@ -44,9 +78,8 @@ def output_rows(
             )
         reference = transforms.apply(port.output_steps(name), [output], [])[0]
         case = f"{count} inputs" if len(torch_outputs) == 1 and name == "output" else f"{name}, {count} inputs"
-        rows.append(
-            compare.compare_outputs(template(port, dtype, "outputs", case), reference, other, float64_relative=True)
-        )
+        row = template(port, judged_as(dtype, lowered), "outputs", case)
+        rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, lowered))
     return rows
 
 
@@ -106,28 +139,37 @@ def weight_rows(table: Declared, weights: Weights, flax_model: Any, dtype: str) 
 
 
 def submodule_rows(
-    port: Port, torch_calls: list[tuple[str, np.ndarray]], flax_calls: dict[str, list[np.ndarray]], dtype: str
+    port: Port,
+    torch_calls: list[tuple[str, np.ndarray]],
+    flax_calls: dict[str, list[np.ndarray]],
+    dtype: str,
+    lowered: Lowered | None = None,
 ) -> list[Row]:
-    """Each declared submodule's outputs, in the order PyTorch ran them."""
+    """Each declared submodule's outputs, in the order PyTorch ran them; in a float64 run, those that finished
+    after torch first computed below float64 are judged at float32's tolerance."""
     entries = {entry.torch[0]: entry for entry in port.submodule_entries}
     seen: dict[str, int] = {}
     rows = []
-    for name, output in torch_calls:
+    for index, (name, output) in enumerate(torch_calls):
+        after = lowered if lowered and lowered.before is not None and index >= lowered.before else None
         entry = entries[name]
         call = seen.get(name, 0)
         seen[name] = call + 1
         flax_outputs = flax_calls.get(entry.flax[0], [])
         row = template(
-            port, dtype, "submodules", f"{name} (flax {entry.flax[0]})" + (f", call {call + 1}" if call else "")
+            port,
+            judged_as(dtype, after),
+            "submodules",
+            f"{name} (flax {entry.flax[0]})" + (f", call {call + 1}" if call else ""),
         )
         if call >= len(flax_outputs):
             ran = f"flax {entry.flax[0]} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
-            rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail=ran))
+            rows.append(as_run(dataclasses.replace(row, tolerance="-", passed=False, detail=ran), dtype, after))
             continue
         reference, other = transforms.apply(entry.steps, [output], [])[0], flax_outputs[call]
         if reference.shape != other.shape and squeezed(reference.shape) == squeezed(other.shape):
             reference = reference.reshape(other.shape)  # torch's position embedding of [1, T]: the same values
-        rows.append(compare.compare_outputs(row, reference, other, float64_relative=True))
+        rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, after))
     missing = [e.torch[0] for e in port.submodule_entries if e.torch[0] not in seen]
     if missing:
         row = template(port, dtype, "submodules", ", ".join(missing))

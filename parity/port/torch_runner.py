@@ -6,6 +6,9 @@ gradients, a run of optimizer steps) and returns NumPy arrays; the verdicts are 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,13 +57,38 @@ def to_numpy(tensor: Any) -> np.ndarray:
     return result
 
 
-def torch_forward(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
-    """The model's outputs on `inputs`, every array named (`output`, `output[0]`, `output.logits`)."""
-    return leaves(call(port, model, inputs), to_numpy)
+@dataclasses.dataclass
+class Lowered:
+    """What a float64 torch run computed below float64: the modules (innermost), and how many declared
+    submodules had finished before the first of them (those after it are judged at float32's tolerance)."""
+
+    modules: dict[str, str] = dataclasses.field(default_factory=dict)  # module -> the dtype it computed in
+    before: int | None = None
+
+    def watching(self, model: Any, on_first: Callable[[], None] = lambda: None) -> Any:
+        @contextlib.contextmanager
+        def watch() -> Iterator[None]:
+            with below_float64(model, on_first) as found:
+                yield
+            self.modules.update(found)
+
+        return watch()
 
 
-def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> list[tuple[str, np.ndarray]]:
-    """(torch module name, output) for each declared submodule, in the order PyTorch finished them."""
+def torch_forward(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """The model's outputs on `inputs`, every array named (`output`, `output[0]`, `output.logits`). `lowered`
+    (a float64 run): filled with the modules that computed below float64."""
+    with lowered.watching(model) if lowered else contextlib.nullcontext():
+        return leaves(call(port, model, inputs), to_numpy)
+
+
+def torch_submodule_outputs(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """(torch module name, output) for each declared submodule, in the order PyTorch finished them. `lowered`:
+    as `torch_forward`'s, with how many had finished before the first computation below float64."""
     recorded: list[tuple[str, np.ndarray]] = []
     handles = []
     for entry in port.submodule_entries:
@@ -75,19 +103,75 @@ def torch_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ..
             recorded.append((name, first_leaf(output).detach().numpy().copy()))
 
         handles.append(module.register_forward_hook(hook))
+
+    def first() -> None:
+        if lowered is not None and lowered.before is None:
+            lowered.before = len(recorded)
+
     try:
-        call(port, model, inputs)
+        with lowered.watching(model, first) if lowered else contextlib.nullcontext():
+            call(port, model, inputs)
     finally:
         for handle in handles:
             handle.remove()
     return recorded
 
 
-def torch_gradients(model: Any, loss_of: Callable[[Any], Any]) -> tuple[float, Weights]:
+@contextlib.contextmanager
+def below_float64(model: Any, on_first: Callable[[], None] = lambda: None) -> Iterator[dict[str, str]]:
+    """Within (a float64 run): the modules that compute below float64, innermost first, in the order found
+    (HF's RMSNorm and rotary embedding cast to float32 whatever the model's dtype). Every torch function is
+    watched (`TorchFunctionMode`); one that makes a float tensor below float64 names the module running it.
+    `on_first`: called when the first is found (the submodules check notes how many outputs came before)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    running: list[str] = []
+    found: dict[str, str] = {}  # module -> the dtype it computed in
+    handles = []
+
+    def enter(_module: Any, _inputs: Any, name: str) -> None:
+        running.append(name or "(top)")
+
+    def leave(_module: Any, _inputs: Any, _output: Any) -> None:  # returns None: the output stays as it is
+        if running:
+            running.pop()
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(functools.partial(enter, name=name)))
+        handles.append(module.register_forward_hook(leave))
+
+    def lowered(value: Any) -> str | None:
+        if isinstance(value, torch.Tensor):
+            below = value.is_floating_point() and value.dtype != torch.float64
+            return str(value.dtype).removeprefix("torch.") if below else None
+        if isinstance(value, tuple | list):
+            return next((found for found in map(lowered, value) if found), None)
+        return None
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            result = func(*args, **(kwargs or {}))
+            if running and running[-1] not in found and (dtype := lowered(result)):
+                if not found:
+                    on_first()
+                found[running[-1]] = dtype
+            return result
+
+    try:
+        with Watch():
+            yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def torch_gradients(model: Any, loss_of: Callable[[Any], Any], lowered: Lowered | None = None) -> tuple[float, Weights]:
     """`loss_of(model)` and its gradient for every parameter, by state_dict name; a parameter the loss does
     not reach is a broken model, not a zero gradient (PortError)."""
     model.zero_grad(set_to_none=True)
-    loss = loss_of(model)
+    with lowered.watching(model) if lowered else contextlib.nullcontext():
+        loss = loss_of(model)
     loss.backward()
     gradients = {}
     for name, parameter in model.named_parameters():

@@ -10,6 +10,7 @@ its first tensor and the later terms held at zero (`weights.frozen_terms`).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner
 from parity.port.optimizer import Optimizer
+from parity.port.rows import as_run, judged_as
 from parity.port.trees import in_dtype
 from parity.port.weights import as_dtype, frozen_terms, one_way_start
 
@@ -71,12 +73,21 @@ def trajectory_rows(
     frozen = frozen_terms(table.entries)
     mapped = {path for entry in table.entries for path in entry.flax}
 
-    def torch_run(dtype: str) -> Iterator[tuple[float, Weights]]:
+    def torch_run(dtype: str, lowered: torch_runner.Lowered | None = None) -> Iterator[tuple[float, Weights]]:
         start = one_way_start(table.entries, as_dtype(base, dtype), table.flax_shapes)  # summed in `dtype`
         model = torch_runner.torch_model_holding(port, start, dtype, table.mode)
-        yield from torch_runner.torch_steps(
-            port, model, table.entries, table.flax_shapes, optimizer, in_dtype(inputs, dtype), labels, batches, frozen
-        )
+        with lowered.watching(model) if lowered else contextlib.nullcontext():
+            yield from torch_runner.torch_steps(
+                port,
+                model,
+                table.entries,
+                table.flax_shapes,
+                optimizer,
+                in_dtype(inputs, dtype),
+                labels,
+                batches,
+                frozen,
+            )
 
     def flax_run(dtype: str) -> Iterator[tuple[float, Weights]]:
         model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype, table.mode)
@@ -85,22 +96,25 @@ def trajectory_rows(
     gaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="parity-trajectory-") as folder:
         store = StepStore(Path(folder))
-        store.against(None, torch_run("float64"), record_as="torch64")
+        lowered = torch_runner.Lowered()  # what torch computes below float64 (then float64 is judged as float32)
+        store.against(None, torch_run("float64", lowered), record_as="torch64")
         if "float64" in dtypes:
             with flax_runner.x64("float64"):
                 gaps["float64"] = store.against("torch64", flax_run("float64"))
-        if "float32" in dtypes:
+        if "float32" in dtypes or lowered.modules:
             gaps["rounding"] = store.against("torch64", torch_run("float32"), record_as="torch32")
+        if "float32" in dtypes:
             gaps["float32"] = store.against("torch32", flax_run("float32"))
     case = f"{optimizer.kind}, {len(batches)} steps" + (", train mode" if table.mode == "train" else "")
     more = ", ..." if len(frozen) > 3 else ""
     held = f"; torch holds {', '.join(frozen[:3])}{more} at zero (summed into the first term)" if frozen else ""
     rows = []
     for dtype in dtypes:
-        row = Row(port.name, "trajectory", case, "cpu", dtype, "torch vs jax", {}, "", None)
+        judged = judged_as(dtype, lowered)
+        row = Row(port.name, "trajectory", case, "cpu", judged, "torch vs jax", {}, "", None)
         row = compare.compare_trajectories(
-            row, gaps[dtype], optimizer.learning_rate, gaps["rounding"] if dtype == "float32" else None
+            row, gaps[dtype], optimizer.learning_rate, gaps["rounding"] if judged == "float32" else None
         )
         row.detail += held
-        rows.append(row)
+        rows.append(as_run(row, dtype, lowered))
     return rows
