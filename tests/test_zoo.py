@@ -123,3 +123,16 @@ def test_infer_port_decides_each_zoo_table_whole_and_equal_to_the_hand_written_o
     assert not inferred.port.not_ported, inferred.code()
     assert table_of(inferred.port.weights) == table_of(hand)
     assert check_port(inferred, *(images if name == "vit" else tokens), checks=FORWARD).passed
+
+
+def test_coverage_says_a_key_bias_cannot_affect_the_outputs_and_passes(images):
+    """The softmax cancels a constant shift along each query's row: no input can catch a wrong key bias. Coverage
+    says so for both layers' and passes; every other entry's planted bug is caught."""
+    report = check_port(vit.make_port(), *images, checks=("outputs",), coverage=True)
+    assert report.passed, report.table()
+    rows = [row for row in report.rows if row.check == "coverage"]
+    assert rows[0].case == "38 of 40 entries caught, a bug planted in each; 2 cannot affect the outputs"
+    assert [row.case.split(" ->")[0] for row in rows[1:]] == [
+        f"vit.layers.{layer}.attention.k_proj.bias" for layer in (0, 1)
+    ]
+    assert all(row.detail.startswith("cannot affect the outputs") for row in rows[1:])
