@@ -187,3 +187,33 @@ def test_torch_computing_below_float64_is_said_and_what_follows_judged_at_that_p
     bug = Port("normed", TorchNormed, lambda: FlaxNormed(epsilon=1e-2), NORMED, submodules=NORMED_SUBMODULES)
     report = check_port(bug, ROWS, LABELS, checks=("outputs", "submodules"))  # a real bug still fails, at the norm
     assert report.first_divergence.startswith("float64 submodules: norm (flax norm): judged at float32"), report.table()
+
+
+class TorchProjection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.q(x))).mean(1)
+
+
+class FlaxEinsumProjection(nnx.Module):
+    """As a Gemma-style port writes it: the projection an `nnx.Einsum` with its heads split out."""
+
+    def __init__(self):
+        self.q = nnx.Einsum("btd,dnh->btnh", (8, 2, 4), (2, 4), rngs=nnx.Rngs(0))
+        self.out = nnx.Linear(8, 5, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        q = jnp.tanh(self.q(x))
+        return self.out(q.reshape(*q.shape[:-2], -1)).mean(1)
+
+
+def test_an_nnx_einsum_kernel_pairs_with_a_linear_and_is_decided():
+    inferred = infer_port(TorchProjection, FlaxEinsumProjection, RNG.random((4, 3, 8), dtype=np.float32))
+    assert inferred.decided and not inferred.port.not_ported, inferred.code()
+    rows = {row[0]: tuple(str(part) for part in row[1:]) for row in inferred.port.weights}
+    assert rows["q.weight"] == ("q.kernel", "transpose()", "reshape()")
+    assert rows["q.bias"] == ("q.bias", "reshape()")

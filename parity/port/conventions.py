@@ -63,6 +63,9 @@ def optional(source: Unit, target: Unit, torch_suffix: str, flax_suffix: str) ->
 def linear(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]) -> list[list[Row]]:
     bias = optional(source, target, "bias", "bias")
     weight, kernel = name(source, "weight"), name(target, "kernel")
+    if target.kind == "Einsum":  # nnx.Einsum: [in, out] with the out axis split (or [heads, head_dim, out])
+        einsum_bias = [(name(source, "bias"), name(target, "bias"), reshape())] if bias else []
+        return [[(weight, kernel, transpose(), reshape()), *einsum_bias]]
     if source.kind == "Conv1D":  # HF's Conv1D keeps [in, out]: as it is (a square one transposed still fits)
         return [[(weight, kernel), *bias], [(weight, kernel, transpose()), *bias]]
     tables = [[(weight, kernel, transpose()), *bias]]

@@ -167,8 +167,8 @@ def submodule_rows(
             rows.append(as_run(dataclasses.replace(row, tolerance="-", passed=False, detail=ran), dtype, after))
             continue
         reference, other = transforms.apply(entry.steps, [output], [])[0], flax_outputs[call]
-        if reference.shape != other.shape and squeezed(reference.shape) == squeezed(other.shape):
-            reference = reference.reshape(other.shape)  # torch's position embedding of [1, T]: the same values
+        if reference.shape != other.shape and same_values(reference.shape, other.shape):
+            reference = reference.reshape(other.shape)  # [1, T, W] for [T, W]; [B, T, W] for [B, T, heads, head_dim]
         rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, after))
     missing = [e.torch[0] for e in port.submodule_entries if e.torch[0] not in seen]
     if missing:
@@ -182,3 +182,13 @@ def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     while shape and shape[0] == 1:
         shape = shape[1:]
     return shape
+
+
+def same_values(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two output shapes hold the same values in the same order: equal but for leading axes of size 1
+    (torch's position embedding of `[1, T]`), or for the last axis split in one (`nnx.Einsum`'s `[..., heads,
+    head_dim]` for a Linear's `[..., W]`)."""
+    a, b = squeezed(a), squeezed(b)
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    rest_a, rest_b = a[shared:], b[shared:]
+    return rest_a == rest_b or (1 in (len(rest_a), len(rest_b)) and int(np.prod(rest_a)) == int(np.prod(rest_b)))

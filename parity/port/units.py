@@ -120,6 +120,7 @@ def flax_family(module: Any) -> str | None:
 
     for family, kind in (
         ("linear", nnx.Linear),
+        ("linear", nnx.Einsum),  # a Linear whose kernel keeps its output axis split ([W, heads, head_dim])
         ("conv", nnx.Conv),
         ("layernorm", nnx.LayerNorm),
         ("batchnorm", nnx.BatchNorm),
