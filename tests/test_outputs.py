@@ -84,6 +84,6 @@ def test_every_command_runs_through_the_quiet_entry_point():
         for path in (ROOT / package).rglob("*.py")
         if 'if __name__ == "__main__":' in path.read_text()
     ]
-    assert len(commands) == 18  # examples.lstm.port and examples.resnet.port, then bench.epoch and bench.wall added
+    assert len(commands) == 21  # then examples.vit.port, examples.gpt2.port and examples.zoo_traps added
     for path in commands:
         assert "sys.exit(entry_point(main))" in path.read_text(), path

@@ -188,3 +188,26 @@ def probe_torch(model: Any, port: Port, inputs: Sequence[np.ndarray], labels: np
             raise PortError(f"{where}: labels: the port's torch_loss refused them: {first_line(error)}") from error
     finally:
         model.train(was_training)
+
+
+def checked_call(
+    port: Any, inputs: Any, labels: Any, where: str, labels_optional: bool = False
+) -> tuple[Port, tuple[np.ndarray, ...], Any]:
+    """The port, inputs and labels every function of the port API takes, checked before anything runs
+    (the Port, the inputs as arrays, the labels as int64, or None where optional)."""
+    port = as_port(port, where)
+    xs = checked_inputs(inputs, where)
+    if not (labels is None and labels_optional):
+        labels = checked_labels(labels, len(xs[0]), where)
+    check_inputs(port, xs)
+    return port, xs, labels
+
+
+def check_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> None:
+    """An integer input (token ids) has no steps; else PortError."""
+    for index, (x, steps) in enumerate(zip(inputs, port.input_steps(len(inputs)), strict=True)):
+        if steps and not np.issubdtype(x.dtype, np.floating):
+            raise PortError(
+                f"inputs[{index}]: an integer array ({x.dtype}, token ids or a mask) with steps "
+                f"{' '.join(map(str, steps))}; steps change a float layout (NCHW -> NHWC): declared for another input?"
+            )

@@ -43,6 +43,7 @@ from parity.port import arguments, flax_runner, torch_runner, transforms
 from parity.port.coverage import coverage_rows
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.environment import precision_environment
+from parity.port.local import between_units, unit_rows
 from parity.port.optimizer import Optimizer
 from parity.port.precision import diagnose_tf32
 from parity.port.report import Report
@@ -71,7 +72,7 @@ from parity.port.weights import (
     torch_weights,
 )
 
-PORT_CHECKS = ("weights", "outputs", "submodules", "gradients", "trajectory")
+PORT_CHECKS = ("weights", "outputs", "submodules", "units", "gradients", "trajectory")
 MODES = ("eval", "train")
 RENAMED = {"training": "trajectory"}
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
@@ -131,29 +132,6 @@ def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], no
                 )
 
 
-def checked_call(
-    port: Any, inputs: Any, labels: Any, where: str, labels_optional: bool = False
-) -> tuple[Port, tuple[np.ndarray, ...], Any]:
-    """The port, inputs and labels every function of the port API takes, checked before anything runs
-    (`parity.port.arguments`): (the Port, the inputs as arrays, the labels as int64, or None where optional)."""
-    port = arguments.as_port(port, where)
-    xs = arguments.checked_inputs(inputs, where)
-    if not (labels is None and labels_optional):
-        labels = arguments.checked_labels(labels, len(xs[0]), where)
-    check_inputs(port, xs)
-    return port, xs, labels
-
-
-def check_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> None:
-    """An integer input (token ids) has no steps; else PortError."""
-    for index, (x, steps) in enumerate(zip(inputs, port.input_steps(len(inputs)), strict=True)):
-        if steps and not np.issubdtype(x.dtype, np.floating):
-            raise PortError(
-                f"inputs[{index}]: an integer array ({x.dtype}, token ids or a mask) with steps "
-                f"{' '.join(map(str, steps))}; steps change a float layout (NCHW -> NHWC): declared for another input?"
-            )
-
-
 def check_port(
     port: Port,
     inputs: np.ndarray | Sequence[np.ndarray],
@@ -185,7 +163,7 @@ def check_port(
     if steps < 1 or batch_size < 1:
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     needs_labels = coverage or bool({"gradients", "trajectory"} & set(checks))
-    port, xs, labels = checked_call(port, inputs, labels, "check_port", labels_optional=not needs_labels)
+    port, xs, labels = arguments.checked_call(port, inputs, labels, "check_port", labels_optional=not needs_labels)
     from jax_impl.cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
@@ -217,7 +195,8 @@ def check_port(
     if coverage:
         rows += coverage_rows(table, base, in_dtype(xs, "float64"), labels)
     values = sum(array.size for array in base.values())
-    divergence = compare.first_divergence(rows, locating=("submodules", "buffers"))
+    rows += [row for dtype in dtypes for row in between_units(rows, dtype)]
+    divergence = compare.first_divergence(rows, locating=("units", "submodules", "buffers"))
     environment = precision_environment(dtypes)
     return Report(port.name, rows, divergence, values, table.not_ported, mode, environment)
 
@@ -249,6 +228,7 @@ def dtype_rows(
             torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
         buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
         calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if "submodules" in checks else []
+        units = torch_runner.torch_unit_calls(port, model, inputs, lowered) if "units" in checks else []
         if "gradients" in checks:
             loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels), lowered)
     torch_buffers = to_flax(table.buffer_entries, buffers, table.flax_shapes) if "outputs" in checks else {}
@@ -271,6 +251,8 @@ def dtype_rows(
         if mode == "train":
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, dtype)
+    if units:
+        rows += unit_rows(port, units, flax_model, dtype, lowered)
     if "submodules" in checks and port.submodules:
         with refused():
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)

@@ -91,7 +91,9 @@ class Port:
     as the model returns them (the default cross-entropy reads the first array). `torch_forward` and
     `flax_forward`: how each model is called, `(model, *inputs) -> output`; by default `model(*inputs)`. For
     a keyword the call needs (`rngs=None`, `deterministic=True`, a mask) or a leaf to take from what it
-    returns (`lambda model, x: model(x).logits`), with no wrapper around either model.
+    returns (`lambda model, x: model(x).logits`), with no wrapper around either model. `unit_inputs`: for the
+    units check, the steps from a torch submodule's inputs to its Flax counterpart's, where they are not its
+    output's (`parity.port.local`).
     A Flax model must leave `dtype` unset (None) so that float64 weights and inputs compute in float64. A
     factory that takes a `dtype` argument is given the run's ("float32" or "float64"), for a model that
     needs to know (an RNN's zero initial state has one).
@@ -109,6 +111,7 @@ class Port:
     flax_loss: Callable[[Any, Any], Any] = flax_cross_entropy
     torch_forward: Callable[..., Any] | None = None  # (model, *inputs) -> output; None: model(*inputs)
     flax_forward: Callable[..., Any] | None = None
+    unit_inputs: dict[str, Sequence[Step]] | None = None  # torch submodule -> steps for its inputs (units check)
 
     def run_torch(self, model: Any, *inputs: Any) -> Any:  # the torch model's output, called as the port says
         return called(self.torch_forward, model, *inputs)

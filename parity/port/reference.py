@@ -63,8 +63,7 @@ def save_reference(
     overwrite: bool = False,
 ) -> Path:
     """torch's float64 results for `port` on `inputs` (PyTorch layout) written to `path`; returns the path."""
-    from parity.port.arguments import probe_torch
-    from parity.port.check import checked_call
+    from parity.port.arguments import checked_call, probe_torch
     from parity.port.weights import torch_start
 
     path = Path(path)

@@ -39,6 +39,11 @@ class Report:
         head = f"port {self.port}{' (train mode)' if self.mode == 'train' else ''}: {verdict}"
         if self.first_divergence:
             head += f"; first divergence: {self.first_divergence}"
+        faulty = [
+            row.case.split(" (flax")[0] for row in self.failures() if row.check == "units" and " (flax" in row.case
+        ]
+        if faulty:
+            head += f"\nfaulty units (each on torch's own inputs): {', '.join(dict.fromkeys(faulty))}"
         if self.reference:
             head += f"\nagainst the reference {self.reference}"
         if self.not_ported:

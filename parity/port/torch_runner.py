@@ -117,6 +117,44 @@ def torch_submodule_outputs(
     return recorded
 
 
+@dataclasses.dataclass
+class UnitCall:
+    """One call of a declared torch submodule: its inputs (arrays, or the values as they were) and its output."""
+
+    name: str
+    args: tuple[Any, ...]
+    output: np.ndarray
+
+
+def torch_unit_calls(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None
+) -> list[UnitCall]:
+    """Each declared submodule's calls on `inputs`, in the order PyTorch finished them: what it was given
+    (positional tensors; a call by keyword, its first tensor keyword) and what it returned (its first array)."""
+    import torch
+
+    calls: list[UnitCall] = []
+    handles = []
+
+    def value(item: Any) -> Any:
+        return item.detach().cpu().numpy().copy() if isinstance(item, torch.Tensor) else item
+
+    for entry in port.submodule_entries:
+
+        def hook(_module: Any, args: Any, kwargs: Any, output: Any, name: str = entry.torch[0]) -> None:
+            given = args or tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))[:1]
+            calls.append(UnitCall(name, tuple(value(item) for item in given), value(first_leaf(output))))
+
+        handles.append(model.get_submodule(entry.torch[0]).register_forward_hook(hook, with_kwargs=True))
+    try:
+        with lowered.watching(model) if lowered else contextlib.nullcontext():
+            call(port, model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
 @contextlib.contextmanager
 def below_float64(model: Any, on_first: Callable[[], None] = lambda: None) -> Iterator[dict[str, str]]:
     """Within (a float64 run): the modules that compute below float64, innermost first, in the order found

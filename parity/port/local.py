@@ -1,0 +1,116 @@
+"""Unit-local checks (`checks=(..., "units")`): every declared submodule judged on its own, fed torch's own inputs
+to it, so one faulty unit does not spoil the verdicts of the units after it, and one run names every faulty
+unit, not only the first.
+
+One torch run records each declared submodule's inputs and output (`torch_runner.torch_unit_calls`). Each Flax
+submodule is then called alone on torch's inputs, each float array of the output's rank converted by the row's
+own steps (NCHW -> NHWC for a convolution's; a Linear's as they are), and its output compared with torch's.
+A Flax submodule that cannot be called alone on those inputs (other arguments) says so in its row and is
+judged end to end, by the submodules check. When every unit passes but the outputs do not, the fault lies
+between the units: in the code of the parent of the first submodule whose output differs (an activation, a
+residual, a reshape), and the report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity import compare
+from parity.compare import Row
+from parity.port import transforms
+from parity.port.declare import Entry, Port, module_of
+from parity.port.flax_runner import iter_modules
+from parity.port.rows import as_run, judged_as, same_values, template
+from parity.port.transforms import permute, reshape
+from parity.port.trees import first_leaf
+
+if TYPE_CHECKING:
+    from parity.port.torch_runner import Lowered, UnitCall
+
+
+def unit_rows(port: Port, calls: list[UnitCall], model: Any, dtype: str, lowered: Lowered | None = None) -> list[Row]:
+    """One row per call of each declared submodule: the Flax submodule on torch's inputs against torch's output."""
+    modules = dict(iter_modules(model))
+    entries = {entry.torch[0]: entry for entry in port.submodule_entries}
+    seen: dict[str, int] = {}
+    rows = []
+    for call in calls:
+        entry = entries[call.name]
+        index = seen.get(call.name, 0)
+        seen[call.name] = index + 1
+        case = f"{call.name} (flax {entry.flax[0]})" + (f", call {index + 1}" if index else "")
+        inside = lowered and any(f"{module}.".startswith(f"{call.name}.") for module in lowered.modules)
+        judged = lowered if inside else None  # the unit itself computed below float64 (HF's RMSNorm)
+        row = template(port, judged_as(dtype, judged), "units", case)
+        reference = transforms.apply(entry.steps, [call.output], [])[0]
+        steps, rank = input_steps(port, entry, call.output.ndim)
+        args = [converted(steps, arg, rank, dtype) for arg in call.args]
+        try:
+            other = np.asarray(first_leaf(modules[entry.flax[0]](*args)))
+        except Exception as error:  # other arguments than torch's module takes: judged end to end instead
+            alone = f"cannot be called alone on torch's inputs ({type(error).__name__}: {str(error)[:80]})"
+            rows.append(dataclasses.replace(row, dtype=dtype, tolerance="-", passed=None, detail=alone))
+            continue
+        if reference.shape != other.shape and same_values(reference.shape, other.shape):
+            reference = reference.reshape(other.shape)
+        rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, judged))
+    return rows
+
+
+def input_steps(port: Port, entry: Entry, rank: int) -> tuple[tuple[Any, ...], int | None]:
+    """The steps a unit's float inputs go through, and the rank they apply to (None: every float input): the
+    port's `unit_inputs` for it; a flattened NCHW map for a Linear whose table reads one (`reshape(out, C, H, W),
+    permute(2, 3, 1, 0), reshape()`); else the row's own output steps, for inputs of the output's rank."""
+    name = entry.torch[0]
+    if port.unit_inputs and name in port.unit_inputs:
+        return tuple(port.unit_inputs[name]), None
+    weight = next((e for e in port.entries if f"{name}.weight" in e.torch), None)
+    first = weight.steps[0] if weight and weight.steps else None
+    if isinstance(first, transforms.Reshape) and first.shape is not None and len(first.shape) == 4:
+        _, channels, height, width = first.shape
+        steps = (reshape(-1, channels, height, width), permute(0, 2, 3, 1), reshape(-1, channels * height * width))
+        return steps, 2
+    return entry.steps, rank
+
+
+def converted(steps: tuple[Any, ...], arg: Any, rank: int | None, dtype: str) -> Any:
+    """A torch input in the Flax layout: a float array of the output's rank through the row's steps, in `dtype`."""
+    import jax.numpy as jnp
+
+    if not isinstance(arg, np.ndarray):
+        return arg
+    if np.issubdtype(arg.dtype, np.floating):
+        arg = arg.astype(dtype)
+        if rank is None or arg.ndim == rank:
+            arg = transforms.apply(steps, [arg], [])[0]
+    return jnp.asarray(arg)
+
+
+def between_units(rows: list[Row], dtype: str) -> list[Row]:
+    """When every unit of `dtype` passes but an output or a submodule does not: one row naming where the fault
+    lies, the parent of the first submodule whose output differs (its own code, between the units)."""
+    ours = [row for row in rows if row.dtype == dtype]
+    units = [row for row in ours if row.check == "units"]
+    if not units or any(row.passed is False for row in units):
+        return []
+    failing = [row for row in ours if row.check in ("submodules", "outputs") and row.passed is False]
+    if not failing:
+        return []
+    first = next((row for row in failing if row.check == "submodules"), failing[0])
+    module = first.case.split(" (flax")[0] if first.check == "submodules" else "the model"
+    parent = module_of(module) if first.check == "submodules" else "(top)"
+    where = "the model's own forward" if parent == "(top)" else f"{parent}'s own forward"
+    detail = (
+        f"every unit passes on torch's inputs, but {module}'s output differs: the fault lies between the units, "
+        f"in {where}"
+    )
+    return [
+        dataclasses.replace(template_of(first), check="units", case="between the units", passed=False, detail=detail)
+    ]
+
+
+def template_of(row: Row) -> Row:
+    return dataclasses.replace(row, figures={}, tolerance="-", detail="")
