@@ -11,7 +11,7 @@ from torch import nn
 
 from examples.mnist import mnist_test_inputs
 from examples.resnet import port as resnet
-from parity import Port, check_port, permute, transpose
+from parity import Port, check_port, infer_port, permute, transpose
 
 UNITS = ("units",)
 
@@ -108,15 +108,79 @@ TABLE = [
 SUBMODULES = [("block.fc1", "block.fc1"), ("block.fc2", "block.fc2"), ("head", "head")]
 
 
-def test_every_unit_passing_with_the_outputs_failing_puts_the_fault_between_the_units_in_the_parent():
+def test_a_fault_in_a_parents_own_code_is_put_before_the_unit_it_feeds_and_one_after_every_unit_between_them():
+    """Flax's block forgets its ReLU: fc2 fails in its place, passes alone on torch's inputs to it, and the row
+    puts the fault in block's own code. A model that scales its logits after the head: every unit passes, the
+    outputs do not, and a row puts the fault between the units, in the model's own forward."""
     x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
     labels = np.arange(8) % 3
     report = check_port(Port("net", TorchNet, lambda: FlaxNet(relu=False), TABLE, SUBMODULES), x, labels)
+    assert verdicts(report) == {"block.fc1": True, "block.fc2": False, "head": True}
+    fc2 = next(row for row in report.rows if row.check == "units" and row.dtype == "float64" and not row.passed)
+    assert fc2.detail.endswith(
+        "alone on torch's inputs to it, it passes: the fault lies before it, in block's own code"
+    )
+
+    class Scaled(FlaxNet):
+        def __call__(self, x):
+            return 1.01 * super().__call__(x)
+
+    report = check_port(Port("net", TorchNet, Scaled, TABLE, SUBMODULES), x, labels)
     assert all(verdicts(report).values())
     between = [row for row in report.rows if row.case == "between the units"]
     assert [row.dtype for row in between] == ["float32", "float64"]
     assert between[1].detail == (
-        "every unit passes on torch's inputs, but block.fc2's output differs: the fault lies between the units, "
-        "in block's own forward"
+        "every unit passes on torch's inputs, but the model's output differs: the fault lies between the units, "
+        "in the model's own forward"
     )
     assert check_port(Port("net", TorchNet, FlaxNet, TABLE, SUBMODULES), x, labels).passed
+
+
+class TorchStack(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm_a, self.b = nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 8)
+        self.norm_b, self.c, self.head = nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.norm_a(self.a(x)).tanh()
+        return self.head(self.c(self.norm_b(self.b(x)).tanh()))
+
+
+class FlaxStack(nnx.Module):
+    """The same computation under names that mislead (its `c` runs first, its `norm_b` first of the norms), with a
+    bug in the norm that runs first: epsilon 0.1 for torch's 1e-5."""
+
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.c, self.norm_b = nnx.Linear(8, 8, rngs=rngs), nnx.LayerNorm(8, epsilon=0.1, rngs=rngs)
+        self.b, self.norm_a = nnx.Linear(8, 8, rngs=rngs), nnx.LayerNorm(8, epsilon=1e-5, rngs=rngs)
+        self.a, self.head = nnx.Linear(8, 8, rngs=rngs), nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = jax.nn.tanh(self.norm_b(self.c(x)))
+        return self.head(self.a(jax.nn.tanh(self.norm_a(self.b(x)))))
+
+
+def test_infer_port_past_a_faulty_unit_pairs_every_other_unit_right():
+    """Judged chained, every unit after the faulty norm sees spoiled inputs and keeps the names' (wrong) guess;
+    judged unit by unit, each is decided on torch's own inputs to it, and the faulty one alone is said."""
+    x = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    inferred = infer_port(TorchStack, FlaxStack, x)
+    paired = {row[0].rsplit(".", 1)[0]: row[1].rsplit(".", 1)[0] for row in inferred.port.weights}
+    assert paired == {"a": "c", "norm_a": "norm_b", "b": "b", "norm_b": "norm_a", "c": "a", "head": "head"}
+    assert len(inferred.undecided) == 1 and inferred.undecided[0].startswith("norm_a (flax norm_b): differs on torch's")
+
+
+def test_infer_port_on_the_resnet_with_one_wrong_batchnorm_epsilon_keeps_every_other_units_table(images):
+    from examples.resnet import flax_model, torch_model
+
+    def faulty(dtype="float32"):
+        model = flax_model.ResNet(nnx.Rngs(0), resnet.CHANNELS, param_dtype=dtype)
+        model.block1.bn1.epsilon = 1e-2  # PyTorch's is 1e-5
+        return model
+
+    inferred = infer_port(lambda: torch_model.ResNet(resnet.CHANNELS), faulty, images[0])
+    assert {tuple(map(str, row)) for row in inferred.port.weights} == {tuple(map(str, row)) for row in resnet.weights()}
+    assert len(inferred.undecided) == 1, inferred.undecided
+    assert inferred.undecided[0].startswith("block1.bn1 (flax block1.bn1): differs on torch's own inputs")

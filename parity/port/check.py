@@ -252,7 +252,8 @@ def dtype_rows(
             held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
             rows += buffer_rows(table, torch_buffers, held, dtype)
     if units:
-        rows += unit_rows(port, units, flax_model, dtype, lowered)
+        with refused():
+            rows += unit_rows(port, units, flax_model, dtype, inputs, lowered)
     if "submodules" in checks and port.submodules:
         with refused():
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)

@@ -157,9 +157,40 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...
     return outputs
 
 
+def flax_spliced_outputs(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], torch_outputs: dict[str, list[np.ndarray]]
+) -> dict[str, list[np.ndarray]]:
+    """As `flax_submodule_outputs`, but each declared module's call hands on torch's output of that call
+    (`torch_outputs`: Flax path -> torch's outputs in the Flax layout) in place of its own: every module then
+    runs on inputs as exact as torch's, whatever the modules before it did, in its own place in the model."""
+    modules = dict(iter_modules(model))
+    wanted = {id(modules[entry.flax[0]]): entry.flax[0] for entry in port.submodule_entries}
+    outputs: dict[str, list[np.ndarray]] = {}
+    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs, torch_outputs):
+        port.run_flax(model, *flax_inputs(port, inputs))
+    return outputs
+
+
+def spliced(output: Any, torch_output: np.ndarray | None) -> Any:
+    """torch's output in place of a Flax module's array output of the same values (else the module's own)."""
+    import jax.numpy as jnp
+
+    from parity.port.rows import same_values
+
+    if torch_output is None or not hasattr(output, "shape") or not same_values(torch_output.shape, output.shape):
+        return output
+    return jnp.asarray(torch_output.reshape(output.shape), dtype=output.dtype)
+
+
 @contextlib.contextmanager
-def recording_calls(classes: set[type], wanted: dict[int, str], outputs: dict[str, list[np.ndarray]]) -> Iterator[None]:
-    """Within the block, a call of any instance in `wanted` (by id) appends its output to outputs[its name]."""
+def recording_calls(
+    classes: set[type],
+    wanted: dict[int, str],
+    outputs: dict[str, list[np.ndarray]],
+    replacing: dict[str, list[np.ndarray]] | None = None,
+) -> Iterator[None]:
+    """Within the block, a call of any instance in `wanted` (by id) appends its output to outputs[its name]
+    (and with `replacing`, returns replacing[its name]'s next array instead, where it holds the same values)."""
     patched = []
     for cls in classes:
         original = cls.__call__
@@ -169,6 +200,10 @@ def recording_calls(classes: set[type], wanted: dict[int, str], outputs: dict[st
             name = wanted.get(id(self))
             if name is not None:
                 outputs.setdefault(name, []).append(np.asarray(first_leaf(output)))
+                if replacing is not None:
+                    given = replacing.get(name, [])
+                    call = len(outputs[name]) - 1
+                    return spliced(output, given[call] if call < len(given) else None)
             return output
 
         patched.append((cls, "__call__" in cls.__dict__, original))

@@ -26,7 +26,7 @@ import numpy as np
 
 from parity.port.conventions import notes
 from parity.port.declare import Port, PortError, parse_entry
-from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, pair_units
+from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, faulty_units, pair_units
 from parity.port.trees import called
 from parity.port.units import Unit, flax_units, torch_units
 from parity.port.weights import build, flax_shapes, flax_types
@@ -181,10 +181,22 @@ def infer_port(
         if better is None or better.score <= best.score:
             break
         best = better
-    if not best.report.passed:
+    faulty = faulty_units(best.report)  # a unit that differs on torch's own inputs whatever its table: a bug there
+    for row in faulty.values():
+        undecided.append(
+            f"{row.case}: differs on torch's own inputs with every candidate tried ({search.trials} runs): a bug in "
+            f"the Flax module, not the table? {row.detail}"
+        )
+    if not best.report.passed and not faulty:
         where = best.report.first_divergence or "; ".join(row.detail for row in best.report.failures()[:1])
         undecided.append(f"float64 outputs differ with every candidate tried ({search.trials} runs): {where}")
-    marks = [mark(pair, index, best.report.passed) for pair in best.pairs for index in range(len(pair.rows))]
+    units = {row.case.split(" (flax")[0]: row.passed for row in best.report.rows if row.check == "units"}
+
+    def agreed(pair: Pair) -> bool:  # its own unit on torch's inputs, where it is one; else the whole port
+        verdict = units.get(pair.source.path, units.get(pair.source.path.rsplit(".", 1)[0]))
+        return bool(best.report.passed if verdict is None else verdict)
+
+    marks = [mark(pair, index, agreed(pair)) for pair in best.pairs for index in range(len(pair.rows))]
     said = [line for pair in best.pairs for line in notes(pair.source, pair.target)]
     return InferredPort(search.port(best), marks, undecided, list(dict.fromkeys(said)), search.trials)
 

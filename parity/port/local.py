@@ -1,14 +1,16 @@
-"""Unit-local checks (`checks=(..., "units")`): every declared submodule judged on its own, fed torch's own inputs
-to it, so one faulty unit does not spoil the verdicts of the units after it, and one run names every faulty
-unit, not only the first.
+"""Unit-local checks (`checks=(..., "units")`): every declared submodule judged on inputs as exact as torch's,
+so one faulty unit does not spoil the verdicts of the units after it, and one run names every faulty unit,
+not only the first.
 
-One torch run records each declared submodule's inputs and output (`torch_runner.torch_unit_calls`). Each Flax
-submodule is then called alone on torch's inputs, each float array of the output's rank converted by the row's
-own steps (NCHW -> NHWC for a convolution's; a Linear's as they are), and its output compared with torch's.
-A Flax submodule that cannot be called alone on those inputs (other arguments) says so in its row and is
-judged end to end, by the submodules check. When every unit passes but the outputs do not, the fault lies
-between the units: in the code of the parent of the first submodule whose output differs (an activation, a
-residual, a reshape), and the report says so.
+One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_unit_calls`). The Flax
+model then runs once with every declared module handing on torch's output of that call in place of its own
+(`flax_runner.flax_spliced_outputs`): each module runs in its own place in the Flax model, on what the code
+before it makes of torch's exact values, and its own output is compared with torch's. A wrong pairing (torch's
+`a` onto the Flax layer that runs third) fails there, as a faulty layer does; a faulty one fails alone. A unit
+that fails is called once more alone, on torch's inputs to it (each float array of the output's rank through
+the row's steps; a Linear reading a flattened NCHW map, through that flatten; `Port(unit_inputs=)` where
+neither fits): if it passes so, the fault lies before it, in its parent's own code (an activation, a residual),
+and the row says so. When every unit passes but the outputs do not, a row puts the fault between the units.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from parity import compare
 from parity.compare import Row
 from parity.port import transforms
 from parity.port.declare import Entry, Port, module_of
-from parity.port.flax_runner import iter_modules
+from parity.port.flax_runner import flax_spliced_outputs, iter_modules
 from parity.port.rows import as_run, judged_as, same_values, template
 from parity.port.transforms import permute, reshape
 from parity.port.trees import first_leaf
@@ -31,33 +33,61 @@ if TYPE_CHECKING:
     from parity.port.torch_runner import Lowered, UnitCall
 
 
-def unit_rows(port: Port, calls: list[UnitCall], model: Any, dtype: str, lowered: Lowered | None = None) -> list[Row]:
-    """One row per call of each declared submodule: the Flax submodule on torch's inputs against torch's output."""
-    modules = dict(iter_modules(model))
+def unit_rows(
+    port: Port,
+    calls: list[UnitCall],
+    model: Any,
+    dtype: str,
+    inputs: tuple[np.ndarray, ...],
+    lowered: Lowered | None = None,
+) -> list[Row]:
+    """One row per call of each declared submodule: the Flax module in its own place in the model, its inputs
+    made exact by handing on torch's output in place of every declared module's own, against torch's output."""
     entries = {entry.torch[0]: entry for entry in port.submodule_entries}
+    given: dict[str, list[np.ndarray]] = {}
+    for call in calls:
+        entry = entries[call.name]
+        given.setdefault(entry.flax[0], []).append(transforms.apply(entry.steps, [call.output.astype(dtype)], [])[0])
+    recorded = flax_spliced_outputs(port, model, inputs, given)
     seen: dict[str, int] = {}
     rows = []
     for call in calls:
         entry = entries[call.name]
-        index = seen.get(call.name, 0)
-        seen[call.name] = index + 1
+        index = seen.get(entry.flax[0], 0)
+        seen[entry.flax[0]] = index + 1
         case = f"{call.name} (flax {entry.flax[0]})" + (f", call {index + 1}" if index else "")
         inside = lowered and any(f"{module}.".startswith(f"{call.name}.") for module in lowered.modules)
         judged = lowered if inside else None  # the unit itself computed below float64 (HF's RMSNorm)
         row = template(port, judged_as(dtype, judged), "units", case)
-        reference = transforms.apply(entry.steps, [call.output], [])[0]
-        steps, rank = input_steps(port, entry, call.output.ndim)
-        args = [converted(steps, arg, rank, dtype) for arg in call.args]
-        try:
-            other = np.asarray(first_leaf(modules[entry.flax[0]](*args)))
-        except Exception as error:  # other arguments than torch's module takes: judged end to end instead
-            alone = f"cannot be called alone on torch's inputs ({type(error).__name__}: {str(error)[:80]})"
-            rows.append(dataclasses.replace(row, dtype=dtype, tolerance="-", passed=None, detail=alone))
+        ran = recorded.get(entry.flax[0], [])
+        if index >= len(ran):
+            detail = f"flax {entry.flax[0]} ran {len(ran)} times, torch {call.name} at least {index + 1}"
+            rows.append(dataclasses.replace(row, dtype=dtype, tolerance="-", passed=False, detail=detail))
             continue
+        reference, other = given[entry.flax[0]][index], ran[index]
         if reference.shape != other.shape and same_values(reference.shape, other.shape):
             reference = reference.reshape(other.shape)
-        rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, judged))
+        row = as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, judged)
+        if row.passed is False and alone_passes(port, entry, call, model, dtype, reference):
+            parent = module_of(call.name)
+            where = "the model's own code" if parent == "(top)" else f"{parent}'s own code"
+            row.detail += f"; alone on torch's inputs to it, it passes: the fault lies before it, in {where}"
+        rows.append(row)
     return rows
+
+
+def alone_passes(port: Port, entry: Entry, call: UnitCall, model: Any, dtype: str, reference: np.ndarray) -> bool:
+    """Whether the Flax module, called alone on torch's inputs to it (converted), gives torch's output."""
+    steps, rank = input_steps(port, entry, call.output.ndim)
+    try:
+        module = dict(iter_modules(model))[entry.flax[0]]
+        other = np.asarray(first_leaf(module(*[converted(steps, arg, rank, dtype) for arg in call.args])))
+    except Exception:  # other arguments than torch's module takes
+        return False
+    if other.shape != reference.shape:
+        return False
+    row = compare.compare_outputs(template(port, dtype, "units"), reference, other, float64_relative=True)
+    return bool(row.passed)
 
 
 def input_steps(port: Port, entry: Entry, rank: int) -> tuple[tuple[Any, ...], int | None]:

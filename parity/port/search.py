@@ -153,7 +153,7 @@ class Search:
         self.trials += 1
         try:
             report = check_port(
-                self.port(candidate), self.inputs, None, checks=("outputs", "submodules"), dtypes=("float64",)
+                self.port(candidate), self.inputs, None, checks=("outputs", "submodules", "units"), dtypes=("float64",)
             )
         except Exception as error:  # a layout or table the Flax model cannot run
             return dataclasses.replace(candidate, score=(-1,), report=None, error=f"{type(error).__name__}: {error}")
@@ -165,7 +165,8 @@ class Search:
         leading = next((i for i, row in enumerate(layers) if row.passed is False), len(layers))
         outputs = all(row.passed is not False for row in report.rows if row.check == "outputs")
         agreeing = sum(row.passed is not False for row in layers)
-        score = (int(report.passed), leading, agreeing, int(outputs))
+        units = sum(row.passed is True for row in report.rows if row.check == "units")  # each on torch's inputs
+        score = (int(report.passed), units, leading, agreeing, int(outputs))
         return dataclasses.replace(candidate, score=score, report=report, error="")
 
     def culprits(self, candidate: Candidate) -> list[Pair]:
@@ -174,10 +175,11 @@ class Search:
         differing, every pair with rivals."""
         ambiguous = [p for p in candidate.pairs if p.rivals or len(p.tables) > 1]
         failing = [row for row in candidate.report.rows if row.check == "submodules" and row.passed is False]
-        if not failing:
+        faulty = set(faulty_units(candidate.report))
+        if not failing and not faulty:
             return ambiguous
-        module = failing[0].case.split(" (flax")[0]
-        found = [p for p in candidate.pairs if module in (p.source.path, p.source.path.rsplit(".", 1)[0])]
+        modules = faulty or {failing[0].case.split(" (flax")[0]}  # every faulty unit, each judged on its own
+        found = [p for p in candidate.pairs if {p.source.path, p.source.path.rsplit(".", 1)[0]} & modules]
         shown = {row[1] for row in self.port(candidate).submodules}
         unseen = [p for p in ambiguous if p.source.family == "tensor" or p.target.path not in shown]
         return found + [p for p in unseen if p not in found]
@@ -214,3 +216,9 @@ class Search:
 def changed(candidate: Candidate, replaced: dict[int, Pair]) -> Candidate:
     pairs = [replaced.get(index, pair) for index, pair in enumerate(candidate.pairs)]
     return Candidate(pairs, candidate.inputs)
+
+
+def faulty_units(report: Any) -> dict[str, Any]:
+    """torch module -> its failing units row, for each unit that differs on torch's own inputs."""
+    rows = [row for row in report.rows if row.check == "units" and row.passed is False and " (flax" in row.case]
+    return {row.case.split(" (flax")[0]: row for row in rows}
