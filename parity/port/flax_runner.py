@@ -157,20 +157,6 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...
     return outputs
 
 
-def flax_spliced_outputs(
-    port: Port, model: Any, inputs: tuple[np.ndarray, ...], torch_outputs: dict[str, list[np.ndarray]]
-) -> dict[str, list[np.ndarray]]:
-    """As `flax_submodule_outputs`, but each declared module's call hands on torch's output of that call
-    (`torch_outputs`: Flax path -> torch's outputs in the Flax layout) in place of its own: every module then
-    runs on inputs as exact as torch's, whatever the modules before it did, in its own place in the model."""
-    modules = dict(iter_modules(model))
-    wanted = {id(modules[entry.flax[0]]): entry.flax[0] for entry in port.submodule_entries}
-    outputs: dict[str, list[np.ndarray]] = {}
-    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs, torch_outputs):
-        port.run_flax(model, *flax_inputs(port, inputs))
-    return outputs
-
-
 def spliced(output: Any, torch_output: np.ndarray | None) -> Any:
     """torch's output in place of a Flax module's array output of the same values (else the module's own)."""
     import jax.numpy as jnp

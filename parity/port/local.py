@@ -24,7 +24,7 @@ from parity import compare
 from parity.compare import Row
 from parity.port import transforms
 from parity.port.declare import Entry, Port, module_of
-from parity.port.flax_runner import flax_spliced_outputs, iter_modules
+from parity.port.flax_runner import flax_inputs, iter_modules, recording_calls
 from parity.port.rows import as_run, judged_as, same_values, template
 from parity.port.transforms import permute, reshape
 from parity.port.trees import first_leaf
@@ -74,6 +74,20 @@ def unit_rows(
             row.detail += f"; alone on torch's inputs to it, it passes: the fault lies before it, in {where}"
         rows.append(row)
     return rows
+
+
+def flax_spliced_outputs(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], torch_outputs: dict[str, list[np.ndarray]]
+) -> dict[str, list[np.ndarray]]:
+    """As `flax_submodule_outputs`, but each declared module's call hands on torch's output of that call
+    (`torch_outputs`: Flax path -> torch's outputs in the Flax layout) in place of its own: every module then
+    runs on inputs as exact as torch's, whatever the modules before it did, in its own place in the model."""
+    modules = dict(iter_modules(model))
+    wanted = {id(modules[entry.flax[0]]): entry.flax[0] for entry in port.submodule_entries}
+    outputs: dict[str, list[np.ndarray]] = {}
+    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs, torch_outputs):
+        port.run_flax(model, *flax_inputs(port, inputs))
+    return outputs
 
 
 def alone_passes(port: Port, entry: Entry, call: UnitCall, model: Any, dtype: str, reference: np.ndarray) -> bool:
