@@ -239,7 +239,7 @@ def trajectory_tolerances(
     return (
         loss_tol,
         weight_tol,
-        f"{ROUNDING_FACTOR:g}x torch f32-f64 drift (max {loss_tol.max():.1e}, {weight_tol.max():.1e})",
+        f"{ROUNDING_FACTOR:g}x f32-f64 drift (max {loss_tol.max():.1e}, {weight_tol.max():.1e})",
     )
 
 

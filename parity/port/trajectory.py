@@ -1,7 +1,10 @@
 """The trajectory check: torch and Flax trained side by side on the same batches, compared step by step.
 
-float64 against torch's float64 run; float32 against torch's float32 run, within the drift torch's float32
-run has from its float64 one (so torch in float64 runs even for float32 alone). One model is alive at a time:
+float64 against torch's float64 run; float32 against torch's float32 run, within the drift each framework's
+float32 run has from its own float64 one, the larger (optax's float32 Adam computes its bias correction
+1 - b2^t in float32 where torch uses Python's float64, and drifts further than torch does); with float32
+alone, torch's drift (torch's float64 run is its yardstick, and a Flax model that cannot run float64 still
+checks in float32). One model is alive at a time:
 each run's weights after every step go through a temporary folder, one safetensors file a step, so a check
 holds a few copies of the model, not one per step. Batch statistics are carried from step to step and
 compared with the weights; a summed entry (`add()`) trains in torch as its one Flax parameter does, the sum in
@@ -39,6 +42,13 @@ class StepStore:
 
     def path(self, run: str, step: int) -> Path:
         return self.folder / f"{run}-{step}.safetensors"
+
+    def replay(self, run: str) -> Iterator[tuple[float, Weights]]:
+        """A recorded run's steps again, from disk."""
+        from safetensors.numpy import load_file
+
+        for step, loss in enumerate(self.losses[run]):
+            yield loss, load_file(str(self.path(run, step)))
 
     def against(
         self, reference: str | None, run: Iterator[tuple[float, Weights]], record_as: str | None = None
@@ -98,13 +108,19 @@ def trajectory_rows(
         store = StepStore(Path(folder))
         lowered = torch_runner.Lowered()  # what torch computes below float64 (then float64 is judged as float32)
         store.against(None, torch_run("float64", lowered), record_as="torch64")
-        if "float64" in dtypes:
+        if "float64" in dtypes:  # also float32's yardstick: Flax's own float32-vs-float64 drift
             with flax_runner.x64("float64"):
-                gaps["float64"] = store.against("torch64", flax_run("float64"))
+                gaps["float64"] = store.against("torch64", flax_run("float64"), record_as="flax64")
         if "float32" in dtypes or lowered.modules:
             gaps["rounding"] = store.against("torch64", torch_run("float32"), record_as="torch32")
         if "float32" in dtypes:
-            gaps["float32"] = store.against("torch32", flax_run("float32"))
+            gaps["float32"] = store.against("torch32", flax_run("float32"), record_as="flax32")
+            # each framework's own rounding, the larger: optax's float32 Adam computes its bias correction
+            # 1 - b2^t in float32 (x64 off, as users run it), torch in Python's float64
+            if "float64" in dtypes:
+                drift = store.against("flax64", store.replay("flax32"))
+                torch_drift = gaps["rounding"]
+                gaps["rounding"] = (np.maximum(torch_drift[0], drift[0]), np.maximum(torch_drift[1], drift[1]))
     case = f"{optimizer.kind}, {len(batches)} steps" + (", train mode" if table.mode == "train" else "")
     more = ", ..." if len(frozen) > 3 else ""
     held = f"; torch holds {', '.join(frozen[:3])}{more} at zero (summed into the first term)" if frozen else ""
