@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import flax_runner, torch_runner
+from parity.port import flax_runner, precision, torch_runner
 from parity.port.optimizer import Optimizer
 from parity.port.rows import as_run, judged_as
 from parity.port.trees import in_dtype
@@ -117,8 +117,8 @@ def trajectory_rows(
             gaps["float32"] = store.against("torch32", flax_run("float32"), record_as="flax32")
             # each framework's own rounding, the larger: optax's float32 Adam computes its bias correction
             # 1 - b2^t in float32 (x64 off, as users run it), torch in Python's float64
-            if "float64" in dtypes:
-                drift = store.against("flax64", store.replay("flax32"))
+            if "float64" in dtypes:  # Flax's own float32 rounding, at full float32 precision (TF32 is no rounding)
+                drift = store.against("flax64", flax_own_float32(store, flax_run))
                 torch_drift = gaps["rounding"]
                 gaps["rounding"] = (np.maximum(torch_drift[0], drift[0]), np.maximum(torch_drift[1], drift[1]))
     case = f"{optimizer.kind}, {len(batches)} steps" + (", train mode" if table.mode == "train" else "")
@@ -134,3 +134,20 @@ def trajectory_rows(
         row.detail += held
         rows.append(as_run(row, dtype, lowered))
     return rows
+
+
+def flax_own_float32(
+    store: StepStore, flax_run: Callable[[str], Iterator[tuple[float, Weights]]]
+) -> Iterator[tuple[float, Weights]]:
+    """Flax's float32 steps as the yardstick of its own rounding: the recorded run; on a GPU or TPU short of
+    full matmul precision, a run at 'highest' (TF32 is not rounding: the float32 row should fail, and says so)."""
+    if not precision.jax_reduced_precision():
+        return store.replay("flax32")
+
+    def at_highest() -> Iterator[tuple[float, Weights]]:
+        import jax
+
+        with jax.default_matmul_precision("highest"):
+            yield from flax_run("float32")
+
+    return at_highest()
