@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -10,7 +11,7 @@ import numpy as np
 from common.cli import OneLineParser
 from common.data import images_to_row_sequences, load_dataset
 from common.resources import peak_rss_mb
-from parity import PORT_CHECKS, Port, check_port
+from parity import PORT_CHECKS, STREAMING_CHECKS, Port, PortError, check_port
 
 
 def mnist_test_inputs(count: int, channel_axis: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +37,15 @@ def example_parser(name: str) -> OneLineParser:
     parser.add_argument("--images", type=int, default=64, help="real MNIST test images to check on")
     parser.add_argument(
         "--checks",
-        default=",".join(PORT_CHECKS),
-        help=f"comma-separated checks to run, some of {','.join(PORT_CHECKS)} (default: all)",
+        default=None,
+        help=f"comma-separated checks to run, some of {','.join(PORT_CHECKS)} (default: all; with --streaming, "
+        f"{','.join(STREAMING_CHECKS)})",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="hold both models in float32, each float64 weight made as it is used: a model too large for a "
+        "whole float64 copy (no gradients, trajectory or coverage)",
     )
     parser.add_argument(
         "--coverage",
@@ -52,11 +60,15 @@ def parse_example_args(parser: OneLineParser, argv: Sequence[str] | None):
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error(f"--images must be positive, got {args.images}")
-    args.checks = tuple(name.strip() for name in args.checks.split(",") if name.strip())
+    default = STREAMING_CHECKS if args.streaming else PORT_CHECKS
+    args.checks = tuple(name.strip() for name in (args.checks or ",".join(default)).split(",") if name.strip())
     unknown = [name for name in args.checks if name not in PORT_CHECKS]
     if unknown or not args.checks:
         given = ", ".join(unknown) or "none given"
         parser.error(f"--checks: unknown {given}; expected some of {','.join(PORT_CHECKS)}")
+    whole = [name for name in args.checks if name not in STREAMING_CHECKS] + (["--coverage"] if args.coverage else [])
+    if args.streaming and whole:
+        parser.error(f"--streaming: {','.join(whole)} need the whole model in float64; leave them out")
     return args
 
 
@@ -68,12 +80,18 @@ def prove(
     mode: str = "eval",
     coverage: bool = False,
     data: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+    streaming: bool = False,
 ) -> int:
     """The checks on `images` test images (as `data(images)` gives them: inputs and labels, by default
-    `mnist_test_inputs`), the report printed with the time and memory it took; exit 1 on a failure."""
+    `mnist_test_inputs`), the report printed with the time and memory it took; exit 1 on a failure, 2 when the
+    check cannot run (one line: it would not fit in memory)."""
     began = time.perf_counter()
     inputs, labels = data(images) if data else mnist_test_inputs(images, channel_axis)
-    report = check_port(port, inputs, labels, checks=checks, mode=mode, coverage=coverage)
+    try:
+        report = check_port(port, inputs, labels, checks=checks, mode=mode, coverage=coverage, streaming=streaming)
+    except PortError as error:  # a check that cannot run (it would not fit in memory): one line, exit 2
+        print(f"python -m examples.{port.name}.port: error: {error}", file=sys.stderr)
+        return 2
     print(report.table())
     seconds = time.perf_counter() - began
     print(f"{port.name}: {report.values:,} weights, {seconds:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GiB")
@@ -88,4 +106,6 @@ def prove_main(
 ) -> int:
     """`python -m examples.<name>.port [--images N] [--checks NAMES]`: the checks on N images; exit 1 on a failure."""
     args = parse_example_args(example_parser(port.name), argv)
-    return prove(port, args.images, channel_axis, args.checks, coverage=args.coverage, data=data)
+    return prove(
+        port, args.images, channel_axis, args.checks, coverage=args.coverage, data=data, streaming=args.streaming
+    )

@@ -15,6 +15,7 @@ worst gap is and how many values are over, and a report names its first divergen
 
 from parity.port import (
     PORT_CHECKS,
+    STREAMING_CHECKS,
     InferredPort,
     Optimizer,
     Port,
@@ -36,6 +37,7 @@ from parity.port import (
 
 __all__ = [
     "PORT_CHECKS",
+    "STREAMING_CHECKS",
     "InferredPort",
     "Optimizer",
     "Port",

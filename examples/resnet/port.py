@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parse_example_args(parser, argv)
     port = make_port(flax_options={"stock_batchnorm": True} if args.stock_batchnorm else None)
-    return prove(port, args.images, channel_axis=True, checks=args.checks, mode=args.mode, coverage=args.coverage)
+    return prove(port, args.images, True, args.checks, args.mode, args.coverage, streaming=args.streaming)
 
 
 if __name__ == "__main__":

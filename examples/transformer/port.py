@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{flag} must be positive, got {value}")
     if size.width % size.heads:
         parser.error(f"--heads: {size.heads} does not divide --width {size.width}")
-    return prove(make_port(size=size), args.images, channel_axis=False, checks=args.checks, coverage=args.coverage)
+    port = make_port(size=size)
+    return prove(port, args.images, False, args.checks, coverage=args.coverage, streaming=args.streaming)
 
 
 if __name__ == "__main__":

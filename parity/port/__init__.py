@@ -12,11 +12,13 @@ table), `environment` (the precision settings, threads and versions every report
 float32 row on a GPU or TPU rerun at full matmul precision, said to be TF32 or not); `units`,
 `conventions`, `search` and `infer` (`infer_port`: the table proposed from the two models, ambiguities decided
 in float64), `reference` (`save_reference`, `check_reference`: torch's results kept in a file, checked
-without torch), `coverage` (a likely bug planted in each entry, to prove the checks would catch it).
+without torch), `coverage` (a likely bug planted in each entry, to prove the checks would catch it), `memory` (a check's
+need estimated before it builds anything; streaming mode for a model too large for a float64 copy).
 Importing this package loads neither torch nor JAX; running a check does.
 """
 
-from parity.port.check import PORT_CHECKS, assert_port, check_port
+from parity.port.arguments import PORT_CHECKS, STREAMING_CHECKS
+from parity.port.check import assert_port, check_port
 from parity.port.declare import Port, PortError
 from parity.port.infer import InferredPort, infer_port
 from parity.port.optimizer import Optimizer
@@ -26,6 +28,7 @@ from parity.port.transforms import add, concat, permute, reorder_blocks, reshape
 
 __all__ = [
     "PORT_CHECKS",
+    "STREAMING_CHECKS",
     "InferredPort",
     "Optimizer",
     "Port",

@@ -22,7 +22,51 @@ import numpy as np
 from parity.port.declare import Port, PortError
 from parity.port.trees import first_leaf, torch_cross_entropy
 
+PORT_CHECKS = ("weights", "outputs", "submodules", "units", "gradients", "trajectory")
+STREAMING_CHECKS = ("weights", "outputs", "submodules", "units")  # what needs no whole float64 model
+MODES = ("eval", "train")
+RENAMED = {"training": "trajectory"}
 KINDS = {"torch_model": ("torch", "a torch.nn.Module"), "flax_model": ("flax.nnx", "an nnx.Module")}
+
+
+def checked_options(
+    checks: Sequence[str] | None,
+    dtypes: Sequence[str],
+    mode: str,
+    steps: int,
+    batch_size: int,
+    streaming: bool,
+    coverage: bool,
+) -> tuple[str, ...]:
+    """`check_port`'s options (else PortError, one line naming the option); the checks to run (None: every
+    check, or in streaming mode every check that needs no whole float64 model)."""
+    checks = tuple(checks) if checks is not None else (STREAMING_CHECKS if streaming else PORT_CHECKS)
+    for name in checks:
+        if name in RENAMED:
+            raise PortError(f"checks: {name!r} is now called {RENAMED[name]!r}")
+    unknown = [name for name in checks if name not in PORT_CHECKS]
+    if unknown:
+        raise PortError(f"checks: unknown {', '.join(unknown)}; expected some of {', '.join(PORT_CHECKS)}")
+    if not dtypes or any(dtype not in ("float32", "float64") for dtype in dtypes):
+        raise PortError(f"dtypes: expected float32 and/or float64, got {', '.join(dtypes) or 'none'}")
+    if mode not in MODES:
+        raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
+    if steps < 1 or batch_size < 1:
+        raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    whole = [name for name in checks if name not in STREAMING_CHECKS] + (["coverage"] if coverage else [])
+    if streaming and whole:
+        raise PortError(
+            f"streaming=True: {', '.join(whole)} need{'s' if len(whole) == 1 else ''} the whole model in float64 at "
+            f"once (every parameter's gradient, every step's weights, a planted bug per entry); streaming checks "
+            f"{', '.join(STREAMING_CHECKS)} with each float64 tensor made as it is used: leave out {', '.join(whole)}, "
+            "or streaming"
+        )
+    if streaming and mode != "eval":
+        raise PortError(
+            "streaming=True: mode='train' updates batch statistics in place, and in streaming mode the float64 run "
+            "computes on copies of the float32 weights: check train mode without streaming"
+        )
+    return checks
 
 
 def described(value: Any) -> str:

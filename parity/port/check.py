@@ -27,6 +27,7 @@ at a time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import tempfile
@@ -39,7 +40,7 @@ from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import arguments, flax_runner, torch_runner, transforms
+from parity.port import arguments, flax_runner, memory, torch_runner, transforms
 from parity.port.coverage import coverage_rows
 from parity.port.declare import Entry, Port, PortError, check_declaration, matching
 from parity.port.environment import precision_environment
@@ -72,9 +73,6 @@ from parity.port.weights import (
     torch_weights,
 )
 
-PORT_CHECKS = ("weights", "outputs", "submodules", "units", "gradients", "trajectory")
-MODES = ("eval", "train")
-RENAMED = {"training": "trajectory"}
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
 ADAM = Optimizer()  # Adam at lr 1e-4, PyTorch's defaults otherwise
 
@@ -137,7 +135,7 @@ def check_port(
     inputs: np.ndarray | Sequence[np.ndarray],
     labels: np.ndarray | None,
     *,
-    checks: Sequence[str] = PORT_CHECKS,
+    checks: Sequence[str] | None = None,
     dtypes: Sequence[str] = ("float32", "float64"),
     mode: str = "eval",
     optimizer: Optimizer = ADAM,
@@ -145,28 +143,23 @@ def check_port(
     batch_size: int = 16,
     seed: int = 0,
     coverage: bool = False,
+    streaming: bool = False,
 ) -> Report:
     """Every check in `checks`, in each dtype; `inputs` (one array, or a tuple for a model of several inputs) in
     the PyTorch layout, `labels` integers; both models in `mode` ("eval" or "train"). `coverage`: also plant
     the likeliest bug in each entry and report any the outputs and submodules checks would miss
-    (`parity.port.coverage`)."""
-    for name in checks:
-        if name in RENAMED:
-            raise PortError(f"checks: {name!r} is now called {RENAMED[name]!r}")
-    unknown = [name for name in checks if name not in PORT_CHECKS]
-    if unknown:
-        raise PortError(f"checks: unknown {', '.join(unknown)}; expected some of {', '.join(PORT_CHECKS)}")
-    if not dtypes or any(dtype not in ("float32", "float64") for dtype in dtypes):
-        raise PortError(f"dtypes: expected float32 and/or float64, got {', '.join(dtypes) or 'none'}")
-    if mode not in MODES:
-        raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
-    if steps < 1 or batch_size < 1:
-        raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    (`parity.port.coverage`). `streaming`: both models held in float32 alone, the float64 run computing on each
+    weight's float64 copy as it is used (`torch_runner.widened`; Flax promotes float32 weights against float64
+    inputs), for a model too large to hold in float64: the weights, outputs, submodules and units checks, in
+    eval mode (the default checks then). Without it, a check estimated to need more memory than is free stops
+    before it builds a model (`parity.port.memory`)."""
+    checks = arguments.checked_options(checks, dtypes, mode, steps, batch_size, streaming, coverage)
     needs_labels = coverage or bool({"gradients", "trajectory"} & set(checks))
     port, xs, labels = arguments.checked_call(port, inputs, labels, "check_port", labels_optional=not needs_labels)
     from jax_impl.cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
+    memory.check_fits(port, checks, streaming, "check_port")
 
     def probe(model: Any) -> None:
         arguments.probe_torch(model, port, xs, labels, "check_port")
@@ -184,7 +177,9 @@ def check_port(
             if "trajectory" in only:
                 return trajectory_rows(table, base, (dtype,), optimizer, (xs, labels), batches)
             with flax_runner.x64(dtype):  # float64 alone enables JAX's x64, as a context
-                return dtype_rows(table, dtype, as_dtype(base, dtype), in_dtype(xs, dtype), labels, only, exact)
+                held = "float32" if streaming else dtype  # the weights' dtype in both models
+                weights = as_dtype(base, held)
+                return dtype_rows(table, dtype, weights, in_dtype(xs, dtype), labels, only, exact, held)
 
         for dtype in sorted(dtypes, reverse=True):  # float64 first: torch's float64 gradients judge float32's rounding
             by_dtype[dtype] = run(dtype, [name for name in checks if name != "trajectory"])
@@ -197,7 +192,7 @@ def check_port(
     values = sum(array.size for array in base.values())
     rows += [row for dtype in dtypes for row in between_units(rows, dtype)]
     divergence = compare.first_divergence(rows, locating=("units", "submodules", "buffers"))
-    environment = precision_environment(dtypes)
+    environment = precision_environment(dtypes, streaming)
     return Report(port.name, rows, divergence, values, table.not_ported, mode, environment)
 
 
@@ -217,13 +212,16 @@ def dtype_rows(
     labels: np.ndarray,
     checks: Sequence[str],
     exact: Path | None = None,
+    held: str | None = None,
 ) -> list[Row]:
     """The checks of one dtype: torch's results first (then its model is dropped), then Flax's beside them.
-    `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick)."""
-    port, mode = table.port, table.mode
-    model = torch_runner.torch_model_holding(port, weights, dtype, mode)
+    `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick).
+    `held`: the dtype both models hold the weights in (float32 in streaming mode), if not `dtype`."""
+    port, mode, held = table.port, table.mode, held or dtype
+    model = torch_runner.torch_model_holding(port, weights, held, mode)
     lowered = torch_runner.Lowered() if dtype == "float64" else None  # what torch computes below float64
-    with arguments.refusal("torch", inputs, "check_port"):  # a model that refuses: one line, its error the cause
+    widened = torch_runner.widened(model) if held != dtype else contextlib.nullcontext()
+    with arguments.refusal("torch", inputs, "check_port"), widened:  # a refusal: one line, its error the cause
         if "outputs" in checks:
             torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
         buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
@@ -240,7 +238,7 @@ def dtype_rows(
         elif exact is not None and exact.exists():
             rounding = rounding_gaps(gradients, exact)
     del model
-    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode)
+    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode, held)
     rows = weight_rows(table, weights, flax_model, dtype) if "weights" in checks else []
     rows += lowered_rows(port, lowered)
     refused = functools.partial(arguments.refusal, "Flax", inputs, "check_port")  # a fresh context each time
@@ -249,8 +247,8 @@ def dtype_rows(
             flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
         rows += output_rows(table, torch_outputs, flax_outputs, dtype, lowered)
         if mode == "train":
-            held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
-            rows += buffer_rows(table, torch_buffers, held, dtype)
+            statistics = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
+            rows += buffer_rows(table, torch_buffers, statistics, dtype)
     if units:
         with refused():
             rows += unit_rows(port, units, flax_model, dtype, inputs, lowered)

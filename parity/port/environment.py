@@ -33,8 +33,9 @@ def fp32_precision(backends: Any, name: str) -> str:
         return "n/a"
 
 
-def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
-    """Name -> value, in the order a reader wants them (device first, versions last)."""
+def precision_environment(dtypes: Sequence[str], streaming: bool = False) -> dict[str, str]:
+    """Name -> value, in the order a reader wants them (device first, versions last); `streaming`: how the
+    float64 run held its weights."""
     import jax
 
     try:
@@ -45,7 +46,8 @@ def precision_environment(dtypes: Sequence[str]) -> dict[str, str]:
     switches = ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
     return {
         "device": f"torch {'cpu' if torch else 'not available'}, jax {jax.default_backend()}",
-        "dtypes": ", ".join(dtypes),
+        "dtypes": ", ".join(dtypes)
+        + ("; streaming: weights held in float32, each float64 copy made as it is used" if streaming else ""),
         "torch fp32 precision": ", ".join(f"{name} {fp32_precision(torch.backends, name)}" for name in switches)
         if torch
         else "-",

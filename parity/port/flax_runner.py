@@ -44,10 +44,13 @@ def in_x64(function: Callable[P, R]) -> Callable[P, R]:
     return wrapped
 
 
-def flax_model_holding(port: Port, entries: list[Entry], weights: Weights, dtype: str, mode: str = "eval") -> Any:
-    """The port's Flax model in `dtype`, holding `weights` (PyTorch layout, converted through the table), in
-    `mode` ("eval" or "train")."""
-    model: Any = build(port.flax_model, dtype)
+def flax_model_holding(
+    port: Port, entries: list[Entry], weights: Weights, dtype: str, mode: str = "eval", held: str | None = None
+) -> Any:
+    """The port's Flax model for a `dtype` run, holding `weights` (PyTorch layout, converted through the table),
+    in `mode` ("eval" or "train"). `held`: the weights' dtype if not `dtype` (float32 in a streaming float64
+    run: NNX's layers promote them against float64 inputs, computing in float64)."""
+    model: Any = build(port.flax_model, held or dtype)
     if dtype == "float64":
         fixed = [
             f"{path} ({type(m).__name__})"

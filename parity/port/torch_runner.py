@@ -204,6 +204,40 @@ def below_float64(model: Any, on_first: Callable[[], None] = lambda: None) -> It
             handle.remove()
 
 
+@contextlib.contextmanager
+def widened(model: Any) -> Iterator[None]:
+    """Within: `model`, held in float32, computes in float64 as a float64 copy of it would, without one (the
+    streaming check). Every torch function given one of the model's float32 parameters or buffers gets a
+    float64 copy of it, made for that call and dropped after: memory for one tensor's copy at a time, not a
+    whole float64 model. Exact, for a float32 value is a float64 value; `tensor.dtype` reads float64 (an
+    `nn.LSTM` checks its weights' dtype against its input's). Eval only: an update in place (batch statistics
+    in train mode) would go to the copy."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    held = {id(t) for t in (*model.parameters(), *model.buffers()) if t.dtype == torch.float32}
+    dtype_of = torch.Tensor.dtype.__get__  # type: ignore[attr-defined]
+    unchanged = {getattr(torch.Tensor, name).__get__ for name in ("shape", "device", "ndim", "requires_grad")}
+
+    def wide(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and id(value) in held:
+            return value.detach().to(torch.float64)
+        if isinstance(value, tuple | list):
+            return type(value)(wide(item) for item in value)
+        return value
+
+    class Widen(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func is dtype_of and args and id(args[0]) in held:
+                return torch.float64
+            if func in unchanged:
+                return func(*args, **(kwargs or {}))
+            return func(*wide(args), **{key: wide(value) for key, value in (kwargs or {}).items()})
+
+    with Widen():
+        yield
+
+
 def torch_gradients(model: Any, loss_of: Callable[[Any], Any], lowered: Lowered | None = None) -> tuple[float, Weights]:
     """`loss_of(model)` and its gradient for every parameter, by state_dict name; a parameter the loss does
     not reach is a broken model, not a zero gradient (PortError)."""
