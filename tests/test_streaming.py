@@ -18,7 +18,7 @@ from examples.transformer import torch_model
 from parity import PORT_CHECKS, STREAMING_CHECKS, PortError, check_port
 from parity.port import flax_runner, memory, torch_runner
 from parity.port.torch_runner import widened
-from parity.port.weights import load_flax, load_torch
+from parity.port.weights import load_flax_entries, load_torch
 
 FORWARD = ("outputs", "units")
 
@@ -72,12 +72,12 @@ def test_streaming_gives_the_whole_models_rows(rows, monkeypatch):
         loaded.add(("torch", dtype))
         return load_torch(model, weights, dtype)
 
-    def flax_load(model, weights):
+    def flax_load(model, entries, weights):
         loaded.update(("flax", str(array.dtype)) for array in weights.values())
-        return load_flax(model, weights)
+        return load_flax_entries(model, entries, weights)
 
     monkeypatch.setattr(torch_runner, "load_torch", torch_load)
-    monkeypatch.setattr(flax_runner, "load_flax", flax_load)
+    monkeypatch.setattr(flax_runner, "load_flax_entries", flax_load)
     streamed = check_port(transformer.make_port(), *rows, checks=FORWARD, streaming=True)
     assert loaded == {("torch", "float32"), ("flax", "float32")}
     assert whole.passed and streamed.passed, streamed.table()

@@ -70,7 +70,6 @@ from parity.port.weights import (
     flax_variables,
     to_flax,
     torch_start,
-    torch_weights,
 )
 
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
@@ -100,8 +99,14 @@ class Declared:
 
 
 def declared(port: Port, start: Start, mode: str) -> Declared:
-    """The weight table checked against the models before anything runs (else PortError)."""
-    flax_model = build(port.flax_model, "float32")
+    """The weight table checked against the models before anything runs (else PortError). The Flax model is
+    built abstractly (`nnx.eval_shape`: shapes, no weights) where its factory allows."""
+    from flax import nnx
+
+    try:
+        flax_model = nnx.eval_shape(lambda: build(port.flax_model, "float32"))
+    except Exception:  # a factory that computes on values: built for real, its own error raised there
+        flax_model = build(port.flax_model, "float32")
     entries, shapes = port.entries, flax_shapes(flax_model)
     torch_shapes = {n: a.shape for n, a in start.weights.items()}
     types = flax_types(flax_model)
@@ -224,7 +229,7 @@ def dtype_rows(
     with arguments.refusal("torch", inputs, "check_port"), widened:  # a refusal: one line, its error the cause
         if "outputs" in checks:
             torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
-        buffers = torch_weights(model) if "outputs" in checks else {}  # the statistics after that forward pass
+        buffers = torch_runner.torch_state(model, table.buffers) if "outputs" in checks else {}  # after that pass
         calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if "submodules" in checks else []
         units = torch_runner.torch_unit_calls(port, model, inputs, lowered) if "units" in checks else []
         if "gradients" in checks:

@@ -18,7 +18,7 @@ from parity.port import transforms
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.trees import called, first_leaf, leaves, take
-from parity.port.weights import build, flax_shapes, load_flax, path_name, to_flax
+from parity.port.weights import build, load_flax_entries, path_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,7 +64,7 @@ def flax_model_holding(
                 "their dtype unset (None), and build an nnx.Embed with param_dtype=dtype (it takes its dtype from its "
                 "parameters at build): a flax_model factory taking `dtype` is given the run's"
             )
-    load_flax(model, to_flax(entries, weights, flax_shapes(model)))
+    load_flax_entries(model, entries, weights)
     model.train() if mode == "train" else model.eval()
     return model
 

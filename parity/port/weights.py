@@ -131,7 +131,25 @@ def load_torch(model: torch.nn.Module, weights: Weights, dtype: str) -> torch.nn
     import torch
 
     model = model.to(torch.float64 if dtype == "float64" else torch.float32)
-    model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()}, strict=True)
+    held = model.state_dict(keep_vars=True)
+    if set(held) != set(weights) or any(tuple(held[n].shape) != np.shape(a) for n, a in weights.items()):
+        model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in weights.items()})
+    with torch.no_grad():  # one tensor at a time: no second copy of the whole model on the way in
+        for name, array in weights.items():
+            held[name].copy_(torch.from_numpy(np.array(array)))
+    return model
+
+
+def load_flax_entries(model: nnx.Module, entries: Sequence[Entry], weights: Weights) -> nnx.Module:
+    """`model` holding `weights` (PyTorch layout) converted through the table one entry at a time: no second
+    copy of the whole model on the way in."""
+    import jax.numpy as jnp
+
+    variables = flax_variables(model)
+    shapes = {path: tuple(variable.get_value().shape) for path, variable in variables.items()}
+    for entry in entries:
+        for path, array in to_flax([entry], weights, shapes).items():
+            variables[path].set_value(jnp.asarray(array))
     return model
 
 
