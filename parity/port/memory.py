@@ -20,7 +20,7 @@ from parity.port.weights import build
 
 GIB = 1024**3
 FIXED = int(1.0 * GIB)
-PER_WEIGHT = {"whole": 90, "forward": 44, "streaming": 22}  # bytes; see the module's docstring
+PER_WEIGHT = {"whole": 90, "forward": 34, "streaming": 22}  # bytes; see the module's docstring
 
 
 def weight_count(port: Port) -> int | None:
