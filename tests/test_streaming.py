@@ -12,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from examples.lstm import port as lstm
 from examples.mnist import mnist_test_inputs
 from examples.transformer import port as transformer
 from examples.transformer import torch_model
 from parity import PORT_CHECKS, STREAMING_CHECKS, PortError, check_port
-from parity.port import flax_runner, memory, torch_runner
+from parity.port import flax_runner, memory, torch_runner, transforms
 from parity.port.torch_runner import widened
-from parity.port.weights import load_flax_entries, load_torch
+from parity.port.weights import flax_variables, load_flax_entries, load_torch
 
 FORWARD = ("outputs", "units")
 
@@ -63,23 +64,28 @@ def test_a_float32_model_widened_computes_what_its_float64_copy_does(name):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=1e-14)
 
 
-def test_streaming_gives_the_whole_models_rows(rows, monkeypatch):
-    """The same rows, float32's figures identical and float64's to rounding, with no model ever loaded in float64."""
-    whole = check_port(transformer.make_port(), *rows, checks=FORWARD)
-    loaded = set()
+@pytest.mark.parametrize("example", [transformer, lstm], ids=["transformer", "lstm"])
+def test_streaming_gives_the_whole_models_rows(example, rows, monkeypatch):
+    """The same rows, float32's figures identical and float64's to rounding, with no model loaded in float64
+    but a summed bias (the LSTM's b_ih + b_hh: its float32 sum would be off by float32's rounding)."""
+    whole = check_port(example.make_port(), *rows, checks=FORWARD)
+    torch_dtypes, flax_wide = set(), set()
 
     def torch_load(model, weights, dtype):
-        loaded.add(("torch", dtype))
+        torch_dtypes.add(dtype)
         return load_torch(model, weights, dtype)
 
-    def flax_load(model, entries, weights):
-        loaded.update(("flax", str(array.dtype)) for array in weights.values())
-        return load_flax_entries(model, entries, weights)
+    def flax_load(model, entries, weights, narrow=False):
+        model = load_flax_entries(model, entries, weights, narrow)
+        flax_wide.update(p for p, v in flax_variables(model).items() if v.get_value().dtype == np.float64)
+        return model
 
     monkeypatch.setattr(torch_runner, "load_torch", torch_load)
     monkeypatch.setattr(flax_runner, "load_flax_entries", flax_load)
-    streamed = check_port(transformer.make_port(), *rows, checks=FORWARD, streaming=True)
-    assert loaded == {("torch", "float32"), ("flax", "float32")}
+    streamed = check_port(example.make_port(), *rows, checks=FORWARD, streaming=True)
+    summed = {path for entry in example.make_port().entries if transforms.one_way(entry.steps) for path in entry.flax}
+    assert torch_dtypes == {"float32"}
+    assert flax_wide == summed and (example is transformer) == (not summed)
     assert whole.passed and streamed.passed, streamed.table()
     assert [(r.check, r.case, r.dtype) for r in whole.rows] == [(r.check, r.case, r.dtype) for r in streamed.rows]
     for one, other in zip(whole.rows, streamed.rows, strict=True):

@@ -63,6 +63,7 @@ from parity.port.transforms import Shape
 from parity.port.trees import in_dtype
 from parity.port.weights import (
     Start,
+    Widening,
     as_dtype,
     build,
     flax_shapes,
@@ -243,8 +244,9 @@ def dtype_rows(
         elif exact is not None and exact.exists():
             rounding = rounding_gaps(gradients, exact)
     del model
-    flax_model = flax_runner.flax_model_holding(port, table.entries, weights, dtype, mode, held)
-    rows = weight_rows(table, weights, flax_model, dtype) if "weights" in checks else []
+    wide = Widening(weights, dtype) if held != dtype else weights  # streaming: each entry converted in float64
+    flax_model = flax_runner.flax_model_holding(port, table.entries, wide, dtype, mode)
+    rows = weight_rows(table, wide, flax_model, dtype) if "weights" in checks else []
     rows += lowered_rows(port, lowered)
     refused = functools.partial(arguments.refusal, "Flax", inputs, "check_port")  # a fresh context each time
     if "outputs" in checks:

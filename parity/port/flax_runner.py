@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -18,7 +18,7 @@ from parity.port import transforms
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.trees import called, first_leaf, leaves, take
-from parity.port.weights import build, load_flax_entries, path_name
+from parity.port.weights import Widening, build, load_flax_entries, path_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,12 +45,13 @@ def in_x64(function: Callable[P, R]) -> Callable[P, R]:
 
 
 def flax_model_holding(
-    port: Port, entries: list[Entry], weights: Weights, dtype: str, mode: str = "eval", held: str | None = None
+    port: Port, entries: list[Entry], weights: Mapping[str, np.ndarray], dtype: str, mode: str = "eval"
 ) -> Any:
-    """The port's Flax model for a `dtype` run, holding `weights` (PyTorch layout, converted through the table),
-    in `mode` ("eval" or "train"). `held`: the weights' dtype if not `dtype` (float32 in a streaming float64
-    run: NNX's layers promote them against float64 inputs, computing in float64)."""
-    model: Any = build(port.flax_model, held or dtype)
+    """The port's Flax model for a `dtype` run (a factory taking `dtype` is given it), holding `weights` (PyTorch
+    layout, converted through the table), in `mode` ("eval" or "train"). A streaming float64 run passes float32
+    weights `Widening` to float64: each entry is converted in float64 and kept in float32 where that is exact
+    (a summed bias is not), and NNX's layers promote float32 weights against float64 inputs."""
+    model: Any = build(port.flax_model, dtype)
     if dtype == "float64":
         fixed = [
             f"{path} ({type(m).__name__})"
@@ -64,7 +65,7 @@ def flax_model_holding(
                 "their dtype unset (None), and build an nnx.Embed with param_dtype=dtype (it takes its dtype from its "
                 "parameters at build): a flax_model factory taking `dtype` is given the run's"
             )
-    load_flax_entries(model, entries, weights)
+    load_flax_entries(model, entries, weights, narrow=isinstance(weights, Widening))
     model.train() if mode == "train" else model.eval()
     return model
 

@@ -5,6 +5,7 @@ relative to max(1, the largest value), as float32's are to 1e-5."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -100,7 +101,7 @@ def buffer_rows(table: Declared, torch_buffers: Weights, flax_held: Weights, dty
     return rows
 
 
-def weight_rows(table: Declared, weights: Weights, flax_model: Any, dtype: str) -> list[Row]:
+def weight_rows(table: Declared, weights: Mapping[str, np.ndarray], flax_model: Any, dtype: str) -> list[Row]:
     """Both conversions through the table, each round trip exact (every value, bit for bit), one entry at a time;
     a summed entry (one-way) only Flax -> torch -> Flax."""
     held = flax_variables(flax_model)

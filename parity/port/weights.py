@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,7 +101,7 @@ def flax_shapes(model: nnx.Module) -> dict[str, Shape]:
 
 
 def to_flax(
-    entries: Sequence[Entry], weights: Weights, flax_shapes: dict[str, Shape], gradients: bool = False
+    entries: Sequence[Entry], weights: Mapping[str, np.ndarray], flax_shapes: dict[str, Shape], gradients: bool = False
 ) -> Weights:
     """PyTorch-layout weights (state_dict names) -> Flax variables (paths), through the table. With
     `gradients`, the arrays are loss gradients (a summed entry's gradient is each term's, not their sum)."""
@@ -140,15 +140,20 @@ def load_torch(model: torch.nn.Module, weights: Weights, dtype: str) -> torch.nn
     return model
 
 
-def load_flax_entries(model: nnx.Module, entries: Sequence[Entry], weights: Weights) -> nnx.Module:
+def load_flax_entries(
+    model: nnx.Module, entries: Sequence[Entry], weights: Mapping[str, np.ndarray], narrow: bool = False
+) -> nnx.Module:
     """`model` holding `weights` (PyTorch layout) converted through the table one entry at a time: no second
-    copy of the whole model on the way in."""
+    copy of the whole model on the way in. `narrow`: a float64 result that float32 holds exactly is kept in
+    float32 (a streaming run: a summed bias stays float64, every other weight float32)."""
     import jax.numpy as jnp
 
     variables = flax_variables(model)
     shapes = {path: tuple(variable.get_value().shape) for path, variable in variables.items()}
     for entry in entries:
         for path, array in to_flax([entry], weights, shapes).items():
+            if narrow and array.dtype == np.float64 and np.array_equal(small := array.astype(np.float32), array):
+                array = small
             variables[path].set_value(jnp.asarray(array))
     return model
 
@@ -252,6 +257,24 @@ def frozen_terms(entries: Sequence[Entry]) -> list[str]:
     """The torch tensors a summed entry holds at zero while torch trains: each sum's terms after the first.
     (Trained apart, PyTorch's b_ih and b_hh move their sum twice as far as Flax's one bias moves.)"""
     return [name for entry in entries if transforms.one_way(entry.steps) for name in entry.torch[1:]]
+
+
+class Widening(Mapping[str, np.ndarray]):
+    """`weights` seen in `dtype`, each float array converted when it is read (a streaming float64 run reads
+    float32 weights this way: one tensor's float64 copy at a time, not a whole model's)."""
+
+    def __init__(self, weights: Weights, dtype: str) -> None:
+        self.weights, self.dtype = weights, dtype
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self.weights[name]
+        return array.astype(self.dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
 
 
 def as_dtype(weights: Weights, dtype: str) -> Weights:
