@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from examples.cnn import port as cnn
 from examples.mnist import mnist_test_inputs
 from parity.port import PortError, assert_port, check_port, transforms
+from parity.port.check import declared
 from parity.port.transforms import concat, permute, reorder_blocks, reshape, split, transpose
-from parity.port.weights import build_pair, port_weights, to_flax, to_torch
+from parity.port.weights import to_flax, to_torch, torch_start
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
 
@@ -71,8 +72,8 @@ def test_the_fix_guessed_for_a_conv_kernel_is_the_permutation_to_hwio():
 
 def test_the_cnn_tables_conversions_are_exact_both_ways():
     port = cnn.make_port()
-    weights = port_weights(port)
-    pair = build_pair(port, weights)
+    start = torch_start(port)
+    weights, pair = start.weights, declared(port, start, "eval")
     flax = to_flax(pair.entries, weights, pair.flax_shapes)
     assert flax["conv1.kernel"].shape == (5, 5, 1, 8)
     np.testing.assert_array_equal(flax["conv1.kernel"][:, :, 0, 3], weights["conv1.weight"][3, 0])
@@ -82,7 +83,7 @@ def test_the_cnn_tables_conversions_are_exact_both_ways():
 
 def one_line_port_error(port) -> str:
     with pytest.raises(PortError) as caught:
-        build_pair(port, port_weights(port))
+        declared(port, torch_start(port), "eval")
     message = str(caught.value)
     assert "\n" not in message
     return message

@@ -10,7 +10,8 @@ import pytest
 from common.presets import PRESETS, get_preset
 from jax_impl.convert import from_canonical
 from parity.checks import random_weights
-from parity.port.weights import build_pair, flax_weights
+from parity.port.flax_runner import flax_model_holding
+from parity.port.weights import flax_weights
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset
 
@@ -18,7 +19,8 @@ from parity.suite import SuiteOptions, run_preset
 @pytest.mark.parametrize("preset", PRESETS)
 def test_the_preset_ports_table_loads_what_the_trainers_conversion_loads(preset):
     weights = random_weights(get_preset(preset))
-    through_port = flax_weights(build_pair(preset_port(preset), weights).flax_model)
+    port = preset_port(preset)
+    through_port = flax_weights(flax_model_holding(port, port.entries, weights, "float32"))
     through_trainer = flax_weights(from_canonical(weights, get_preset(preset)))
     assert through_port.keys() == through_trainer.keys()
     assert all(np.array_equal(through_port[path], through_trainer[path]) for path in through_port)

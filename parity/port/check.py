@@ -68,7 +68,7 @@ from parity.port.weights import (
     build,
     flax_shapes,
     flax_types,
-    flax_variables,
+    flax_weights,
     to_flax,
     torch_start,
 )
@@ -254,8 +254,7 @@ def dtype_rows(
             flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
         rows += output_rows(table, torch_outputs, flax_outputs, dtype, lowered)
         if mode == "train":
-            statistics = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
-            rows += buffer_rows(table, torch_buffers, statistics, dtype)
+            rows += buffer_rows(table, torch_buffers, flax_weights(flax_model), dtype)
     if units:
         with refused():
             rows += unit_rows(port, units, flax_model, dtype, inputs, lowered)

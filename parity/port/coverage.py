@@ -27,7 +27,7 @@ from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
 from parity.port.declare import Entry
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template
-from parity.port.weights import as_dtype, flax_variables, flax_weights, load_flax, to_flax, torch_weights
+from parity.port.weights import as_dtype, flax_weights, load_flax, to_flax, torch_weights
 
 if TYPE_CHECKING:
     from parity.port.check import Declared
@@ -85,8 +85,7 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         outputs = flax_runner.flax_forward(port, flax_model, inputs, compiled=True)  # one program for every entry
         rows = output_rows(table, torch_outputs, outputs, "float64", lowered)
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
-            held = {path: np.asarray(v.get_value()) for path, v in flax_variables(flax_model).items()}
-            rows += buffer_rows(table, torch_buffers, held, "float64")
+            rows += buffer_rows(table, torch_buffers, flax_weights(flax_model), "float64")
         if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
             rows += submodule_rows(port, calls, recorded, "float64", lowered)

@@ -1,8 +1,8 @@
-"""A declared port's weights: each model's by name, the two conversions through the table, and both models
-built holding the same values.
+"""A declared port's weights: each model's by name, the two conversions through the table, each model loaded
+with them (one tensor, or one table entry, at a time), and the start weights every check begins from.
 
-Everything here is in one dtype at a time: a check builds a `Pair` for float32, is done with it, then for
-float64 (a large model's two copies in both dtypes at once would double the memory a check needs).
+A check holds one framework's model in one dtype at a time: float32's, then float64's (a large model's two
+copies in both dtypes at once would double the memory a check needs); a streaming check holds float32 alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from parity.compare import Weights, noisy_weights
 from parity.port import transforms
-from parity.port.declare import Entry, Port, check_declaration
+from parity.port.declare import Entry, Port
 from parity.port.transforms import Shape
 
 if TYPE_CHECKING:
@@ -86,10 +86,6 @@ def tied_together(weights: Weights, ties: dict[str, str]) -> Weights:
         name: weights[ties[name]] if name in ties and ties[name] in weights else array
         for name, array in weights.items()
     }
-
-
-def shapes(weights: dict[str, Any]) -> dict[str, Shape]:
-    return {name: tuple(value.shape) for name, value in weights.items()}
 
 
 def flax_shapes(model: nnx.Module) -> dict[str, Shape]:
@@ -169,17 +165,6 @@ def load_flax(model: nnx.Module, weights: Weights) -> nnx.Module:
     return model
 
 
-@dataclasses.dataclass
-class Pair:
-    """Both models of a port, built and holding the same weights, in one dtype."""
-
-    torch_model: Any
-    flax_model: Any
-    entries: list[Entry]
-    torch_shapes: dict[str, Shape]
-    flax_shapes: dict[str, Shape]
-
-
 def build(factory: Callable[..., Any], dtype: str) -> Any:
     """`factory()`, or `factory(dtype=...)` when it takes a `dtype` (a model whose state has one, e.g. an RNN's h0)."""
     # a class is asked through its __init__ (an nnx.Module class's own signature is its metaclass's)
@@ -187,28 +172,6 @@ def build(factory: Callable[..., Any], dtype: str) -> Any:
     if isinstance(factory, type):
         target = next(vars(cls)["__init__"] for cls in factory.__mro__ if "__init__" in vars(cls))
     return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
-
-
-def build_pair(port: Port, weights: Weights) -> Pair:
-    """The two models holding `weights` (PyTorch layout, one float dtype), declaration checked first."""
-    dtype = str(next(array.dtype for array in weights.values() if np.issubdtype(array.dtype, np.floating)))
-    torch_model: Any = build(port.torch_model, dtype)
-    flax_model: Any = build(port.flax_model, dtype)
-    torch_shapes = shapes(torch_model.state_dict())
-    flax_shapes = shapes(flax_weights(flax_model))
-    entries = port.entries
-    check_declaration(
-        entries, torch_shapes, flax_shapes, torch_buffers(torch_model), flax_types(flax_model), port.not_ported
-    )
-    torch_model = load_torch(torch_model, weights, dtype).eval()
-    flax_model = load_flax(flax_model, to_flax(entries, weights, flax_shapes))
-    flax_model.eval()
-    return Pair(torch_model, flax_model, entries, torch_shapes, flax_shapes)
-
-
-def port_weights(port: Port, seed: int = 0) -> Weights:
-    """The torch model's own initialisation (seeded) plus noise: the weights every check starts from (float32)."""
-    return torch_start(port, seed).weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +187,8 @@ class Start:
 
 
 def torch_start(port: Port, seed: int = 0, probe: Callable[[Any], None] | None = None) -> Start:
-    """`port_weights` and what else the torch model's build says (`Start`). The noise is drawn per tensor, not
+    """The weights every check starts from (the torch model's own initialisation, seeded, plus noise; float32)
+    and what else the torch model's build says (`Start`). The noise is drawn per tensor, not
     per name: tied names hold one value, as in torch. `probe`: called with that model once its weights are read
     (`arguments.probe_torch`: the inputs and labels tried on it before any check runs)."""
     import torch
