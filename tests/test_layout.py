@@ -205,3 +205,46 @@ def test_the_model_and_trainer_classes_have_the_same_methods(module, torch_class
         assert "layer_outputs" in torch_methods  # every layer's hidden states, on both sides
     assert torch_methods - jax_methods == allowed["torch"]
     assert jax_methods - torch_methods == allowed["jax"]
+
+
+def parity_imports() -> dict[str, set[str]]:
+    """Each module of parity/ -> the modules of parity/ it imports anywhere (inside a function, or for type
+    checking only, too). The two packages' `__init__` files, which gather the API, are left out."""
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in (ROOT / "parity").rglob("*.py")}
+    paths = {name: path for name, path in paths.items() if not name.endswith("__init__")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        graph[name] = {other for other in imported if other in paths and other != name}
+    return graph
+
+
+def first_loop(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import loop (`a -> b -> a`), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return None
+        for other in sorted(graph[node]):
+            if loop := visit(other, [*path, node]):
+                return loop
+        done.add(node)
+        return None
+
+    return next((loop for node in sorted(graph) if (loop := visit(node, []))), None)
+
+
+def test_no_two_modules_of_parity_import_each_other_directly_or_round_a_loop():
+    graph = parity_imports()
+    assert "parity.port.check" in graph and "parity.port.table" in graph["parity.port.check"]
+    assert first_loop({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the finder finds one
+    loop = first_loop(graph)
+    assert loop is None, " -> ".join(loop)

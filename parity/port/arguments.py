@@ -102,9 +102,7 @@ def check_factory(value: Any, argument: str, where: str, instances: bool = False
 
 def as_port(port: Any, where: str) -> Port:
     """A `Port`, or `infer_port`'s result taken as its `.port`; its two factories checked (else PortError)."""
-    from parity.port.infer import InferredPort
-
-    if isinstance(port, InferredPort):
+    if isinstance(getattr(port, "port", None), Port):  # infer_port's result (`InferredPort`), taken as its Port
         port = port.port
     if not isinstance(port, Port):
         raise PortError(f"{where}: port: {described(port)}, expected a Port (or infer_port's result)")

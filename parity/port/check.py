@@ -28,7 +28,6 @@ at a time.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import tempfile
 from collections.abc import Sequence
@@ -40,9 +39,10 @@ from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import arguments, flax_runner, memory, torch_runner, transforms
+from parity.port import arguments, flax_runner, memory, torch_runner
+from parity.port.conventions import check_gru_biases
 from parity.port.coverage import coverage_rows
-from parity.port.declare import Entry, Port, PortError, check_declaration, matching
+from parity.port.declare import Port
 from parity.port.environment import precision_environment
 from parity.port.local import between_units, unit_rows
 from parity.port.optimizer import Optimizer
@@ -58,16 +58,12 @@ from parity.port.rows import (
     template,
     weight_rows,
 )
+from parity.port.table import Declared, declared
 from parity.port.trajectory import trajectory_rows
-from parity.port.transforms import Shape
 from parity.port.trees import in_dtype
 from parity.port.weights import (
-    Start,
     Widening,
     as_dtype,
-    build,
-    flax_shapes,
-    flax_types,
     flax_weights,
     to_flax,
     torch_start,
@@ -75,65 +71,6 @@ from parity.port.weights import (
 
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
 ADAM = Optimizer()  # Adam at lr 1e-4, PyTorch's defaults otherwise
-
-
-@dataclasses.dataclass(frozen=True)
-class Declared:
-    """A port's table, checked against both models, and the mode the checks run in."""
-
-    port: Port
-    entries: list[Entry]
-    torch_shapes: dict[str, Shape]
-    flax_shapes: dict[str, Shape]
-    buffers: frozenset[str]  # torch state_dict entries that are buffers
-    not_ported: list[str]
-    mode: str = "eval"
-    ties: dict[str, str] = dataclasses.field(default_factory=dict)  # a tied name -> the first name of its tensor
-
-    @property
-    def parameter_entries(self) -> list[Entry]:
-        return [entry for entry in self.entries if not set(entry.torch) & self.buffers]
-
-    @property
-    def buffer_entries(self) -> list[Entry]:
-        return [entry for entry in self.entries if set(entry.torch) & self.buffers]
-
-
-def declared(port: Port, start: Start, mode: str) -> Declared:
-    """The weight table checked against the models before anything runs (else PortError). The Flax model is
-    built abstractly (`nnx.eval_shape`: shapes, no weights) where its factory allows."""
-    from flax import nnx
-
-    try:
-        flax_model = nnx.eval_shape(lambda: build(port.flax_model, "float32"))
-    except Exception:  # a factory that computes on values: built for real, its own error raised there
-        flax_model = build(port.flax_model, "float32")
-    entries, shapes = port.entries, flax_shapes(flax_model)
-    torch_shapes = {n: a.shape for n, a in start.weights.items()}
-    types = flax_types(flax_model)
-    left = check_declaration(entries, torch_shapes, shapes, start.buffers, types, port.not_ported, start.ties)
-    if mode == "train":
-        active = start.dropouts + [f"flax {found}" for found in flax_runner.flax_dropouts(flax_model)]
-        if active:
-            raise PortError(
-                f"mode='train': dropout is on ({'; '.join(active[:3])}{'; ...' if len(active) > 3 else ''}); its "
-                "random masks cannot match across frameworks: build both models with dropout 0 for a train-mode check"
-            )
-    return Declared(port, entries, torch_shapes, shapes, start.buffers, left, mode, start.ties)
-
-
-def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], not_ported: Sequence[str]) -> None:
-    """nn.GRU's `bias_hh` cannot be summed into an input bias (nnx.GRUCell's form): PortError, in one line."""
-    for gru in grus:
-        prefix = f"{gru}.bias_hh" if gru else "bias_hh"
-        for name in [n for n in names if n.startswith(prefix)]:
-            entry = next((e for e in entries if name in e.torch), None)
-            if (entry is None and not matching(not_ported, [name])) or (entry and transforms.one_way(entry.steps)):
-                raise PortError(
-                    f"weights: {name}: nn.GRU keeps b_hn inside r * (W_hn h + b_hn), which nnx.GRUCell (one bias, "
-                    "outside) cannot hold: no table ports it exactly unless that block is zero; write the Flax cell "
-                    "in PyTorch's form, or declare it not_ported to check a port from weights with b_hn = 0"
-                )
 
 
 def check_port(

@@ -16,7 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from parity.port.declare import Entry, PortError, check_entry_shapes, parse_entry
+from parity.port import transforms
+from parity.port.declare import Entry, PortError, check_entry_shapes, matching, parse_entry
 from parity.port.transforms import Step, add, permute, reshape, split, transpose
 from parity.port.units import Row, Unit
 
@@ -208,3 +209,17 @@ def notes(source: Unit, target: Unit) -> list[str]:
         if flax_epsilon is not None and not math.isclose(epsilon, flax_epsilon):
             found.append(f"{source.path}: torch eps {epsilon:g}, but {target.path} has epsilon {flax_epsilon:g}")
     return found
+
+
+def check_gru_biases(entries: list[Entry], grus: list[str], names: list[str], not_ported: Sequence[str]) -> None:
+    """nn.GRU's `bias_hh` cannot be summed into an input bias (nnx.GRUCell's form): PortError, in one line."""
+    for gru in grus:
+        prefix = f"{gru}.bias_hh" if gru else "bias_hh"
+        for name in [n for n in names if n.startswith(prefix)]:
+            entry = next((e for e in entries if name in e.torch), None)
+            if (entry is None and not matching(not_ported, [name])) or (entry and transforms.one_way(entry.steps)):
+                raise PortError(
+                    f"weights: {name}: nn.GRU keeps b_hn inside r * (W_hn h + b_hn), which nnx.GRUCell (one bias, "
+                    "outside) cannot hold: no table ports it exactly unless that block is zero; write the Flax cell "
+                    "in PyTorch's form, or declare it not_ported to check a port from weights with b_hn = 0"
+                )

@@ -30,7 +30,7 @@ from parity.port.rows import buffer_rows, output_rows, submodule_rows, template
 from parity.port.weights import as_dtype, flax_weights, load_flax, to_flax, torch_weights
 
 if TYPE_CHECKING:
-    from parity.port.check import Declared
+    from parity.port.table import Declared
 
 Plant = Callable[[Weights, Weights], Weights]  # (torch-layout weights, Flax-layout start) -> planted Flax values
 

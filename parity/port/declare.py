@@ -30,18 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.errors import SeqMnistError
 from parity.port import transforms
+from parity.port.errors import PortError as PortError  # re-exported: its callers import it from here
 from parity.port.transforms import Shape, Step
 from parity.port.trees import called, flax_cross_entropy, torch_cross_entropy
 
 if TYPE_CHECKING:
     import torch
     from flax import nnx
-
-
-class PortError(SeqMnistError):
-    """A port's declaration does not fit its models (one line: which entry, what was expected)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from parity.compare import Weights
 from parity.port import transforms
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.trees import called, first_leaf, leaves, take
+from parity.port.trees import called, first_leaf, leaves, same_values, take
 from parity.port.weights import Widening, build, load_flax_entries, path_name
 
 P = ParamSpec("P")
@@ -164,8 +164,6 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...
 def spliced(output: Any, torch_output: np.ndarray | None) -> Any:
     """torch's output in place of a Flax module's array output of the same values (else the module's own)."""
     import jax.numpy as jnp
-
-    from parity.port.rows import same_values
 
     if torch_output is None or not hasattr(output, "shape") or not same_values(torch_output.shape, output.shape):
         return output

@@ -203,7 +203,7 @@ def infer_port(
 
 def refuse_gru_bias(pairs: list[Pair]) -> None:
     """nn.GRU onto a cell with one bias (nnx.GRUCell's dense_i): `check_port`'s own refusal, naming the pair."""
-    from parity.port.check import check_gru_biases
+    from parity.port.conventions import check_gru_biases
 
     for pair in [pair for pair in pairs if pair.source.kind == "gru"]:
         module = pair.source.path.rsplit(".", 1)[0] if "." in pair.source.path else ""

@@ -25,9 +25,9 @@ from parity.compare import Row
 from parity.port import transforms
 from parity.port.declare import Entry, Port, module_of
 from parity.port.flax_runner import flax_inputs, iter_modules, recording_calls
-from parity.port.rows import as_run, judged_as, same_values, template
+from parity.port.rows import as_run, judged_as, template
 from parity.port.transforms import permute, reshape
-from parity.port.trees import first_leaf
+from parity.port.trees import first_leaf, same_values
 
 if TYPE_CHECKING:
     from parity.port.torch_runner import Lowered, UnitCall

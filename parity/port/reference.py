@@ -172,11 +172,11 @@ def check_reference(
     against the one the file was saved with. `flax_forward`: how the model is called, as `Port`'s (by
     default the Port's, when `weights` is one). Needs no torch."""
     from parity.port.arguments import check_factory
-    from parity.port.infer import InferredPort
 
     check_factory(flax_model, "flax_model", "check_reference")
     path = Path(path)
-    weights = weights.port if isinstance(weights, InferredPort) else weights
+    inner = getattr(weights, "port", None)
+    weights = inner if isinstance(inner, Port) else weights  # infer_port's result: its Port
     table = weights.weights if isinstance(weights, Port) else weights
     tensors, metadata = read_reference(path)
     refuse_mismatch(path, metadata, table, "float64")

@@ -14,10 +14,11 @@ from parity import compare
 from parity.compare import Row, Weights
 from parity.port import transforms
 from parity.port.declare import Port, PortError, module_of
+from parity.port.trees import same_values
 from parity.port.weights import flax_variables, to_flax, to_torch
 
 if TYPE_CHECKING:
-    from parity.port.check import Declared
+    from parity.port.table import Declared
     from parity.port.torch_runner import Lowered
 
 
@@ -176,20 +177,3 @@ def submodule_rows(
         row = template(port, dtype, "submodules", ", ".join(missing))
         rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="declared, but torch never ran them"))
     return rows
-
-
-def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A shape without its leading axes of size 1."""
-    while shape and shape[0] == 1:
-        shape = shape[1:]
-    return shape
-
-
-def same_values(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Whether two output shapes hold the same values in the same order: equal but for leading axes of size 1
-    (torch's position embedding of `[1, T]`), or for the last axis split in one (`nnx.Einsum`'s `[..., heads,
-    head_dim]` for a Linear's `[..., W]`)."""
-    a, b = squeezed(a), squeezed(b)
-    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    rest_a, rest_b = a[shared:], b[shared:]
-    return rest_a == rest_b or (1 in (len(rest_a), len(rest_b)) and int(np.prod(rest_a)) == int(np.prod(rest_b)))

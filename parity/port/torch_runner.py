@@ -30,18 +30,6 @@ def torch_model_holding(port: Port, weights: Weights, dtype: str, mode: str = "e
     return load_torch(build(port.torch_model, dtype), weights, dtype).train(mode == "train")
 
 
-def torch_dropouts(model: Any) -> list[str]:
-    """The model's dropout that is on (`encoder.dropout: Dropout(p=0.1)`): train mode cannot be compared with it."""
-    from torch import nn
-
-    found = []
-    for name, module in model.named_modules():
-        rate = module.p if isinstance(module, nn.modules.dropout._DropoutNd) else getattr(module, "dropout", 0.0)
-        if isinstance(rate, float) and rate > 0:
-            found.append(f"{name or '(top)'}: {type(module).__name__}(p={rate:g})")
-    return found
-
-
 def as_tensor(array: np.ndarray) -> torch.Tensor:
     import torch
 

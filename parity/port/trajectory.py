@@ -30,7 +30,7 @@ from parity.port.trees import in_dtype
 from parity.port.weights import as_dtype, frozen_terms, one_way_start
 
 if TYPE_CHECKING:
-    from parity.port.check import Declared
+    from parity.port.table import Declared
 
 
 class StepStore:

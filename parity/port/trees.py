@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parity.port.errors import PortError
+
 if TYPE_CHECKING:
     import torch
 
@@ -34,8 +36,6 @@ def leaves(output: Any, to_array: Callable[[Any], np.ndarray], name: str = "outp
     if isinstance(output, tuple | list):
         return [leaf for index, value in enumerate(output) for leaf in leaves(value, to_array, f"{name}[{index}]")]
     if not (hasattr(output, "shape") and hasattr(output, "dtype")) and not isinstance(output, int | float):
-        from parity.port.declare import PortError
-
         raise PortError(
             f"{name}: the model returns a {type(output).__name__} there, not an array (nor a tuple, list or dict "
             "of arrays); say which arrays to compare: Port(torch_forward=lambda model, *inputs: "
@@ -82,3 +82,20 @@ def flax_cross_entropy(outputs: Any, labels: Any) -> Any:
     import optax
 
     return optax.softmax_cross_entropy_with_integer_labels(first_leaf(outputs), labels).mean()
+
+
+def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without its leading axes of size 1."""
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def same_values(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two output shapes hold the same values in the same order: equal but for leading axes of size 1
+    (torch's position embedding of `[1, T]`), or for the last axis split in one (`nnx.Einsum`'s `[..., heads,
+    head_dim]` for a Linear's `[..., W]`)."""
+    a, b = squeezed(a), squeezed(b)
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    rest_a, rest_b = a[shared:], b[shared:]
+    return rest_a == rest_b or (1 in (len(rest_a), len(rest_b)) and int(np.prod(rest_a)) == int(np.prod(rest_b)))

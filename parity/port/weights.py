@@ -174,6 +174,18 @@ def build(factory: Callable[..., Any], dtype: str) -> Any:
     return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
 
 
+def torch_dropouts(model: Any) -> list[str]:
+    """The model's dropout that is on (`encoder.dropout: Dropout(p=0.1)`): train mode cannot be compared with it."""
+    from torch import nn
+
+    found = []
+    for name, module in model.named_modules():
+        rate = module.p if isinstance(module, nn.modules.dropout._DropoutNd) else getattr(module, "dropout", 0.0)
+        if isinstance(rate, float) and rate > 0:
+            found.append(f"{name or '(top)'}: {type(module).__name__}(p={rate:g})")
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class Start:
     """What one build of the torch model tells every check: the start weights, which are buffers, the active
@@ -192,8 +204,6 @@ def torch_start(port: Port, seed: int = 0, probe: Callable[[Any], None] | None =
     per name: tied names hold one value, as in torch. `probe`: called with that model once its weights are read
     (`arguments.probe_torch`: the inputs and labels tried on it before any check runs)."""
     import torch
-
-    from parity.port.torch_runner import torch_dropouts
 
     torch.manual_seed(seed)
     model = build(port.torch_model, "float32")
