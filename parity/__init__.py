@@ -13,27 +13,15 @@ Both judge with the same comparisons and tolerances (`parity/compare.py`): every
 worst gap is and how many values are over, and a report names its first divergence.
 """
 
-from parity.port import (
-    PORT_CHECKS,
-    STREAMING_CHECKS,
-    InferredPort,
-    Optimizer,
-    Port,
-    PortError,
-    Report,
-    add,
-    assert_port,
-    check_port,
-    check_reference,
-    concat,
-    infer_port,
-    permute,
-    reorder_blocks,
-    reshape,
-    save_reference,
-    split,
-    transpose,
-)
+from parity.port.arguments import PORT_CHECKS, STREAMING_CHECKS
+from parity.port.check import assert_port, check_port
+from parity.port.declare import Port
+from parity.port.errors import PortError
+from parity.port.infer import InferredPort, infer_port
+from parity.port.optimizer import Optimizer
+from parity.port.reference import check_reference, save_reference
+from parity.port.report import Report
+from parity.port.transforms import add, concat, permute, reorder_blocks, reshape, split, transpose
 
 __all__ = [
     "PORT_CHECKS",

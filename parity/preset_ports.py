@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any
 
 from common.presets import get_preset
-from parity.port import Port, transpose
+from parity.port.declare import Port
+from parity.port.transforms import transpose
 from parity.port.weights import path_name
 
 

@@ -152,7 +152,8 @@ def port_rows(preset: str, dataset: Dataset, device: str, options: SuiteOptions)
     """The preset as a declared port through `check_port` (on the CPU: the API runs there)."""
     if device != "cpu":
         return devices.not_run_rows(preset, device, "the port API runs on the CPU", ("port",))
-    from parity.port import PORT_CHECKS, check_port
+    from parity.port.arguments import PORT_CHECKS
+    from parity.port.check import check_port
     from parity.preset_ports import preset_port
 
     images, labels = checks.test_rows(dataset, options.images, "float32")

@@ -11,7 +11,7 @@ from examples.lstm import port as lstm
 from examples.mnist import mnist_test_inputs
 from examples.resnet import port as resnet
 from examples.transformer import port as transformer
-from parity.port import check_port
+from parity import check_port
 from parity.port.coverage import planted_bug
 from parity.port.declare import parse_entry
 

@@ -12,7 +12,7 @@ from flax import nnx
 from examples.cnn import port as cnn
 from examples.mnist import mnist_test_inputs
 from examples.transformer import port as transformer
-from parity.port import PortError, check_port
+from parity import PortError, check_port
 from parity.port.transforms import permute, transpose
 from tests.conftest import run_module
 

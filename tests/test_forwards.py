@@ -12,8 +12,7 @@ import torch
 from flax import nnx
 from torch import nn
 
-from parity import Port, PortError, check_port, check_reference, infer_port, save_reference
-from parity.port import transpose
+from parity import Port, PortError, check_port, check_reference, infer_port, save_reference, transpose
 
 RNG = np.random.default_rng(0)
 ROWS = RNG.random((8, 28, 28), dtype=np.float32)

@@ -22,8 +22,7 @@ from examples.cnn import port as cnn
 from examples.lstm import port as lstm
 from examples.resnet import port as resnet
 from examples.transformer import port as transformer
-from parity import port as port_api
-from parity.port import PortError, check_port, infer_port
+from parity import PortError, check_port, infer_port, transpose
 from parity.port.declare import parse_entry
 from parity.preset_ports import preset_port
 from tests.test_stock_ports import TorchGRU
@@ -78,7 +77,7 @@ def test_the_inferred_cnn_port_passes_check_port_and_its_code_pastes():
     report = check_port(inferred.port, IMAGES, np.arange(8) % 10, steps=2, batch_size=4)
     assert report.passed, report.table()
     namespace: dict = {}
-    exec("from parity.port import *\n" + inferred.code(), namespace)
+    exec("from parity import *\n" + inferred.code(), namespace)
     assert [parse_entry(row) for row in namespace["weights"]] == inferred.port.entries
     assert namespace["inputs"] == list(inferred.port.inputs)
     fc1 = next(mark for row, mark in zip(inferred.port.weights, inferred.marks, strict=True) if row[0] == "fc1.weight")
@@ -122,7 +121,7 @@ def test_same_shape_layers_are_paired_by_what_they_compute_and_a_square_tensor_b
     inferred = infer_port(TorchTwoLayers, lambda: FlaxTwoLayers(nnx.Rngs(0)), ROWS)
     table = {parse_entry(row).torch[0]: parse_entry(row) for row in inferred.port.weights}
     assert table["first.weight"].flax == ("second.kernel",) and table["second.weight"].flax == ("first.kernel",)
-    assert table["mix"].steps == (port_api.transpose(),)
+    assert table["mix"].steps == (transpose(),)
     assert inferred.decided, inferred.undecided
     marks = dict(zip((row[0] for row in inferred.port.weights), inferred.marks, strict=True))
     assert marks["first.weight"].startswith("paired in float64") and "transposed" in marks["mix"]

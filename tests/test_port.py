@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from examples.cnn import port as cnn
 from examples.mnist import mnist_test_inputs
-from parity.port import PortError, assert_port, check_port, transforms
+from parity import PortError, assert_port, check_port
+from parity.port import transforms
 from parity.port.table import declared
 from parity.port.transforms import concat, permute, reorder_blocks, reshape, split, transpose
 from parity.port.weights import to_flax, to_torch, torch_start

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from parity.port import InferredPort, Port, PortError, check_port, check_reference, infer_port, save_reference
+from parity import InferredPort, Port, PortError, check_port, check_reference, infer_port, save_reference
 from parity.port.transforms import permute, transpose
 
 

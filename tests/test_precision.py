@@ -14,7 +14,8 @@ import pytest
 from flax import nnx
 from torch import nn
 
-from parity.port import Port, check_port, precision, transpose
+from parity import Port, check_port, transpose
+from parity.port import precision
 
 CHECKS = {"checks": ("outputs", "gradients", "trajectory"), "steps": 3, "batch_size": 8}
 

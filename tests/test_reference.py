@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 from examples.cnn import flax_model
 from examples.cnn import port as cnn
-from parity.port import PortError, transpose
+from parity import PortError, transpose
 from parity.port.reference import check_reference, save_reference
 from tests.conftest import ROOT
 

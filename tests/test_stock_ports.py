@@ -12,7 +12,7 @@ from torch import nn
 from examples.lstm import port as lstm
 from examples.mnist import mnist_test_inputs
 from examples.resnet import port as resnet
-from parity.port import Port, PortError, add, check_port, concat, permute, split, transpose
+from parity import Port, PortError, add, check_port, concat, permute, split, transpose
 from parity.port.transforms import apply, invert, one_way
 from tests.conftest import run_module
 

@@ -12,8 +12,7 @@ import torch
 from flax import nnx
 from torch import nn
 
-from parity import Port, check_port, infer_port
-from parity.port import transpose
+from parity import Port, check_port, infer_port, transpose
 from parity.port.weights import torch_start
 
 RNG = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """The port API: prove that a Flax NNX port of any PyTorch module computes what the module does.
 
-    from parity.port import Port, check_port, permute, transpose
+    from parity import Port, check_port, permute, transpose     # the one door: `parity` exports the API
 
 `declare` (the `Port` and its weight table, checked before anything runs), `arguments` (the port, inputs
 and labels every function takes, refused in one line each before anything runs), `transforms` (the steps a table
@@ -15,36 +15,6 @@ float32 row on a GPU or TPU rerun at full matmul precision, said to be TF32 or n
 in float64), `reference` (`save_reference`, `check_reference`: torch's results kept in a file, checked
 without torch), `coverage` (a likely bug planted in each entry, to prove the checks would catch it), `memory` (a check's
 need estimated before it builds anything; streaming mode for a model too large for a float64 copy).
-Importing this package loads neither torch nor JAX; running a check does.
+This package exports nothing itself (`parity` does); its modules are named here. Importing the API loads
+neither torch nor JAX; running a check does.
 """
-
-from parity.port.arguments import PORT_CHECKS, STREAMING_CHECKS
-from parity.port.check import assert_port, check_port
-from parity.port.declare import Port, PortError
-from parity.port.infer import InferredPort, infer_port
-from parity.port.optimizer import Optimizer
-from parity.port.reference import check_reference, save_reference
-from parity.port.report import Report
-from parity.port.transforms import add, concat, permute, reorder_blocks, reshape, split, transpose
-
-__all__ = [
-    "PORT_CHECKS",
-    "STREAMING_CHECKS",
-    "InferredPort",
-    "Optimizer",
-    "Port",
-    "PortError",
-    "Report",
-    "add",
-    "assert_port",
-    "check_port",
-    "check_reference",
-    "concat",
-    "infer_port",
-    "permute",
-    "reorder_blocks",
-    "reshape",
-    "save_reference",
-    "split",
-    "transpose",
-]
