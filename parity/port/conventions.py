@@ -19,10 +19,10 @@ from typing import Any
 from parity.port import transforms
 from parity.port.declare import Entry, PortError, check_entry_shapes, matching, parse_entry
 from parity.port.transforms import Step, add, permute, reshape, split, transpose
-from parity.port.units import Row, Unit
+from parity.port.units import TableRow, Unit
 
 
-def conventions(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]] = ()) -> list[list[Row]]:
+def conventions(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]] = ()) -> list[list[TableRow]]:
     """Every table that converts `source` into `target` and fits their shapes, the usual one first; [] when
     none does. `flattened`: the (channels, height, width) of feature maps a Linear may read flattened."""
     if source.family != target.family:
@@ -31,7 +31,7 @@ def conventions(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]
     return [rows for rows in make(source, target, flattened) if fits(rows, source, target)]
 
 
-def fits(rows: list[Row], source: Unit, target: Unit) -> bool:
+def fits(rows: list[TableRow], source: Unit, target: Unit) -> bool:
     """Every tensor of both units mapped once, every shape right (`check_entry_shapes`)."""
     entries = [parse_entry(row) for row in rows]
     torch_names = [name for entry in entries for name in entry.torch]
@@ -55,13 +55,13 @@ def name(unit: Unit, suffix: str) -> str:
     return f"{unit.path}.{suffix}" if unit.path else suffix
 
 
-def optional(source: Unit, target: Unit, torch_suffix: str, flax_suffix: str) -> list[Row]:
+def optional(source: Unit, target: Unit, torch_suffix: str, flax_suffix: str) -> list[TableRow]:
     """A row for a tensor both units may lack (a bias); [] when neither has it."""
     t, f = name(source, torch_suffix), name(target, flax_suffix)
     return [(t, f)] if t in source.tensors or f in target.tensors else []
 
 
-def linear(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]) -> list[list[Row]]:
+def linear(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]) -> list[list[TableRow]]:
     bias = optional(source, target, "bias", "bias")
     weight, kernel = name(source, "weight"), name(target, "kernel")
     if target.kind == "Einsum":  # nnx.Einsum: [in, out] with the out axis split (or [heads, head_dim, out])
@@ -78,36 +78,36 @@ def linear(source: Unit, target: Unit, flattened: Sequence[tuple[int, ...]]) -> 
     return tables
 
 
-def conv(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def conv(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     rank = len(source.tensors[name(source, "weight")])
     steps = permute(*range(2, rank), 1, 0)  # O, I, *window -> *window, I, O
     return [[(name(source, "weight"), name(target, "kernel"), steps), *optional(source, target, "bias", "bias")]]
 
 
-def norm(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def norm(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     rows = [*optional(source, target, "weight", "scale"), *optional(source, target, "bias", "bias")]
     if source.family == "batchnorm":
         rows += [*optional(source, target, "running_mean", "mean"), *optional(source, target, "running_var", "var")]
     return [rows]
 
 
-def embedding(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def embedding(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     return [[(name(source, "weight"), name(target, "embedding"))]]
 
 
-def attention(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def attention(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     """PyTorch's packed q, k, v rows onto Flax's three `[width, heads, head_dim]` projections; or HF's separate
     q, k, v, o Linears (`source.module`: role -> child name), each transposed and reshaped."""
     qkv = ("query", "key", "value")
     if source.kind == "split":
-        split_rows: list[Row] = []
+        split_rows: list[TableRow] = []
         for role, child in source.module.items():
             weight, bias = name(source, f"{child}.weight"), name(source, f"{child}.bias")
             split_rows.append((weight, name(target, f"{role}.kernel"), transpose(), reshape()))
             if bias in source.tensors or name(target, f"{role}.bias") in target.tensors:
                 split_rows.append((bias, name(target, f"{role}.bias"), *([] if role == "out" else [reshape()])))
         return [split_rows]
-    rows: list[Row] = [
+    rows: list[TableRow] = [
         (
             name(source, "in_proj_weight"),
             tuple(name(target, f"{p}.kernel") for p in qkv),
@@ -122,7 +122,7 @@ def attention(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
     return [rows + optional(source, target, "out_proj.bias", "out.bias")]
 
 
-def recurrent(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def recurrent(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     """One layer and direction of nn.LSTM/GRU/RNN onto a Flax cell: gate by gate (nnx.LSTMCell's `ii`..`ho`)
     or stacked (`dense_i`, `dense_h`: OptimizedLSTMCell, GRUCell, SimpleCell and cells like them)."""
     suffix = f"_l{source.layer}{'_reverse' if source.reverse else ''}"
@@ -131,7 +131,7 @@ def recurrent(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
     biases = [t["bias_ih"], t["bias_hh"]] if t["bias_ih"] in source.tensors else []
     gates = ("i", "f", "g", "o")
     if name(target, "ii.kernel") in target.tensors and source.kind == "lstm":
-        rows: list[Row] = [
+        rows: list[TableRow] = [
             (
                 t["weight_ih"],
                 tuple(name(target, f"i{'f_' if g == 'f' else g}.kernel") for g in gates),
@@ -157,10 +157,10 @@ def recurrent(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
     return [rows]
 
 
-def tensor(source: Unit, target: Unit, _: Any) -> list[list[Row]]:
+def tensor(source: Unit, target: Unit, _: Any) -> list[list[TableRow]]:
     """A lone tensor: as it is, or transposed (a square matrix: both, decided in float64)."""
     (t, shape), (f, other) = next(iter(source.tensors.items())), next(iter(target.tensors.items()))
-    tables: list[list[Row]] = [[(t, f)]] if shape == other else []
+    tables: list[list[TableRow]] = [[(t, f)]] if shape == other else []
     if len(shape) == 2 and shape[::-1] == other:
         tables.append([(t, f, transpose())])
     return tables

@@ -20,7 +20,7 @@ import numpy as np
 from parity.port.conventions import conventions, layout
 from parity.port.declare import Port
 from parity.port.transforms import permute
-from parity.port.units import Row, Unit
+from parity.port.units import TableRow, Unit
 
 MAX_TRIALS = 60  # float64 runs one inference may spend deciding between candidates
 
@@ -31,13 +31,13 @@ class Pair:
 
     source: Unit
     target: Unit
-    tables: list[list[Row]]
+    tables: list[list[TableRow]]
     choice: int = 0
     how: str = "shapes"  # shapes (one fit), names (by name among rivals), float64 (decided by running)
     rivals: int = 0
 
     @property
-    def rows(self) -> list[Row]:
+    def rows(self) -> list[TableRow]:
         return self.tables[self.choice]
 
 
@@ -77,10 +77,10 @@ def pair_units(sources: list[Unit], targets: list[Unit], flattened: list[tuple[i
     return sorted(pairs, key=lambda pair: pair.source.order)
 
 
-def submodule_rows(pairs: list[Pair]) -> list[Row]:
+def submodule_table(pairs: list[Pair]) -> list[TableRow]:
     """Every paired layer's output compared, torch layout turned into Flax's; a recurrent module by its last
     layer (the Flax module holding that layer's cells: its `nnx.RNN`, or both directions' `Bidirectional`)."""
-    rows: list[Row] = []
+    rows: list[TableRow] = []
     recurrent: dict[str, list[Pair]] = {}
     for pair in pairs:
         if pair.source.family == "recurrent":
@@ -132,7 +132,7 @@ class Search:
         self.unrecorded: set[str] = set()  # Flax modules that run only inside a transform (nothing to record)
 
     def port(self, candidate: Candidate) -> Port:
-        rows = [row for row in submodule_rows(candidate.pairs) if row[1] not in self.unrecorded]
+        rows = [row for row in submodule_table(candidate.pairs) if row[1] not in self.unrecorded]
         batchnorm = any(name.endswith("num_batches_tracked") for p in candidate.pairs for name in p.source.tensors)
         return Port(
             name=self.name,
@@ -192,7 +192,7 @@ class Search:
         for pair in self.culprits(candidate):
             index = candidate.pairs.index(pair)
 
-            def moved(target: Unit, tables: list[list[Row]], pair: Pair = pair) -> Pair:
+            def moved(target: Unit, tables: list[list[TableRow]], pair: Pair = pair) -> Pair:
                 return dataclasses.replace(pair, target=target, tables=tables, choice=0, how="float64")
 
             for choice in range(len(pair.tables)):

@@ -18,7 +18,7 @@ from typing import Any
 from parity.port.transforms import Shape
 from parity.port.weights import path_name, torch_ties
 
-Row = tuple[Any, ...]
+TableRow = tuple[Any, ...]
 
 
 @dataclasses.dataclass
