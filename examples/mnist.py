@@ -68,7 +68,7 @@ def parse_example_args(parser: OneLineParser, argv: Sequence[str] | None):
         parser.error(f"--checks: unknown {given}; expected some of {','.join(PORT_CHECKS)}")
     whole = [name for name in args.checks if name not in STREAMING_CHECKS] + (["--coverage"] if args.coverage else [])
     if args.streaming and whole:
-        parser.error(f"--streaming: {','.join(whole)} need the whole model in float64; leave them out")
+        parser.error(f"--streaming: leave out {','.join(whole)}: a check that needs the whole model in float64")
     return args
 
 

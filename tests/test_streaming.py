@@ -162,4 +162,4 @@ def test_the_examples_take_streaming_and_refuse_what_it_cannot_check(capsys):
     with pytest.raises(SystemExit) as raised:
         transformer.main(["--images", "4", "--streaming", "--checks", "outputs,gradients"])
     assert raised.value.code == 2
-    assert "--streaming: gradients need the whole model in float64" in capsys.readouterr().err
+    assert "--streaming: leave out gradients: a check that needs the whole model in float64" in capsys.readouterr().err
