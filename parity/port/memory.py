@@ -7,7 +7,8 @@ checking on the Transformer example from 3M to 85M weights (docs/porting.md, "Me
 - `whole`: gradients or a trajectory, both models in float64 at some point, gradients beside them;
 - `forward`: outputs, submodules and units (the weights check besides), the models in float64 in turn;
 - `streaming`: the same checks with both models held in float32 (`check_port(..., streaming=True)`).
-The free memory is the kernel's `MemAvailable`, or a cgroup's limit less its use where that is less.
+The free memory is the kernel's `MemAvailable`, or a cgroup's limit less its use where that is less; what
+the process holds already (its resident set) counts towards the peak, not against the free memory.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def available() -> int | None:
     return free
 
 
+def resident() -> int:
+    """Bytes this process holds already (VmRSS; 0 where not known): part of the estimated peak, not free memory
+    the check still needs."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def way(checks: Sequence[str], streaming: bool) -> str:
     if streaming:
         return "streaming"
@@ -72,8 +85,8 @@ def check_fits(port: Port, checks: Sequence[str], streaming: bool, where: str) -
     free = available()
     if count is None or free is None:
         return
-    estimate = need(count, checks, streaming)
-    if estimate <= free:
+    estimate, held = need(count, checks, streaming), resident()
+    if estimate - held <= free:
         return
     how = way(checks, streaming)
     advice = (
@@ -84,6 +97,7 @@ def check_fits(port: Port, checks: Sequence[str], streaming: bool, where: str) -
     )
     raise PortError(
         f"{where}: {port.name}: {count:,} weights need about {estimate / GIB:.1f} GiB for this check ({how}: "
-        f"{PER_WEIGHT[how]} bytes a weight and {FIXED / GIB:.1f} GiB besides), and {free / GIB:.1f} GiB is free; "
+        f"{PER_WEIGHT[how]} bytes a weight and {FIXED / GIB:.1f} GiB besides); this process holds {held / GIB:.1f} "
+        f"GiB and {free / GIB:.1f} GiB is free; "
         f"{advice}"
     )
