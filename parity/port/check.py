@@ -67,6 +67,7 @@ from parity.port.weights import (
     flax_weights,
     to_flax,
     torch_start,
+    torch_weights,
 )
 
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
@@ -167,7 +168,7 @@ def dtype_rows(
     with arguments.refusal("torch", inputs, "check_port"), widened:  # a refusal: one line, its error the cause
         if "outputs" in checks:
             torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
-        buffers = torch_runner.torch_state(model, table.buffers) if "outputs" in checks else {}  # after that pass
+        buffers = torch_weights(model, table.buffers) if "outputs" in checks else {}  # after that pass
         calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if "submodules" in checks else []
         units = torch_runner.torch_unit_calls(port, model, inputs, lowered) if "units" in checks else []
         if "gradients" in checks:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,11 +43,6 @@ def call(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> Any:
 def to_numpy(tensor: Any) -> np.ndarray:
     result: np.ndarray = tensor.detach().cpu().numpy().copy()
     return result
-
-
-def torch_state(model: Any, names: Collection[str]) -> Weights:
-    """The named state_dict entries (buffers: the statistics a forward pass left) as NumPy arrays (copies)."""
-    return {name: to_numpy(t) for name, t in model.state_dict(keep_vars=True).items() if name in names}
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,9 +52,11 @@ def flax_weights(model: nnx.Module) -> Weights:
     return {name: np.asarray(variable.get_value()) for name, variable in flax_variables(model).items()}
 
 
-def torch_weights(model: torch.nn.Module) -> Weights:
-    """Every entry of the state_dict (parameters and buffers) as a NumPy array (a copy)."""
-    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+def torch_weights(model: torch.nn.Module, names: Collection[str] | None = None) -> Weights:
+    """Every entry of the state_dict (parameters and buffers), or those in `names`, as a NumPy array (a copy);
+    each read as it is held (`keep_vars`), so that under `torch_runner.widened` no float64 copy is made."""
+    held = model.state_dict(keep_vars=True)
+    return {n: t.detach().cpu().numpy().copy() for n, t in held.items() if names is None or n in names}
 
 
 def torch_buffers(model: torch.nn.Module) -> frozenset[str]:
@@ -144,8 +146,7 @@ def load_flax_entries(
     float32 (a streaming run: a summed bias stays float64, every other weight float32)."""
     import jax.numpy as jnp
 
-    variables = flax_variables(model)
-    shapes = {path: tuple(variable.get_value().shape) for path, variable in variables.items()}
+    variables, shapes = flax_variables(model), flax_shapes(model)
     for entry in entries:
         for path, array in to_flax([entry], weights, shapes).items():
             if narrow and array.dtype == np.float64 and np.array_equal(small := array.astype(np.float32), array):
