@@ -17,8 +17,11 @@ from common.config import Config
 from common.data import Dataset, images_to_row_sequences
 from common.sampler import BatchSampler
 from common.weights import Weights, initial_weights
-from parity import compare
+from parity import compare, oracle
 from parity.compare import Row
+from parity.port import flax_runner, torch_runner
+from parity.port.declare import Port
+from parity.preset_ports import layers_port
 
 # The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
 # `parity.accuracy`, run only when named; so is "port": the preset declared as a port (`parity.preset_ports`)
@@ -49,6 +52,36 @@ def random_weights(config: Config, seed: int = 1) -> Weights:
     spectral radius near 2 and amplify float32 rounding 100-fold over 28 steps.
     """
     return compare.noisy_weights(initial_weights(config, seed), seed, scale=0.1 / np.sqrt(config.hidden_size))
+
+
+SIDES = ("torch", "jax", "numpy")  # the two frameworks through the port API's runners, and the NumPy oracle
+EVAL_BATCH = 2000  # rows a forward pass takes at once (the trainers' evaluation batch)
+
+
+def side_outputs(
+    side: str, port: Port, config: Config, weights: Weights, rows: np.ndarray, device: str = "cpu", layers: bool = False
+) -> list[np.ndarray]:
+    """One side's outputs for canonical `weights` on `rows`, in `config.dtype`, in batches of EVAL_BATCH rows:
+    the logits, or with `layers` every layer's output sequence (`preset_ports.layers_port`). The frameworks
+    build, load and run the preset's port through the port API's runners (`parity.port`), on `device`;
+    "numpy" is the oracle (`parity.oracle`), on the CPU."""
+    dtype, port = config.dtype, layers_port(port) if layers else port
+    if side == "numpy":
+        return oracle.hidden_states(config, weights, rows) if layers else [oracle.logits(config, weights, rows)]
+    if side == "torch":
+        model = torch_runner.torch_model_holding(port, weights, dtype, "eval", device)
+        parts = [
+            torch_runner.torch_forward(port, model, (rows[i : i + EVAL_BATCH],))
+            for i in range(0, len(rows), EVAL_BATCH)
+        ]
+    else:
+        with flax_runner.x64(dtype), flax_runner.on_device(device):
+            model = flax_runner.flax_model_holding(port, port.entries, weights, dtype)
+            parts = [
+                flax_runner.flax_forward(port, model, (rows[i : i + EVAL_BATCH],), compiled=True)
+                for i in range(0, len(rows), EVAL_BATCH)
+            ]
+    return [np.concatenate([part[leaf][1] for part in parts]) for leaf in range(len(parts[0]))]
 
 
 def test_rows(dataset: Dataset, count: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:

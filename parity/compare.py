@@ -201,23 +201,9 @@ def compare_gradients(row: Row, reference: Weights, other: Weights, rounding: di
 # ---- training trajectories ---------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Trajectory:
-    """Losses of each step (before its update) and the weights after every step."""
-
-    losses: np.ndarray  # <f64>[steps]
-    weights: list[Weights]
-
-
 def weight_gap(a: Weights, b: Weights) -> float:
     """The largest |difference| over every named array two weight sets share."""
     return max((max_gap(a[name], b[name]) for name in a), default=0.0)
-
-
-def trajectory_gap(a: Trajectory, b: Trajectory) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: |loss_a - loss_b| and the max |weight difference| after that step."""
-    weights = [weight_gap(x, y) for x, y in zip(a.weights, b.weights, strict=True)]
-    return np.abs(a.losses - b.losses), np.array(weights)
 
 
 def trajectory_tolerances(

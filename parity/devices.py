@@ -9,7 +9,7 @@ from common.data import Dataset
 from common.presets import get_preset
 from parity import checks
 from parity.compare import Row
-from parity.sides import JaxSide, OracleSide, Side, TorchSide
+from parity.preset_ports import preset_port
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -57,29 +57,33 @@ def as_tf32_rows(rows: list[Row]) -> list[Row]:
     ]
 
 
-def every_device_sides() -> dict[str, Side]:
-    """torch and jax on the CPU and on the GPU, and the NumPy oracle."""
+def every_device_sides() -> dict[str, tuple[str, str]]:
+    """Each side's name -> (side, device): torch and jax on the CPU and on the GPU, and the NumPy oracle."""
     return {
-        "torch-cpu": TorchSide("cpu"),
-        "torch-gpu": TorchSide("cuda"),
-        "jax-cpu": JaxSide("cpu"),
-        "jax-gpu": JaxSide("gpu"),
-        "numpy": OracleSide(),
+        "torch-cpu": ("torch", "cpu"),
+        "torch-gpu": ("torch", "gpu"),
+        "jax-cpu": ("jax", "cpu"),
+        "jax-gpu": ("jax", "gpu"),
+        "numpy": ("numpy", "cpu"),
     }
 
 
 def cross_device_rows(
-    preset: str, dataset: Dataset, dtypes: tuple[DType, ...], images: int, sides: dict[str, Side]
+    preset: str, dataset: Dataset, dtypes: tuple[DType, ...], images: int, sides: dict[str, tuple[str, str]]
 ) -> list[Row]:
-    """The same random weights and images through every side on every device (`sides`: name -> side, e.g.
-    torch-cpu, torch-gpu, jax-cpu, jax-gpu, numpy): the logits, every pair, float32 and float64."""
+    """The same random weights and images through every side on every device (`sides`: name -> (side,
+    device), as `every_device_sides` gives): the logits, every pair, float32 and float64. Each device's Flax
+    side takes the recurrence gradient the JAX trainer takes there (`preset_ports.preset_port`)."""
     rows: list[Row] = []
     device = "+".join(sorted({name.split("-")[-1] for name in sides}))
     for dtype in dtypes:
         config = dataclasses.replace(get_preset(preset), dtype=dtype)
         weights = checks.random_weights(config)
         rows_in, _ = checks.test_rows(dataset, images, dtype)
-        results = {name: side.logits(config, weights, rows_in) for name, side in sides.items()}
+        results = {
+            name: checks.side_outputs(side, preset_port(preset, device=where), config, weights, rows_in, where)[0]
+            for name, (side, where) in sides.items()
+        }
         rows += checks.compare_logits(Row(preset, "logits", "across devices", device, dtype, "", {}, "", None), results)
     return rows
 

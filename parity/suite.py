@@ -1,9 +1,13 @@
-"""The preset suite: the sides, the data, and the order of the checks, for each preset on each device.
+"""The preset suite: the data and the order of the checks, for each preset on each device.
 
 Checks (`checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval; "port" puts the
-preset through the port API. Only trajectory and cross-eval train. The sides run the trainers' own code
-(`parity.sides`); every verdict is the comparison core's (`parity.compare`), as the port API's are.
-(accuracy, full trainings over seeds, is `parity.accuracy`: hours on a CPU.)
+preset through every check of the port API. Only trajectory and cross-eval train. Each preset is a port
+(`parity.preset_ports`: the trainers' models, the JAX trainer's recurrence gradient, their own training
+steps and optimizers), built, run and stepped through the port API's runners; gradients and the lr-1e-4
+trajectory are `check_port` calls; what only the suite has stays here and in `parity.checks`: the NumPy
+oracle as a third side, the first state over, the recipe-lr envelope, cross-evaluation, devices and TF32.
+Every verdict is the comparison core's (`parity.compare`). (accuracy, full trainings over seeds, is
+`parity.accuracy`: hours on a CPU.)
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import numpy as np
 from common.config import Config, DType
 from common.data import Dataset, images_to_row_sequences
 from common.presets import get_preset
+from common.weights import Weights
 from parity import checks, compare, devices
-from parity.checks import SUITE_CHECKS
+from parity.checks import SIDES, SUITE_CHECKS
 from parity.compare import Row
-from parity.sides import JaxSide, OracleSide, Side, TorchSide, TrainingSide
+from parity.port import flax_runner, torch_runner
+from parity.port.declare import Port
+from parity.preset_ports import preset_port, trainer_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,63 +110,85 @@ def run_preset(
     dataset: Dataset,
     device: str,
     options: SuiteOptions,
-    jax_side: JaxSide | None = None,
+    port: Port | None = None,
     on_curves: Callable[[Curves], None] | None = None,
     on_logit_gaps: Callable[[str, np.ndarray], None] | None = None,
 ) -> list[Row]:
-    """Every requested check for one preset on one device ("cpu" or "gpu"), float32 and float64."""
-    torch_side = TorchSide("cuda" if device == "gpu" else "cpu")
-    jax_side = jax_side or JaxSide(device, backward=options.backward)
-    oracle = OracleSide()
+    """Every requested check for one preset on one device ("cpu" or "gpu"), float32 and float64. `port`: the
+    preset as a port (`preset_ports.preset_port`, the Flax side with `options.backward`), or one put in its
+    place (a test's broken table)."""
+    port = port or preset_port(preset, options.backward, device)
     rows: list[Row] = []
     base = get_preset(preset)
-    sides = (torch_side, jax_side, oracle)
-    recipe: list[Row] | None = None if "trajectory" in options.checks or "cross-eval" in options.checks else []
+    if "trajectory" in options.checks or "cross-eval" in options.checks:
+        rows += recipe_lr_checks(port, base, device, dataset, options, on_curves)
     for dtype in options.dtypes:
-        if dtype == "float64" and recipe is None:
-            # the recipe-lr runs are float32 on the JAX side: run before float64 turns JAX's x64 mode on for the
-            # process, which changes every trace, so that they reuse the float32 programs compiled above
-            recipe = recipe_lr_checks(preset, base, device, dataset, options, sides, on_curves)
         config = dataclasses.replace(base, dtype=dtype)
         weights = checks.random_weights(config)
-        images, labels = checks.test_rows(dataset, options.images, dtype)
+        images, _ = checks.test_rows(dataset, options.images, dtype)
         row = Row(preset, "", "", device, dtype, "torch vs jax", {}, "", None)
         if "logits" in options.checks:
-            logits = {side.name: side.logits(config, weights, images) for side in sides}
+            logits = {side: checks.side_outputs(side, port, config, weights, images, device)[0] for side in SIDES}
             rows += checks.compare_logits(dataclasses.replace(row, check="logits", case="random weights"), logits)
             if on_logit_gaps and dtype == "float32":
                 on_logit_gaps(preset, (logits["torch"] - logits["jax"]).ravel())
         if "hidden-states" in options.checks:
-            states = {side.name: side.hidden_states(config, weights, images) for side in sides}
+            states = {side: checks.side_outputs(side, port, config, weights, images, device, True) for side in SIDES}
             hidden = dataclasses.replace(row, check="hidden-states", case="every layer, step and unit")
             rows += checks.compare_hidden_states(hidden, config, states)
-        if "gradients" in options.checks:
-            _, torch_grads = torch_side.gradients(config, weights, images, labels)
-            _, jax_grads = jax_side.gradients(config, weights, images, labels)
-            gradients = dataclasses.replace(row, check="gradients", case="every tensor")
-            rows.append(compare.compare_gradients(gradients, torch_grads, jax_grads))
-        if "trajectory" in options.checks:
-            rows.append(small_lr_trajectory(row, config, dataset, options, torch_side, jax_side))
-    if recipe is None:
-        recipe = recipe_lr_checks(preset, base, device, dataset, options, sides, on_curves)
-    rows += recipe
+    if "gradients" in options.checks:
+        images, labels = checks.test_rows(dataset, options.images, "float32")
+        rows += port_checks(port, base, images, labels, ("gradients",), device, options, "every tensor")
+    if "trajectory" in options.checks:
+        config = dataclasses.replace(base, learning_rate=compare.SMALL_LEARNING_RATE)
+        pool, labels, batches = train_rows(dataset, config, options.small_lr_steps, pool_steps(options))
+        case = f"lr {config.learning_rate:g}"
+        rows += port_checks(port, config, pool, labels, ("trajectory",), device, options, case, batches)
     if "port" in options.checks:
-        rows += port_rows(preset, dataset, device, options)
+        rows += port_rows(port, dataset, device, options)
     return rows
 
 
-def port_rows(preset: str, dataset: Dataset, device: str, options: SuiteOptions) -> list[Row]:
-    """The preset as a declared port through `check_port` (on the CPU: the API runs there)."""
-    if device != "cpu":
-        return devices.not_run_rows(preset, device, "the port API runs on the CPU", ("port",))
+def port_checks(
+    port: Port,
+    config: Config,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    device: str,
+    options: SuiteOptions,
+    case: str,
+    batches: list[np.ndarray] | None = None,
+) -> list[Row]:
+    """Checks 3 and 4 through `check_port`: from the suite's start weights (`checks.random_weights`), with the
+    trainers' own optimizers (`preset_ports.trainer_optimizer`) and steps (the port's), on `batches`."""
+    from parity.port.check import check_port
+
+    weights = checks.random_weights(config)
+    report = check_port(
+        port,
+        inputs,
+        labels,
+        checks=names,
+        dtypes=options.dtypes,
+        weights=weights,
+        batches=batches,
+        optimizer=trainer_optimizer(config),
+        device=device,
+    )
+    return [dataclasses.replace(row, case=case) for row in report.rows]
+
+
+def port_rows(port: Port, dataset: Dataset, device: str, options: SuiteOptions) -> list[Row]:
+    """Check 7: the preset as a declared port through every check of `check_port`, from the torch model's own
+    initialisation plus noise, with the port API's own optimizer (Adam at lr 1e-4)."""
     from parity.port.arguments import PORT_CHECKS
     from parity.port.check import check_port
-    from parity.preset_ports import preset_port
 
     images, labels = checks.test_rows(dataset, options.images, "float32")
     # not "units": a preset's `rnn` row pairs all of nn.LSTM's layers with Flax's last, a chained comparison only
     chained = tuple(check for check in PORT_CHECKS if check != "units")
-    report = check_port(preset_port(preset), images, labels, checks=chained, dtypes=options.dtypes)
+    report = check_port(port, images, labels, checks=chained, dtypes=options.dtypes, device=device)
     return [dataclasses.replace(row, check=f"port {row.check}") for row in report.rows]
 
 
@@ -167,8 +196,7 @@ def train_rows(
     dataset: Dataset, config: Config, steps: int, pool_steps: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """The first `steps` sampler batches, as indices into a compact pool of the training images that the first
-    `max(steps, pool_steps)` batches touch. Trajectories of different lengths given one `pool_steps` get pools
-    of one shape, so that the JAX side's compiled step (which takes the whole pool) serves them all."""
+    `max(steps, pool_steps)` batches touch (every trajectory of a run given one `pool_steps` has one pool)."""
     batches = checks.training_batches(dataset, config, max(steps, pool_steps))
     used = np.unique(np.concatenate(batches))
     position = {index: i for i, index in enumerate(used)}
@@ -177,64 +205,74 @@ def train_rows(
 
 
 def pool_steps(options: SuiteOptions) -> int:
-    """One pool for both trajectories (see `train_rows`): one compile of the JAX step per dtype, not per length."""
+    """One pool for both trajectories (see `train_rows`)."""
     return max(options.small_lr_steps, options.recipe_lr_steps)
 
 
-def small_lr_trajectory(
-    row: Row, config: Config, dataset: Dataset, options: SuiteOptions, torch_side: TrainingSide, jax_side: TrainingSide
-) -> Row:
-    """Trajectory at lr 1e-4: every step's loss and weights agree (float64: the math; float32: rounding's envelope)."""
-    config = dataclasses.replace(config, learning_rate=compare.SMALL_LEARNING_RATE)
-    weights = checks.random_weights(config)
-    pool, labels, batches = train_rows(dataset, config, options.small_lr_steps, pool_steps(options))
-    torch_run = torch_side.train(config, weights, pool, labels, batches)
-    jax_run = jax_side.train(config, weights, pool, labels, batches)
-    rounding = None
-    if config.dtype == "float32":
-        exact = dataclasses.replace(config, dtype="float64")
-        weights64 = {k: v.astype(np.float64) for k, v in weights.items()}
-        torch64 = torch_side.train(exact, weights64, pool.astype(np.float64), labels, batches)
-        rounding = compare.trajectory_gap(torch_run, torch64)
-    row = dataclasses.replace(row, check="trajectory", case=f"lr {config.learning_rate:g}")
-    return compare.compare_trajectories(row, compare.trajectory_gap(torch_run, jax_run), config.learning_rate, rounding)
+def trained(
+    side: str,
+    port: Port,
+    config: Config,
+    weights: Weights,
+    data: tuple[np.ndarray, np.ndarray],
+    batches: list[np.ndarray],
+    device: str,
+) -> tuple[np.ndarray, Weights]:
+    """One framework's training run through the port API's runners (the trainer's own step and optimizer, at
+    `config`'s learning rate and dtype): each step's loss, and the canonical weights after the last."""
+    from parity.port.table import declared
+    from parity.port.weights import as_dtype, to_torch, torch_start, torch_weights
+
+    table = declared(port, torch_start(port), "eval", device)
+    optimizer, dtype = trainer_optimizer(config), config.dtype
+    weights, (pool, labels) = as_dtype(weights, dtype), data
+    inputs = (pool.astype(dtype),)
+    if side == "torch":
+        model = torch_runner.torch_model_holding(port, weights, dtype, "eval", device)
+        run = torch_runner.torch_steps(
+            port, model, table.entries, table.flax_shapes, optimizer, inputs, labels, batches
+        )
+        losses = [loss for loss, _ in run]
+        return np.array(losses), torch_weights(model)
+    with flax_runner.x64(dtype), flax_runner.on_device(device):
+        model = flax_runner.flax_model_holding(port, table.entries, weights, dtype)
+        steps = list(flax_runner.flax_steps(port, model, optimizer, inputs, labels, batches, set()))
+    return np.array([loss for loss, _ in steps]), to_torch(table.entries, steps[-1][1], table.torch_shapes)
 
 
 def recipe_lr_checks(
-    preset: str,
+    port: Port,
     base: Config,
     device: str,
     dataset: Dataset,
     options: SuiteOptions,
-    sides: tuple[TrainingSide, TrainingSide, Side],
     on_curves: Callable[[Curves], None] | None,
 ) -> list[Row]:
     """The trajectory at the recipe's lr (drift against rounding's own), and cross-eval of the weights those
     runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
-    torch_side, jax_side, oracle = sides
-    rows: list[Row] = []
+    preset, rows = port.name, []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
-    weights32 = checks.random_weights(f32)
-    weights64 = {name: array.astype(np.float64) for name, array in weights32.items()}
+    weights = checks.random_weights(f32)
     pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps, pool_steps(options))
-    torch32 = torch_side.train(f32, weights32, pool, labels, batches)
-    jax32 = jax_side.train(f32, weights32, pool, labels, batches)
+    torch32, torch_trained = trained("torch", port, f32, weights, (pool, labels), batches, device)
+    jax32, jax_trained = trained("jax", port, f32, weights, (pool, labels), batches, device)
     row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)
     if "trajectory" in options.checks:
-        torch64 = torch_side.train(f64, weights64, pool.astype(np.float64), labels, batches)
-        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, torch32.losses, jax32.losses, torch64.losses))
+        torch64, _ = trained("torch", port, f64, weights, (pool, labels), batches, device)
+        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, torch32, jax32, torch64))
         if on_curves:
-            on_curves(Curves(preset, device, torch32.losses, jax32.losses, torch64.losses))
+            on_curves(Curves(preset, device, torch32, jax32, torch64))
     if "cross-eval" not in options.checks:
         return rows
     images, labels_test = checks.test_rows(dataset, options.eval_images, "float32")
-    for trained_by, run in (("torch", torch32), ("jax", jax32)):
-        trained = run.weights[-1]
+    for trained_by, after in (("torch", torch_trained), ("jax", jax_trained)):
         subset = images[: options.images]
-        results = {side.name: side.logits(f32, trained, subset) for side in (torch_side, jax_side, oracle)}
+        results = {side: checks.side_outputs(side, port, f32, after, subset, device)[0] for side in SIDES}
         cross = dataclasses.replace(row, check="cross-eval", case=f"logits, trained by {trained_by}")
         rows += checks.compare_logits(cross, results)
         predictions = dataclasses.replace(cross, case=f"predictions, trained by {trained_by}", compared="torch vs jax")
-        torch_logits, jax_logits = torch_side.logits(f32, trained, images), jax_side.logits(f32, trained, images)
+        torch_logits, jax_logits = (
+            checks.side_outputs(side, port, f32, after, images, device)[0] for side in SIDES[:2]
+        )
         rows.append(checks.compare_predictions(predictions, torch_logits, jax_logits, labels_test))
     return rows

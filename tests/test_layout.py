@@ -123,7 +123,6 @@ PRESET_MODULES = (
     "torch_impl",
     "jax_impl",
     "parity.oracle",
-    "parity.sides",
     "parity.checks",
     "parity.suite",
     "parity.devices",

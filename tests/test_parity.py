@@ -5,18 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 import jax_impl.model
 from common.presets import PRESETS, get_preset
-from jax_impl import convert
 from parity import checks, compare
 from parity.compare import Row
-from parity.sides import JaxSide, TorchSide
-from parity.suite import SuiteOptions, run_preset, train_rows
+from parity.port import flax_runner, torch_runner
+from parity.port.transforms import add, reorder_blocks
+from parity.preset_ports import preset_port
+from parity.suite import SuiteOptions, run_preset, train_rows, trained
 from tests.conftest import run_cli, run_module
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
@@ -60,8 +60,8 @@ def test_asking_for_logits_alone_trains_nothing(mnist, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the logits check trained a model")
 
-    monkeypatch.setattr(TorchSide, "train", no_training)
-    monkeypatch.setattr(JaxSide, "train", no_training)
+    monkeypatch.setattr(torch_runner, "torch_steps", no_training)
+    monkeypatch.setattr(flax_runner, "flax_steps", no_training)
     rows = run_preset("lstm", mnist, "cpu", SuiteOptions(checks=("logits",), images=8))
     assert {(row.check, row.case) for row in rows} == {("logits", "random weights")} and all(r.passed for r in rows)
 
@@ -69,22 +69,21 @@ def test_asking_for_logits_alone_trains_nothing(mnist, monkeypatch):
 RECIPE_STEPS = 20  # rnn at its recipe's lr: rounding alone parts float32 from float64 within these steps
 
 
-def recipe_trajectory(mnist, jax_side):
-    config = get_preset("rnn")
+def recipe_trajectory(mnist):
+    config, port = get_preset("rnn"), preset_port("rnn")
     weights = checks.random_weights(config)
     pool, labels, batches = train_rows(mnist, config, RECIPE_STEPS)
-    torch32 = TorchSide().train(config, weights, pool, labels, batches)
-    config64 = dataclasses.replace(config, dtype="float64")
-    torch64 = TorchSide().train(
-        config64, {k: v.astype(np.float64) for k, v in weights.items()}, pool.astype(np.float64), labels, batches
+    torch32, _ = trained("torch", port, config, weights, (pool, labels), batches, "cpu")
+    torch64, _ = trained(
+        "torch", port, dataclasses.replace(config, dtype="float64"), weights, (pool, labels), batches, "cpu"
     )
-    jax32 = jax_side.train(config, weights, pool, labels, batches)
+    jax32, _ = trained("jax", port, config, weights, (pool, labels), batches, "cpu")
     row = Row("rnn", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
-    return checks.recipe_lr_verdict(row, config.learning_rate, torch32.losses, jax32.losses, torch64.losses)
+    return checks.recipe_lr_verdict(row, config.learning_rate, torch32, jax32, torch64)
 
 
 def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist):
-    row = recipe_trajectory(mnist, JaxSide())
+    row = recipe_trajectory(mnist)
     assert row.figures["rounding_parts_at"] is not None, "rounding never parted: the check judged nothing"
     assert row.passed, row.detail
 
@@ -101,38 +100,32 @@ def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_p
             (config.learning_rate if learning_rate is None else learning_rate) * 1.01, b1=0.9, b2=0.999, eps=1e-8
         ),
     )
-    row = recipe_trajectory(mnist, JaxSide())
+    row = recipe_trajectory(mnist)
     assert not row.passed, row.detail
     assert row.figures["framework_parts_at"] < checks.ENVELOPE_SHARE * row.figures["rounding_parts_at"]
 
 
-def swap_rows(array: np.ndarray, hidden: int, a: int, b: int) -> np.ndarray:
-    blocks = [array[i * hidden : (i + 1) * hidden] for i in range(len(array) // hidden)]
-    blocks[a], blocks[b] = blocks[b], blocks[a]
-    return np.concatenate(blocks)
+def with_table(preset, change, not_ported=(), backward="auto"):
+    """The preset's port with each row of its weight table passed through `change` (None: the row dropped)."""
+    port = preset_port(preset, backward)
+    rows = [changed for row in port.weights if (changed := change(*row)) is not None]
+    return dataclasses.replace(port, weights=rows, not_ported=list(not_ported))
 
 
-def gate_order_swapped(weights, config):
-    """A conversion that reads PyTorch's gates as f, i, g, o (i and f swapped)."""
-    swapped = {
-        name: swap_rows(array, config.hidden_size, 0, 1) if name.startswith("rnn.") else array
-        for name, array in weights.items()
-    }
-    return convert.from_canonical(swapped, config)
+def gate_order_swapped(torch_name, flax_path, *steps):
+    """A table that reads PyTorch's gates as f, i, g, o (i and f swapped)."""
+    swapped = (reorder_blocks(1, 0, 2, 3), *steps) if torch_name.startswith("rnn.") else steps
+    return (torch_name, flax_path, *swapped)
 
 
-def hidden_bias_dropped(weights, config):
-    """A conversion that loads b_ih but forgets b_hh (as one that forgets to sum them into Flax's one bias)."""
-    return convert.from_canonical(
-        {name: np.zeros_like(array) if ".bias_hh_" in name else array for name, array in weights.items()}, config
-    )
+def hidden_bias_dropped(torch_name, flax_path, *steps):
+    """A table that loads b_ih but forgets b_hh (as one that forgets to sum them into Flax's one bias)."""
+    return None if ".bias_hh_" in torch_name else (torch_name, flax_path, *steps)
 
 
-def recurrent_matrix_untransposed(weights, config):
-    """A conversion that copies the square W_hh into the kernel without transposing it."""
-    return convert.from_canonical(
-        {name: array.T.copy() if ".weight_hh_" in name else array for name, array in weights.items()}, config
-    )
+def recurrent_matrix_untransposed(torch_name, flax_path, *steps):
+    """A table that copies the square W_hh into the kernel without transposing it."""
+    return (torch_name, flax_path) if ".weight_hh_" in torch_name else (torch_name, flax_path, *steps)
 
 
 @pytest.mark.parametrize(
@@ -143,14 +136,10 @@ def recurrent_matrix_untransposed(weights, config):
         (recurrent_matrix_untransposed, "rnn", "layer 0, forward, step 1"),
     ],
 )
-def test_a_broken_conversion_fails_and_the_report_points_at_the_first_place(mnist, broken, preset, where):
-    rows = run_preset(
-        preset,
-        mnist,
-        "cpu",
-        SuiteOptions(checks=("logits", "hidden-states"), images=16),
-        jax_side=JaxSide(from_canonical=broken),
-    )
+def test_a_broken_table_fails_and_the_report_points_at_the_first_place(mnist, broken, preset, where):
+    not_ported = ("rnn.bias_hh_*", "*.dense_h.bias") if broken is hidden_bias_dropped else ()
+    port = with_table(preset, broken, not_ported)
+    rows = run_preset(preset, mnist, "cpu", SuiteOptions(checks=("logits", "hidden-states"), images=16), port=port)
     by = {(row.check, row.dtype, row.compared): row for row in rows}
     for dtype in ("float32", "float64"):
         assert by[("hidden-states", dtype, "torch vs numpy")].passed  # the oracle sides with torch ...
@@ -164,33 +153,28 @@ def one_bias_lstm(in_features, hidden_features, *, rngs, **options):
     return nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=rngs, **options)
 
 
-def summed_from_canonical(weights, config):
-    """Flax's usual layout: one LSTM bias holding b_ih + b_hh."""
-    model = jax_impl.model.build_model(config)
-    for suffix, cell in convert.cells(model).items():
-        cell.dense_i.kernel.set_value(jnp.asarray(weights[f"rnn.weight_ih_{suffix}"].T))
-        cell.dense_h.kernel.set_value(jnp.asarray(weights[f"rnn.weight_hh_{suffix}"].T))
-        cell.dense_h.bias.set_value(jnp.asarray(weights[f"rnn.bias_ih_{suffix}"] + weights[f"rnn.bias_hh_{suffix}"]))
-    model.out.kernel.set_value(jnp.asarray(weights["out.weight"].T))
-    model.out.bias.set_value(jnp.asarray(weights["out.bias"]))
-    return model
+def summed(torch_name, flax_path, *steps):
+    """Flax's usual layout: one LSTM bias (dense_h's) holding b_ih + b_hh, dense_i without one."""
+    if ".bias_ih_" in torch_name:
+        return None
+    if ".bias_hh_" in torch_name:
+        return ((torch_name.replace("_hh_", "_ih_"), torch_name), flax_path, add())
+    return (torch_name, flax_path, *steps)
 
 
 def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, monkeypatch):
     """Why jax_impl keeps PyTorch's two biases: each Adam step moves both, so their sum moves twice as far."""
     monkeypatch.setattr(jax_impl.model, "TorchLSTMCell", one_bias_lstm)
     config = dataclasses.replace(get_preset("lstm"), learning_rate=compare.SMALL_LEARNING_RATE, dtype="float64")
+    port = with_table("lstm", summed, backward="autodiff")  # the hand-written backward has PyTorch's two biases
     weights = checks.random_weights(config)
-    side = JaxSide(from_canonical=summed_from_canonical)
-    side.to_canonical = lambda model: {}  # only losses are compared: the layouts differ
     images, _ = checks.test_rows(mnist, 16, "float64")
-    same_function = np.abs(side.logits(config, weights, images) - TorchSide().logits(config, weights, images)).max()
-    assert same_function <= compare.ABSOLUTE_FLOAT64
+    logits = [checks.side_outputs(side, port, config, weights, images)[0] for side in ("torch", "jax")]
+    assert np.abs(logits[0] - logits[1]).max() <= compare.ABSOLUTE_FLOAT64
     pool, labels, batches = train_rows(mnist, config, 30)
-    torch_run = TorchSide().train(config, weights, pool, labels, batches)
-    torch_run.weights = [{}] * len(batches)
-    jax_run = side.train(config, weights, pool, labels, batches)
-    loss_gaps = np.abs(torch_run.losses - jax_run.losses)
+    torch_losses, _ = trained("torch", port, config, weights, (pool, labels), batches, "cpu")
+    jax_losses, _ = trained("jax", port, config, weights, (pool, labels), batches, "cpu")
+    loss_gaps = np.abs(torch_losses - jax_losses)
     assert loss_gaps[0] <= compare.ABSOLUTE_FLOAT64  # step 1's loss is computed before any update
     assert loss_gaps.max() > 1e6 * compare.ABSOLUTE_FLOAT64
 
@@ -287,13 +271,12 @@ def test_gpu_rows_run_with_tf32_off_and_the_tf32_rows_are_shown_not_judged(monke
 def test_the_cross_device_row_compares_every_side_with_every_other(mnist):
     """On a GPU the sides are torch and jax on each device; here two CPU copies stand in for the devices."""
     from parity.devices import cross_device_rows
-    from parity.sides import OracleSide
 
     sides = {
-        "torch-cpu": TorchSide("cpu"),
-        "torch-cpu2": TorchSide("cpu"),
-        "jax-cpu": JaxSide("cpu"),
-        "numpy": OracleSide(),
+        "torch-cpu": ("torch", "cpu"),
+        "torch-cpu2": ("torch", "cpu"),
+        "jax-cpu": ("jax", "cpu"),
+        "numpy": ("numpy", "cpu"),
     }
     rows = cross_device_rows("bilstm", mnist, ("float32", "float64"), 8, sides)
     assert {(row.dtype, row.compared) for row in rows} == {

@@ -131,6 +131,50 @@ def test_nan_in_the_inputs_is_refused_before_the_run():
     one_line(error, "check_port: inputs[0]: 28 NaN or inf values (the first at (2, 5, 0)), expected finite numbers")
 
 
+def test_the_suites_arguments_device_weights_and_batches_are_refused_in_one_line_each():
+    """check_port's `device`, `weights` (the start weights) and `batches` (the trajectory's), each wrong."""
+    x, y = inputs()
+    with pytest.raises(PortError) as error:
+        check_port(PORT, x, y, device="tpu", **FORWARD)
+    one_line(error, "device: expected 'cpu' or 'gpu', got 'tpu'")
+    start = {name: array.detach().numpy() for name, array in TorchRowConv().state_dict().items()}
+    with pytest.raises(PortError) as error:
+        check_port(PORT, x, y, weights={k: v for k, v in start.items() if k != "norm.bias"}, **FORWARD)
+    one_line(error, "check_port: weights: expected the torch model's state_dict names, missing norm.bias")
+    with pytest.raises(PortError) as error:
+        check_port(PORT, x, y, weights={**start, "conv.bias": np.zeros(3, np.float32)}, **FORWARD)
+    one_line(error, "check_port: weights: 'conv.bias' has shape (3,), the torch model's is (16,)")
+    trajectory = {"checks": ("trajectory",), "dtypes": ("float64",)}
+    for batches, expected in [
+        ([np.array([0, 8])], "batches[0]: row indices must lie in [0, 8), got 0..8"),
+        ([np.array([0.5])], "batches[0]: expected a 1-D array of row indices"),
+        ([], "batches: expected at least one batch"),
+    ]:
+        with pytest.raises(PortError) as error:
+            check_port(PORT, x, y, batches=batches, **trajectory)
+        one_line(error, expected)
+
+
+def test_the_given_start_weights_and_batches_are_the_ones_checked():
+    """`weights=` replaces the noisy start (a torch model holding them gives the report's float64 loss), and
+    `batches=` are the trajectory's steps (their count is the row's)."""
+    import torch
+
+    x, y = inputs()
+    model = TorchRowConv().double()
+    start = {name: array.detach().numpy().astype(np.float32) for name, array in model.state_dict().items()}
+    report = check_port(PORT, x, y, checks=("gradients",), dtypes=("float64",), weights=start)
+    model.load_state_dict({name: torch.from_numpy(array.astype(np.float64)) for name, array in start.items()})
+    with torch.no_grad():
+        loss = float(
+            torch.nn.functional.cross_entropy(model(torch.from_numpy(x.astype(np.float64))), torch.from_numpy(y))
+        )
+    assert report.passed and f"loss {loss:.6g}" in report.rows[0].detail, (loss, report.rows[0].detail)
+    batches = [np.array([1, 3]), np.array([5, 7]), np.array([0, 2])]
+    report = check_port(PORT, x, y, checks=("trajectory",), dtypes=("float64",), batches=batches)
+    assert report.passed and report.rows[0].case == "adam, 3 steps", report.table()
+
+
 def test_infer_port_on_a_name_says_what_it_expected():
     with pytest.raises(PortError) as error:
         infer_port("resnet", FlaxRowConv, inputs()[0])

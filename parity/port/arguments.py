@@ -13,18 +13,21 @@ first forward pass), or labels the model's own loss refuses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from parity.port.declare import Port, PortError
 from parity.port.trees import first_leaf, torch_cross_entropy
+from parity.port.weights import Start
 
 PORT_CHECKS = ("weights", "outputs", "submodules", "units", "gradients", "trajectory")
 STREAMING_CHECKS = ("weights", "outputs", "submodules", "units")  # what needs no whole float64 model
 MODES = ("eval", "train")
+DEVICES = ("cpu", "gpu")
 RENAMED = {"training": "trajectory"}
 KINDS = {"torch_model": ("torch", "a torch.nn.Module"), "flax_model": ("flax.nnx", "an nnx.Module")}
 
@@ -37,6 +40,7 @@ def checked_options(
     batch_size: int,
     streaming: bool,
     coverage: bool,
+    device: str = "cpu",
 ) -> tuple[str, ...]:
     """`check_port`'s options (else PortError, one line naming the option); the checks to run (None: every
     check, or in streaming mode every check that needs no whole float64 model)."""
@@ -51,6 +55,8 @@ def checked_options(
         raise PortError(f"dtypes: expected float32 and/or float64, got {', '.join(dtypes) or 'none'}")
     if mode not in MODES:
         raise PortError(f"mode: expected 'eval' or 'train', got {mode!r}")
+    if device not in DEVICES:
+        raise PortError(f"device: expected 'cpu' or 'gpu', got {device!r}")
     if steps < 1 or batch_size < 1:
         raise PortError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     whole = [name for name in checks if name not in STREAMING_CHECKS] + (["coverage"] if coverage else [])
@@ -67,6 +73,40 @@ def checked_options(
             "computes on copies of the float32 weights: check train mode without streaming"
         )
     return checks
+
+
+def given_start(start: Start, weights: Mapping[str, np.ndarray] | None, caller: str) -> Start:
+    """`start` with the caller's own start `weights` in place of its noisy ones (state_dict names, every entry,
+    each of its shape; else PortError naming the first that is not)."""
+    if weights is None:
+        return start
+    missing, extra = sorted(set(start.weights) - set(weights)), sorted(set(weights) - set(start.weights))
+    if missing or extra:
+        what = f"missing {', '.join(missing[:3])}" if missing else f"not in the torch model: {', '.join(extra[:3])}"
+        raise PortError(f"{caller}: weights: expected the torch model's state_dict names, {what}")
+    for name, array in start.weights.items():
+        if np.shape(weights[name]) != array.shape:
+            raise PortError(
+                f"{caller}: weights: {name!r} has shape {np.shape(weights[name])}, the torch model's is {array.shape}"
+            )
+    return dataclasses.replace(start, weights={name: np.asarray(weights[name]) for name in start.weights})
+
+
+def checked_batches(batches: Sequence[np.ndarray], rows: int, caller: str) -> list[np.ndarray]:
+    """The trajectory's batches: each a non-empty array of integer row indices below `rows` (else PortError)."""
+    checked = []
+    for index, batch in enumerate(batches):
+        array = np.asarray(batch)
+        if array.ndim != 1 or not len(array) or not np.issubdtype(array.dtype, np.integer):
+            raise PortError(f"{caller}: batches[{index}]: expected a 1-D array of row indices, got {described(batch)}")
+        if array.min() < 0 or array.max() >= rows:
+            raise PortError(
+                f"{caller}: batches[{index}]: row indices must lie in [0, {rows}), got {array.min()}..{array.max()}"
+            )
+        checked.append(array)
+    if not checked:
+        raise PortError(f"{caller}: batches: expected at least one batch")
+    return checked
 
 
 def described(value: Any) -> str:

@@ -28,6 +28,7 @@ at a time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import tempfile
 from collections.abc import Sequence
@@ -88,6 +89,9 @@ def check_port(
     seed: int = 0,
     coverage: bool = False,
     streaming: bool = False,
+    device: str = "cpu",
+    weights: Weights | None = None,
+    batches: Sequence[np.ndarray] | None = None,
 ) -> Report:
     """Every check in `checks`, in each dtype; `inputs` (one array, or a tuple for a model of several inputs) in
     the PyTorch layout, `labels` integers; both models in `mode` ("eval" or "train"). `coverage`: also plant
@@ -96,8 +100,11 @@ def check_port(
     weight's float64 copy as it is used (`torch_runner.widened`; Flax promotes float32 weights against float64
     inputs), for a model too large to hold in float64: the weights, outputs, submodules and units checks, in
     eval mode (the default checks then). Without it, a check estimated to need more memory than is free stops
-    before it builds a model (`parity.port.memory`)."""
-    checks = arguments.checked_options(checks, dtypes, mode, steps, batch_size, streaming, coverage)
+    before it builds a model (`parity.port.memory`). `device`: "cpu", or "gpu" (both models on the first GPU;
+    coverage runs on the CPU). `weights`: the weights every check starts from (state_dict names, every entry),
+    in place of the torch model's own initialisation plus noise. `batches`: the trajectory's batches, each an
+    array of row indices into `inputs`, in place of `steps` batches of `batch_size` rows in order."""
+    checks = arguments.checked_options(checks, dtypes, mode, steps, batch_size, streaming, coverage, device)
     needs_labels = coverage or bool({"gradients", "trajectory"} & set(checks))
     port, xs, labels = arguments.checked_call(port, inputs, labels, "check_port", labels_optional=not needs_labels)
     from jax_impl.cache import enable_compilation_cache
@@ -108,19 +115,21 @@ def check_port(
     def probe(model: Any) -> None:
         arguments.probe_torch(model, port, xs, labels, "check_port")
 
-    start = torch_start(port, seed, probe)
+    start = arguments.given_start(torch_start(port, seed, probe), weights, "check_port")
     base = start.weights
     check_gru_biases(port.entries, start.grus, list(base), port.not_ported)
-    table = declared(port, start, mode)
+    table = declared(port, start, mode, device)
     by_dtype: dict[str, list[Row]] = {}
-    batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(xs[0]) for step in range(steps)]
+    if batches is None:
+        batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(xs[0]) for step in range(steps)]
+    batches = arguments.checked_batches(batches, len(xs[0]), "check_port")
     with tempfile.TemporaryDirectory(prefix="parity-gradients-") as folder:
         exact = Path(folder) / "torch-float64.safetensors" if "gradients" in checks and len(dtypes) == 2 else None
 
         def run(dtype: str, only: Sequence[str]) -> list[Row]:
             if "trajectory" in only:
                 return trajectory_rows(table, base, (dtype,), optimizer, (xs, labels), batches)
-            with flax_runner.x64(dtype):  # float64 alone enables JAX's x64, as a context
+            with flax_runner.x64(dtype), flax_runner.on_device(device):  # x64 for float64 alone, as a context
                 held = "float32" if streaming else dtype  # the weights' dtype in both models
                 weights = as_dtype(base, held)
                 return dtype_rows(table, dtype, weights, in_dtype(xs, dtype), labels, only, exact, held)
@@ -137,6 +146,7 @@ def check_port(
     rows += [row for dtype in dtypes for row in between_units(rows, dtype)]
     divergence = compare.first_divergence(rows, locating=("units", "submodules", "buffers"))
     environment = precision_environment(dtypes, streaming)
+    rows = [dataclasses.replace(row, device=device) for row in rows]
     return Report(port.name, rows, divergence, values, table.not_ported, mode, environment)
 
 
@@ -162,7 +172,7 @@ def dtype_rows(
     `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick).
     `held`: the dtype both models hold the weights in (float32 in streaming mode), if not `dtype`."""
     port, mode, held = table.port, table.mode, held or dtype
-    model = torch_runner.torch_model_holding(port, weights, held, mode)
+    model = torch_runner.torch_model_holding(port, weights, held, mode, table.device)
     lowered = torch_runner.Lowered() if dtype == "float64" else None  # what torch computes below float64
     widened = torch_runner.widened(model) if held != dtype else contextlib.nullcontext()
     with arguments.refusal("torch", inputs, "check_port"), widened:  # a refusal: one line, its error the cause

@@ -87,7 +87,11 @@ class Port:
     as the model returns them (the default cross-entropy reads the first array). `torch_forward` and
     `flax_forward`: how each model is called, `(model, *inputs) -> output`; by default `model(*inputs)`. For
     a keyword the call needs (`rngs=None`, `deterministic=True`, a mask) or a leaf to take from what it
-    returns (`lambda model, x: model(x).logits`), with no wrapper around either model. `unit_inputs`: for the
+    returns (`lambda model, x: model(x).logits`), with no wrapper around either model. `torch_step` and
+    `flax_step`: a project's own training step for the trajectory check, run as it is, where it has one
+    (`(model, optimizer, *inputs, labels) -> loss` after stepping; `(graphdef, optax transformation, params,
+    opt_state, *inputs, labels) -> (params, opt_state, loss)`, for a model whose state is all parameters);
+    by default the port's loss, its gradient and one optimizer update. `unit_inputs`: for the
     units check, the steps from a torch submodule's inputs to its Flax counterpart's, where they are not its
     output's (`parity.port.local`).
     A Flax model must leave `dtype` unset (None) so that float64 weights and inputs compute in float64. A
@@ -108,6 +112,8 @@ class Port:
     torch_forward: Callable[..., Any] | None = None  # (model, *inputs) -> output; None: model(*inputs)
     flax_forward: Callable[..., Any] | None = None
     unit_inputs: dict[str, Sequence[Step]] | None = None  # torch submodule -> steps for its inputs (units check)
+    torch_step: Callable[..., Any] | None = None  # (model, optimizer, *inputs, labels) -> loss
+    flax_step: Callable[..., Any] | None = None  # (graphdef, transformation, params, state, *inputs, labels) -> ...
 
     def run_torch(self, model: Any, *inputs: Any) -> Any:  # the torch model's output, called as the port says
         return called(self.torch_forward, model, *inputs)

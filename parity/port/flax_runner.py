@@ -18,7 +18,7 @@ from parity.port import transforms
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.trees import called, first_leaf, leaves, same_values, take
-from parity.port.weights import Widening, build, load_flax_entries, path_name
+from parity.port.weights import Widening, built_to_fill, load_flax_entries, path_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,6 +31,17 @@ def x64(dtype: str) -> contextlib.AbstractContextManager[Any]:
     import jax
 
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def on_device(device: str) -> contextlib.AbstractContextManager[Any]:
+    """JAX's default device for a run on `device` ("cpu", or "gpu": the first GPU), as a context: the Flax
+    model is built there, and its inputs are put there."""
+    import jax
+
+    context: contextlib.AbstractContextManager[Any] = jax.default_device(
+        jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    )
+    return context
 
 
 def in_x64(function: Callable[P, R]) -> Callable[P, R]:
@@ -51,7 +62,7 @@ def flax_model_holding(
     layout, converted through the table), in `mode` ("eval" or "train"). A streaming float64 run passes float32
     weights `Widening` to float64: each entry is converted in float64 and kept in float32 where that is exact
     (a summed bias is not), and NNX's layers promote float32 weights against float64 inputs."""
-    model: Any = build(port.flax_model, dtype)
+    model: Any = built_to_fill(port.flax_model, dtype, {path for entry in entries for path in entry.flax})
     if dtype == "float64":
         fixed = [
             f"{path} ({type(m).__name__})"
@@ -68,17 +79,6 @@ def flax_model_holding(
     load_flax_entries(model, entries, weights, narrow=isinstance(weights, Widening))
     model.train() if mode == "train" else model.eval()
     return model
-
-
-def flax_dropouts(model: Any) -> list[str]:
-    """The model's dropout that is on (`layers.0.dropout: Dropout(rate=0.1)`)."""
-    found = []
-    for path, module in iter_modules(model):
-        rate = getattr(module, "rate", None) if type(module).__name__ == "Dropout" else None
-        rate = getattr(module, "dropout_rate", rate)
-        if isinstance(rate, float) and rate > 0:
-            found.append(f"{path or '(top)'}: {type(module).__name__}(rate={rate:g})")
-    return found
 
 
 def iter_modules(model: Any) -> list[tuple[str, Any]]:
@@ -257,20 +257,28 @@ def flax_steps(
 ) -> Iterator[tuple[float, Weights]]:
     """optax's optimizer, one jitted step per batch: yields each step's loss and the `mapped` variables after
     it (parameters, and batch statistics carried from step to step; parameters and optimizer state are
-    donated to the step: a large model is held once, not twice)."""
-    import functools
-
+    donated to the step: a large model is held once, not twice). A port's own `flax_step` takes each step
+    where it declares one (a trainer's step, compiled as it is)."""
     import jax
     import jax.numpy as jnp
     import optax
+    from flax import nnx
 
     transformation = optimizer.optax()
     graphdef, params, rest = split_params(model)
     del model
     value_and_grad = flax_value_and_grad(port, graphdef)
+    own = graphdef
+    if port.flax_step is not None:  # the port's own step: on a model whose state is all parameters
+        if held := list(by_path(rest)):
+            raise PortError(f"{port.name}: flax_step takes a model of parameters alone; this one holds {held[0]}")
+        own, params = nnx.split(nnx.merge(graphdef, params, rest))  # the graphdef of the parameters alone
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params: Any, state: Any, rest: Any, x: Any, y: Any) -> Any:
+        if port.flax_step is not None:
+            params, state, loss = port.flax_step(own, transformation, params, state, *x, y)
+            return params, state, rest, loss
         (loss, rest), grads = value_and_grad(params, rest, x, y)
         updates, state = transformation.update(grads, state, params)
         return optax.apply_updates(params, updates), state, rest, loss

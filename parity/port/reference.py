@@ -67,6 +67,11 @@ def save_reference(
     from parity.port.weights import torch_start
 
     path = Path(path)
+    if optimizer.make_torch is not None or optimizer.make_optax is not None:
+        raise PortError(
+            f"{path}: save_reference keeps the optimizer's hyperparameters, not code: give an Optimizer "
+            "without make_torch or make_optax"
+        )
     if path.exists() and not overwrite:
         raise PortError(f"{path}: a reference is already there; pass overwrite=True to replace it")
     port, xs, labels = checked_call(port, inputs, labels, "save_reference", labels_optional=True)
@@ -108,7 +113,7 @@ def save_reference(
         "dtype": "float64",
         "mode": mode,
         "loss": repr(loss),
-        "optimizer": json.dumps(dataclasses.asdict(optimizer)),
+        "optimizer": json.dumps({k: v for k, v in dataclasses.asdict(optimizer).items() if not k.startswith("make_")}),
         "table": table_text(port.weights),
         "submodules": json.dumps([entry.flax[0] for entry in port.submodule_entries]),
         "saved": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

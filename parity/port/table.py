@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from parity.port import flax_runner
 from parity.port.declare import Entry, Port, PortError, check_declaration
 from parity.port.transforms import Shape
-from parity.port.weights import Start, build, flax_shapes, flax_types
+from parity.port.weights import Start, build, flax_dropouts, flax_shapes, flax_types
 
 
 @dataclasses.dataclass(frozen=True)
 class Declared:
-    """A port's table, checked against both models, and the mode the checks run in."""
+    """A port's table, checked against both models, and the mode and device ("cpu" or "gpu") the checks run in."""
 
     port: Port
     entries: list[Entry]
@@ -23,6 +22,7 @@ class Declared:
     not_ported: list[str]
     mode: str = "eval"
     ties: dict[str, str] = dataclasses.field(default_factory=dict)  # a tied name -> the first name of its tensor
+    device: str = "cpu"
 
     @property
     def parameter_entries(self) -> list[Entry]:
@@ -33,7 +33,7 @@ class Declared:
         return [entry for entry in self.entries if set(entry.torch) & self.buffers]
 
 
-def declared(port: Port, start: Start, mode: str) -> Declared:
+def declared(port: Port, start: Start, mode: str, device: str = "cpu") -> Declared:
     """The weight table checked against the models before anything runs (else PortError). The Flax model is
     built abstractly (`nnx.eval_shape`: shapes, no weights) where its factory allows."""
     from flax import nnx
@@ -47,10 +47,10 @@ def declared(port: Port, start: Start, mode: str) -> Declared:
     types = flax_types(flax_model)
     left = check_declaration(entries, torch_shapes, shapes, start.buffers, types, port.not_ported, start.ties)
     if mode == "train":
-        active = start.dropouts + [f"flax {found}" for found in flax_runner.flax_dropouts(flax_model)]
+        active = start.dropouts + [f"flax {found}" for found in flax_dropouts(flax_model)]
         if active:
             raise PortError(
                 f"mode='train': dropout is on ({'; '.join(active[:3])}{'; ...' if len(active) > 3 else ''}); its "
                 "random masks cannot match across frameworks: build both models with dropout 0 for a train-mode check"
             )
-    return Declared(port, entries, torch_shapes, shapes, start.buffers, left, mode, start.ties)
+    return Declared(port, entries, torch_shapes, shapes, start.buffers, left, mode, start.ties, device)

@@ -25,19 +25,33 @@ if TYPE_CHECKING:
     import torch
 
 
-def torch_model_holding(port: Port, weights: Weights, dtype: str, mode: str = "eval") -> torch.nn.Module:
-    """The port's torch model in `dtype`, holding `weights` (state_dict names), in `mode` ("eval" or "train")."""
-    return load_torch(build(port.torch_model, dtype), weights, dtype).train(mode == "train")
+def torch_model_holding(
+    port: Port, weights: Weights, dtype: str, mode: str = "eval", device: str = "cpu"
+) -> torch.nn.Module:
+    """The port's torch model in `dtype`, holding `weights` (state_dict names), in `mode` ("eval" or "train"),
+    on `device` ("cpu", or "gpu": CUDA's first)."""
+    model = load_torch(build(port.torch_model, dtype), weights, dtype).train(mode == "train")
+    return model.to("cuda") if device == "gpu" else model
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
+def device_of(model: Any) -> Any:
+    """Where the model's weights are (its first parameter's or buffer's device; the CPU for one with none)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(array))
+    held = next(iter(model.state_dict(keep_vars=True).values()), None)
+    return held.device if held is not None else torch.device("cpu")
+
+
+def as_tensor(array: np.ndarray, device: Any = None) -> torch.Tensor:
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if device is None or device.type == "cpu" else tensor.to(device)
 
 
 def call(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> Any:
-    return port.run_torch(model, *(as_tensor(x) for x in inputs))
+    device = device_of(model)
+    return port.run_torch(model, *(as_tensor(x, device) for x in inputs))
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
@@ -68,7 +82,9 @@ def torch_forward(
 ) -> list[tuple[str, np.ndarray]]:
     """The model's outputs on `inputs`, every array named (`output`, `output[0]`, `output.logits`). `lowered`
     (a float64 run): filled with the modules that computed below float64."""
-    with lowered.watching(model) if lowered else contextlib.nullcontext():
+    import torch
+
+    with lowered.watching(model) if lowered else contextlib.nullcontext(), torch.no_grad():
         return leaves(call(port, model, inputs), to_numpy)
 
 
@@ -88,7 +104,7 @@ def torch_submodule_outputs(
             raise unknown_name("submodules: the torch module", name, known) from None
 
         def hook(_module: Any, _inputs: Any, output: Any, name: str = name) -> None:
-            recorded.append((name, first_leaf(output).detach().numpy().copy()))
+            recorded.append((name, to_numpy(first_leaf(output))))
 
         handles.append(module.register_forward_hook(hook))
 
@@ -246,7 +262,7 @@ def torch_gradients(model: Any, loss_of: Callable[[Any], Any], lowered: Lowered 
 
 def port_loss(port: Port, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> Callable[[Any], Any]:
     """`model -> the port's torch loss on (inputs, labels)`."""
-    return lambda model: port.torch_loss(call(port, model, inputs), as_tensor(labels))
+    return lambda model: port.torch_loss(call(port, model, inputs), as_tensor(labels, device_of(model)))
 
 
 def torch_steps(
@@ -262,14 +278,19 @@ def torch_steps(
 ) -> Iterator[tuple[float, Weights]]:
     """torch's optimizer, one step per batch: yields each step's loss and the weights after it (buffers
     included), in the Flax layout (one step's weights at a time: a trajectory of a large model is never held
-    whole). The parameters named in `frozen` are not trained (a summed entry's later terms, held at zero)."""
-    trained = [parameter for name, parameter in model.named_parameters() if name not in set(frozen)]
+    whole). The parameters named in `frozen` are not trained (a summed entry's later terms, held at zero).
+    A port's own `torch_step` takes each step where it declares one (a trainer's step, run as it is)."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name not in set(frozen))
-    opt = optimizer.torch(trained)
+    opt = optimizer.torch(model)
+    device = device_of(model)
     for batch in batches:
-        opt.zero_grad(set_to_none=True)
-        loss = port.torch_loss(call(port, model, take(inputs, batch)), as_tensor(labels[batch]))
-        loss.backward()
-        opt.step()
+        xs, ys = tuple(as_tensor(x, device) for x in take(inputs, batch)), as_tensor(labels[batch], device)
+        if port.torch_step is not None:
+            loss = port.torch_step(model, opt, *xs, ys)
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss = port.torch_loss(port.run_torch(model, *xs), ys)
+            loss.backward()
+            opt.step()
         yield loss.item(), to_flax(entries, torch_weights(model), flax_shapes)

@@ -85,7 +85,7 @@ def trajectory_rows(
 
     def torch_run(dtype: str, lowered: torch_runner.Lowered | None = None) -> Iterator[tuple[float, Weights]]:
         start = one_way_start(table.entries, as_dtype(base, dtype), table.flax_shapes)  # summed in `dtype`
-        model = torch_runner.torch_model_holding(port, start, dtype, table.mode)
+        model = torch_runner.torch_model_holding(port, start, dtype, table.mode, table.device)
         with lowered.watching(model) if lowered else contextlib.nullcontext():
             yield from torch_runner.torch_steps(
                 port,
@@ -100,8 +100,9 @@ def trajectory_rows(
             )
 
     def flax_run(dtype: str) -> Iterator[tuple[float, Weights]]:
-        model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype, table.mode)
-        yield from flax_runner.flax_steps(port, model, optimizer, in_dtype(inputs, dtype), labels, batches, mapped)
+        with flax_runner.on_device(table.device):
+            model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype, table.mode)
+            yield from flax_runner.flax_steps(port, model, optimizer, in_dtype(inputs, dtype), labels, batches, mapped)
 
     gaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="parity-trajectory-") as folder:
@@ -127,7 +128,7 @@ def trajectory_rows(
     rows = []
     for dtype in dtypes:
         judged = judged_as(dtype, lowered)
-        row = Row(port.name, "trajectory", case, "cpu", judged, "torch vs jax", {}, "", None)
+        row = Row(port.name, "trajectory", case, table.device, judged, "torch vs jax", {}, "", None)
         row = compare.compare_trajectories(
             row, gaps[dtype], optimizer.learning_rate, gaps["rounding"] if judged == "float32" else None
         )

@@ -175,6 +175,21 @@ def build(factory: Callable[..., Any], dtype: str) -> Any:
     return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
 
 
+def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[str]) -> Any:
+    """`build(factory, dtype)` for a caller that then sets every variable in `filled`: built abstractly
+    (`nnx.eval_shape`: the structure, no initialiser run, as `jax_impl.convert.from_canonical` builds) when
+    `filled` covers the model's whole state, for real otherwise (a variable left unported keeps its initial
+    value, and random-number state needs real keys). A large model's initialisers are most of its build."""
+    from flax import nnx
+
+    try:
+        model = nnx.eval_shape(lambda: build(factory, dtype))
+    except Exception:  # a factory that computes on values: built for real, its own error raised there
+        return build(factory, dtype)
+    paths = {path_name(path) for path, _ in nnx.to_flat_state(nnx.state(model))}
+    return model if paths <= set(filled) else build(factory, dtype)
+
+
 def torch_dropouts(model: Any) -> list[str]:
     """The model's dropout that is on (`encoder.dropout: Dropout(p=0.1)`): train mode cannot be compared with it."""
     from torch import nn
@@ -184,6 +199,19 @@ def torch_dropouts(model: Any) -> list[str]:
         rate = module.p if isinstance(module, nn.modules.dropout._DropoutNd) else getattr(module, "dropout", 0.0)
         if isinstance(rate, float) and rate > 0:
             found.append(f"{name or '(top)'}: {type(module).__name__}(p={rate:g})")
+    return found
+
+
+def flax_dropouts(model: Any) -> list[str]:
+    """The Flax model's dropout that is on (`layers.0.dropout: Dropout(rate=0.1)`)."""
+    from flax import nnx
+
+    found = []
+    for path, module in nnx.iter_modules(model):
+        rate = getattr(module, "rate", None) if type(module).__name__ == "Dropout" else None
+        rate = getattr(module, "dropout_rate", rate)
+        if isinstance(rate, float) and rate > 0:
+            found.append(f"{path_name(path) or '(top)'}: {type(module).__name__}(rate={rate:g})")
     return found
 
 
