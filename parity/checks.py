@@ -29,7 +29,6 @@ from parity.preset_ports import layers_port
 CHECKS = {"logits": 1, "hidden-states": 2, "gradients": 3, "trajectory": 4, "cross-eval": 5, "accuracy": 6, "port": 7}
 SUITE_CHECKS = ("logits", "hidden-states", "gradients", "trajectory", "cross-eval")
 
-DIVERGENCE = 1e-3  # a loss gap this large means two runs have decorrelated
 ENVELOPE_SHARE = 0.5  # at the recipe's lr the frameworks may part no sooner than this share of rounding's steps
 NEAR_TIE = 2.0  # cross-eval: images may be classed differently when their top two logits are this many tolerances apart
 
@@ -154,10 +153,10 @@ def recipe_lr_verdict(
     row: Row, learning_rate: float, torch32: np.ndarray, jax32: np.ndarray, torch64: np.ndarray
 ) -> Row:
     """The trajectory at the recipe's lr: the frameworks may part no sooner than ENVELOPE_SHARE of the way
-    to where rounding alone parts torch from itself (a loss gap over DIVERGENCE), over these steps."""
+    to where rounding alone parts torch from itself (a loss gap over compare.DIVERGENCE), over these steps."""
     framework_gap, rounding_gap = np.abs(torch32 - jax32), np.abs(torch32 - torch64)
-    framework_at = compare.first_step_over(framework_gap, DIVERGENCE)
-    rounding_at = compare.first_step_over(rounding_gap, DIVERGENCE)
+    framework_at = compare.first_step_over(framework_gap, compare.DIVERGENCE)
+    rounding_at = compare.first_step_over(rounding_gap, compare.DIVERGENCE)
     steps = len(torch32)
     return dataclasses.replace(
         row,
@@ -167,9 +166,9 @@ def recipe_lr_verdict(
             "framework_parts_at": framework_at,
             "rounding_parts_at": rounding_at,
         },
-        tolerance=f"gap > {DIVERGENCE:g} no sooner than {ENVELOPE_SHARE:g} x rounding's step",
+        tolerance=f"gap > {compare.DIVERGENCE:g} no sooner than {ENVELOPE_SHARE:g} x rounding's step",
         passed=(framework_at or steps + 1) >= ENVELOPE_SHARE * (rounding_at or steps + 1),
-        detail=f"lr {learning_rate:g}, {steps} steps: torch-jax gap > {DIVERGENCE:g} at step "
+        detail=f"lr {learning_rate:g}, {steps} steps: torch-jax gap > {compare.DIVERGENCE:g} at step "
         f"{framework_at or 'never'}, float32-float64 (torch) at step {rounding_at or 'never'}",
     )
 

@@ -200,6 +200,8 @@ def compare_gradients(row: Row, reference: Weights, other: Weights, rounding: di
 
 # ---- training trajectories ---------------------------------------------------------------------------------
 
+DIVERGENCE = 1e-3  # a loss gap this large means two runs have decorrelated (the recipe-lr trajectory)
+
 
 def weight_gap(a: Weights, b: Weights) -> float:
     """The largest |difference| over every named array two weight sets share."""

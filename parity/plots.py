@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
@@ -9,13 +10,23 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from common.outputs import save_figure
-from parity.checks import DIVERGENCE
+from parity.compare import DIVERGENCE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from parity.accuracy_table import AccuracyRow
-    from parity.suite import Curves
+
+
+@dataclasses.dataclass
+class Curves:
+    """Loss curves of the trajectory check at the recipe's lr, for the plot."""
+
+    preset: str
+    device: str
+    torch32: np.ndarray
+    jax32: np.ndarray
+    torch64: np.ndarray
 
 
 def _pyplot() -> ModuleType:

@@ -24,6 +24,7 @@ from common.weights import Weights
 from parity import checks, compare, devices
 from parity.checks import SIDES, SUITE_CHECKS
 from parity.compare import Row
+from parity.plots import Curves
 from parity.port import flax_runner, torch_runner
 from parity.port.declare import Port
 from parity.preset_ports import preset_port, trainer_optimizer
@@ -39,17 +40,6 @@ class SuiteOptions:
     eval_images: int = 10000  # cross-eval
     backward: str = "auto"  # the Flax side's recurrence gradient (jax_impl.train.resolve_backward): as the trainer
     tf32: bool = False  # on a GPU, also the float32 rows with TF32 on, shown and not judged
-
-
-@dataclasses.dataclass
-class Curves:
-    """Loss curves of the trajectory check at the recipe's lr, for the plot."""
-
-    preset: str
-    device: str
-    torch32: np.ndarray
-    jax32: np.ndarray
-    torch64: np.ndarray
 
 
 @dataclasses.dataclass

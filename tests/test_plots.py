@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from common.runplot import runs_figure
-from parity.plots import logit_gaps_figure, trajectories_figure
-from parity.suite import Curves
+from parity.plots import Curves, logit_gaps_figure, trajectories_figure
 from tests.conftest import assert_one_line_error, run_cli, run_module
 
 DIGITS = (np.zeros((2, 28, 28), np.uint8), np.array([1, 2]), np.array([7, 3]))

@@ -90,12 +90,15 @@ def test_bad_reference_files_are_refused_in_one_line_naming_the_file(reference, 
     with safe_open(str(reference), "numpy") as stored:
         metadata = dict(stored.metadata())
     save_file(load_file(str(reference)), str(other_dtype), {**metadata, "dtype": "float32"})
+    older = tmp_path / "older.safetensors"
+    save_file(load_file(str(reference)), str(older), {**metadata, "format": "seqmnist-port-reference/1"})
     save_file({"x": np.zeros(3)}, str(not_a_reference))
     other_table = [row if row[0] != "fc1.weight" else ("fc1.weight", "fc1.kernel", transpose()) for row in cnn.WEIGHTS]
     cases = [
         (tmp_path / "missing.safetensors", cnn.WEIGHTS, flax_cnn, "no such reference file"),
         (truncated, cnn.WEIGHTS, flax_cnn, "not a readable safetensors file (truncated or corrupt?)"),
         (not_a_reference, cnn.WEIGHTS, flax_cnn, "not a port reference"),
+        (older, cnn.WEIGHTS, flax_cnn, "a reference in format seqmnist-port-reference/1, this version reads"),
         (other_dtype, cnn.WEIGHTS, flax_cnn, "holds float32 results; this check is in float64"),
         (reference, other_table, flax_cnn, "saved from another port (cnn): its table differs: 'fc1.weight -> fc1"),
         (reference, cnn.WEIGHTS, lambda: flax_cnn((4, 16)), "holds conv1.bias (8,), but the Flax model's is (4,)"),

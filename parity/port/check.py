@@ -27,7 +27,6 @@ at a time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import tempfile
@@ -40,7 +39,7 @@ from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import arguments, flax_runner, memory, torch_runner
+from parity.port import arguments, flax_runner, memory
 from parity.port.conventions import check_gru_biases
 from parity.port.coverage import coverage_rows
 from parity.port.declare import Port
@@ -49,16 +48,8 @@ from parity.port.local import between_units, unit_rows
 from parity.port.optimizer import Optimizer
 from parity.port.precision import diagnose_tf32
 from parity.port.report import Report
-from parity.port.rows import (
-    as_run,
-    buffer_rows,
-    judged_as,
-    lowered_rows,
-    output_rows,
-    submodule_rows,
-    template,
-    weight_rows,
-)
+from parity.port.results import TorchResults, torch_results
+from parity.port.rows import buffer_rows, gradient_row, lowered_rows, output_rows, submodule_rows, weight_rows
 from parity.port.table import Declared, declared
 from parity.port.trajectory import trajectory_rows
 from parity.port.trees import in_dtype
@@ -66,9 +57,7 @@ from parity.port.weights import (
     Widening,
     as_dtype,
     flax_weights,
-    to_flax,
     torch_start,
-    torch_weights,
 )
 
 RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that computes it
@@ -168,54 +157,55 @@ def dtype_rows(
     exact: Path | None = None,
     held: str | None = None,
 ) -> list[Row]:
-    """The checks of one dtype: torch's results first (then its model is dropped), then Flax's beside them.
-    `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its yardstick).
-    `held`: the dtype both models hold the weights in (float32 in streaming mode), if not `dtype`."""
-    port, mode, held = table.port, table.mode, held or dtype
-    model = torch_runner.torch_model_holding(port, weights, held, mode, table.device)
-    lowered = torch_runner.Lowered() if dtype == "float64" else None  # what torch computes below float64
-    widened = torch_runner.widened(model) if held != dtype else contextlib.nullcontext()
-    with arguments.refusal("torch", inputs, "check_port"), widened:  # a refusal: one line, its error the cause
-        if "outputs" in checks:
-            torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
-        buffers = torch_weights(model, table.buffers) if "outputs" in checks else {}  # after that pass
-        calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if "submodules" in checks else []
-        units = torch_runner.torch_unit_calls(port, model, inputs, lowered) if "units" in checks else []
-        if "gradients" in checks:
-            loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, inputs, labels), lowered)
-    torch_buffers = to_flax(table.buffer_entries, buffers, table.flax_shapes) if "outputs" in checks else {}
-    if "gradients" in checks:
-        gradients = to_flax(table.parameter_entries, gradients, table.flax_shapes, gradients=True)
-        rounding = None
-        if exact is not None and dtype == "float64":
-            save_file(gradients, str(exact))
-        elif exact is not None and exact.exists():
-            rounding = rounding_gaps(gradients, exact)
-    del model
-    wide = Widening(weights, dtype) if held != dtype else weights  # streaming: each entry converted in float64
-    flax_model = flax_runner.flax_model_holding(port, table.entries, wide, dtype, mode)
+    """The checks of one dtype: torch's results first (`TorchResults`; then its model is dropped), then Flax's
+    beside them. `exact`: where the float64 run keeps torch's gradients, and the float32 run reads them (its
+    yardstick). `held`: the dtype both models hold the weights in (float32 in streaming mode), if not `dtype`."""
+    results = torch_results(table, dtype, weights, inputs, labels, checks, held)
+    rounding = None
+    if results.gradients is not None and exact is not None and dtype == "float64":
+        save_file(results.gradients, str(exact))
+    elif results.gradients is not None and exact is not None and exact.exists():
+        rounding = rounding_gaps(results.gradients, exact)
+    wide = Widening(weights, dtype) if (held or dtype) != dtype else weights  # streaming: converted in float64
+    flax_model = flax_runner.flax_model_holding(table.port, table.entries, wide, dtype, table.mode)
     rows = weight_rows(table, wide, flax_model, dtype) if "weights" in checks else []
-    rows += lowered_rows(port, lowered)
-    refused = functools.partial(arguments.refusal, "Flax", inputs, "check_port")  # a fresh context each time
+    return rows + flax_rows(table.port, results, flax_model, inputs, labels, checks, table, rounding)
+
+
+def flax_rows(
+    port: Port,
+    results: TorchResults,
+    flax_model: Any,
+    inputs: tuple[np.ndarray, ...],
+    labels: np.ndarray,
+    checks: Sequence[str],
+    table: Declared | None = None,
+    rounding: dict[str, float] | None = None,
+    caller: str = "check_port",
+) -> list[Row]:
+    """Flax's results beside torch's (`results`, computed now or read from a reference file): outputs (and in train
+    mode, with a `table`, the buffers after them), units, submodules, gradients. One copy of these rows, which
+    `check_port` and `check_reference` both give."""
+    dtype, lowered = results.dtype, results.lowered
+    rows = lowered_rows(port, lowered)
+    refused = functools.partial(arguments.refusal, "Flax", inputs, caller)  # a fresh context each time
     if "outputs" in checks:
         with refused():
             flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
-        rows += output_rows(table, torch_outputs, flax_outputs, dtype, lowered)
-        if mode == "train":
-            rows += buffer_rows(table, torch_buffers, flax_weights(flax_model), dtype)
-    if units:
+        rows += output_rows(port, results.outputs, flax_outputs, dtype, lowered)
+        if table is not None and table.mode == "train":
+            rows += buffer_rows(table, results.buffers, flax_weights(flax_model), dtype)
+    if results.units:
         with refused():
-            rows += unit_rows(port, units, flax_model, dtype, inputs, lowered)
+            rows += unit_rows(port, results.units, flax_model, dtype, inputs, lowered)
     if "submodules" in checks and port.submodules:
         with refused():
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
-        rows += submodule_rows(port, calls, recorded, dtype, lowered)
-    if "gradients" in checks:
+        rows += submodule_rows(port, results.submodules, recorded, dtype, lowered)
+    if "gradients" in checks and results.gradients is not None and results.loss is not None:
         with refused():
-            flax_loss, flax_gradients = flax_runner.flax_gradients(port, flax_model, inputs, labels)
-        row = template(port, judged_as(dtype, lowered), "gradients", f"{len(flax_gradients)} parameters")
-        row.detail = f"loss {loss:.6g} vs {flax_loss:.6g}"
-        rows.append(as_run(compare.compare_gradients(row, gradients, flax_gradients, rounding), dtype, lowered))
+            flax_side = flax_runner.flax_gradients(port, flax_model, inputs, labels)
+        rows.append(gradient_row(port, dtype, (results.loss, results.gradients), flax_side, rounding, lowered))
     return rows
 
 

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.compare import Row, Weights
-from parity.port import flax_runner, torch_runner, transforms
+from parity.port import flax_runner, transforms
 from parity.port.declare import Entry
+from parity.port.results import torch_results
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template
-from parity.port.weights import as_dtype, flax_weights, load_flax, to_flax, torch_weights
+from parity.port.weights import as_dtype, flax_weights, load_flax, to_flax
 
 if TYPE_CHECKING:
     from parity.port.table import Declared
@@ -66,12 +67,9 @@ def through(entry: Entry, weights: Weights, shapes: dict[str, Any]) -> Plant:
 def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> list[Row]:
     """One row per entry whose planted bug no check would catch, and one summary row (float64, eval or train)."""
     port, weights = table.port, as_dtype(base, "float64")
-    model = torch_runner.torch_model_holding(port, weights, "float64", table.mode)
-    lowered = torch_runner.Lowered()  # torch computing below float64: each plant judged at float32's tolerance
-    torch_outputs = torch_runner.torch_forward(port, model, inputs, lowered)
-    torch_buffers = to_flax(table.buffer_entries, torch_weights(model), table.flax_shapes)  # after the forward
-    calls = torch_runner.torch_submodule_outputs(port, model, inputs, lowered) if port.submodules else []
-    del model
+    # torch computing below float64 (`lowered`): each plant judged at float32's tolerance
+    torch_side = torch_results(table, "float64", weights, inputs, None, ("outputs", "submodules"), caller="coverage")
+    lowered = torch_side.lowered
     flax_model = flax_runner.flax_model_holding(port, table.entries, weights, "float64", table.mode)
     start = to_flax(table.entries, weights, table.flax_shapes)
     initial = flax_weights(flax_runner.flax_model_holding(port, [], weights, "float64", table.mode))
@@ -83,12 +81,12 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
         outputs = flax_runner.flax_forward(port, flax_model, inputs, compiled=True)  # one program for every entry
-        rows = output_rows(table, torch_outputs, outputs, "float64", lowered)
+        rows = output_rows(port, torch_side.outputs, outputs, "float64", lowered)
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
-            rows += buffer_rows(table, torch_buffers, flax_weights(flax_model), "float64")
+            rows += buffer_rows(table, torch_side.buffers, flax_weights(flax_model), "float64")
         if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
             recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
-            rows += submodule_rows(port, calls, recorded, "float64", lowered)
+            rows += submodule_rows(port, torch_side.submodules, recorded, "float64", lowered)
         load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})
         caught = next((row for row in rows if row.passed is False), None)
         results.append((entry, bug, caught))
@@ -154,7 +152,7 @@ def cannot_affect(table: Declared, model: Any, entry: Entry, start: Weights, inp
         load_flax(model, moved)
         after = flax_runner.flax_forward(port, model, xs, compiled=True)
         load_flax(model, {path: start[path] for path in entry.flax})
-        rows = output_rows(table, before, after, "float64")
+        rows = output_rows(port, before, after, "float64")
         if any(row.passed is False for row in rows):
             return False
     return True

@@ -28,15 +28,20 @@ from common.outputs import write_atomically
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, torch_runner, transforms
+from parity.port.check import flax_rows
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.environment import precision_environment, version
 from parity.port.optimizer import Optimizer
 from parity.port.report import Report
+from parity.port.results import TorchResults, torch_results
 from parity.port.rows import template
+from parity.port.table import declared
+from parity.port.trajectory import step_gaps
 from parity.port.trees import flax_cross_entropy, in_dtype
 from parity.port.weights import as_dtype, build, flax_shapes, frozen_terms, load_flax, one_way_start, to_flax
 
-FORMAT = "seqmnist-port-reference/1"
+FORMAT = "seqmnist-port-reference/2"
+SAVED = ("outputs", "submodules", "gradients")  # what a reference holds of torch's results, besides its steps
 ADAM = Optimizer()
 
 
@@ -78,27 +83,17 @@ def save_reference(
     labels = np.zeros(len(xs[0]), np.int64) if labels is None else labels
     xs = in_dtype(xs, "float64")
     begun = torch_start(port, seed, lambda model: probe_torch(model, port, xs, labels, "save_reference"))
+    table = declared(port, begun, mode)
     base = as_dtype(begun.weights, "float64")
-    shapes = flax_shapes(build(port.flax_model, "float64"))
-    entries = port.entries
+    entries, shapes = table.entries, table.flax_shapes
     tensors: dict[str, np.ndarray] = {"labels": labels}
     for index, (x, s) in enumerate(zip(xs, port.input_steps(len(xs)), strict=True)):
         tensors[f"inputs/{index}"] = np.ascontiguousarray(transforms.apply(s, [x], [])[0])
     start = to_flax(entries, base, shapes)
     tensors.update({f"weights/{name}": array for name, array in start.items()})
-    model = torch_runner.torch_model_holding(port, base, "float64", mode)
-    for name, output in torch_runner.torch_forward(port, model, xs):
-        tensors[f"outputs/{name}"] = transforms.apply(port.output_steps(name), [output], [])[0]
-    submodules = {entry.torch[0]: entry for entry in port.submodule_entries}
-    calls: dict[str, int] = {}
-    for name, output in torch_runner.torch_submodule_outputs(port, model, xs):
-        entry, call = submodules[name], calls.get(name, 0)
-        calls[name] = call + 1
-        tensors[f"submodules/{entry.flax[0]}/{call}"] = transforms.apply(entry.steps, [output], [])[0]
-    loss, gradients = torch_runner.torch_gradients(model, torch_runner.port_loss(port, xs, labels))
-    parameters = [entry for entry in entries if all(name in gradients for name in entry.torch)]
-    tensors.update({f"gradients/{p}": g for p, g in to_flax(parameters, gradients, shapes, gradients=True).items()})
-    del model
+    results = torch_results(table, "float64", base, xs, labels, SAVED, caller="save_reference")
+    saved, described = results.tensors()
+    tensors.update(saved)
     batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
     model = torch_runner.torch_model_holding(port, one_way_start(entries, base, shapes), "float64", mode)
     run = torch_runner.torch_steps(port, model, entries, shapes, optimizer, xs, labels, batches, frozen_terms(entries))
@@ -112,10 +107,9 @@ def save_reference(
         "port": port.name,
         "dtype": "float64",
         "mode": mode,
-        "loss": repr(loss),
+        **described,
         "optimizer": json.dumps({k: v for k, v in dataclasses.asdict(optimizer).items() if not k.startswith("make_")}),
         "table": table_text(port.weights),
-        "submodules": json.dumps([entry.flax[0] for entry in port.submodule_entries]),
         "saved": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": f"torch {version('torch')}, numpy {np.__version__}",
     }
@@ -135,7 +129,10 @@ def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
         with safe_open(str(path), "numpy") as stored:
             metadata = stored.metadata() or {}
-            if metadata.get("format") != FORMAT:
+            found = metadata.get("format", "")
+            if found != FORMAT and found.startswith(FORMAT.split("/")[0] + "/"):
+                raise PortError(f"{path}: a reference in format {found}, this version reads {FORMAT}: save it again")
+            if found != FORMAT:
                 raise PortError(
                     f"{path}: not a port reference (format {metadata.get('format')!r}, expected {FORMAT!r})"
                 )
@@ -197,13 +194,14 @@ def check_reference(
             raise PortError(f"{path}: holds {name} {array.shape}, but the Flax model's {found}: another model?")
     load_flax(model, start)
     model.train() if metadata["mode"] == "train" else model.eval()
-    submodules = [(path_, path_) for path_ in json.loads(metadata["submodules"])]
+    results = TorchResults.read(tensors, metadata)
+    submodules = list(dict.fromkeys((name, path) for name, path, _ in results.submodules))
     if flax_forward is None and isinstance(weights, Port):
         flax_forward = weights.flax_forward
     port = Port(metadata["port"], no_torch, flax_model, [], submodules, flax_loss=flax_loss, flax_forward=flax_forward)
     inputs = tuple(array for name, array in sorted(section(tensors, "inputs/").items(), key=lambda kv: int(kv[0])))
-    labels = tensors["labels"]
-    rows = reference_rows(port, model, tensors, inputs, labels)
+    rows = flax_rows(port, results, model, inputs, tensors["labels"], SAVED, caller="check_reference")
+    rows = [dataclasses.replace(row, compared="torch (saved) vs jax") for row in rows]
     optimizer = Optimizer(**json.loads(metadata["optimizer"]))
     rows.append(trajectory_row(port, build(flax_model, "float64"), start, tensors, optimizer, metadata["mode"]))
     saved = f"{path} (port {metadata['port']}, saved {metadata['saved']} with {metadata['versions']})"
@@ -218,41 +216,6 @@ def no_torch() -> Any:
     raise PortError("a reference check runs the Flax side only")
 
 
-def reference_rows(
-    port: Port, model: Any, tensors: dict[str, np.ndarray], inputs: tuple[np.ndarray, ...], labels: np.ndarray
-) -> list[Row]:
-    """Outputs, submodules and gradients of the Flax model against the reference's."""
-    outputs = section(tensors, "outputs/")
-    rows = []
-    for name, output in flax_runner.flax_forward(port, model, inputs):
-        row = template(port, "float64", "outputs", f"{name}, {len(labels)} inputs")
-        if name not in outputs:
-            rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="not in the reference"))
-            continue
-        rows.append(
-            compare.compare_outputs(row, outputs[name], output, float64_relative=True, names="torch (saved) vs flax")
-        )
-    recorded = flax_runner.flax_submodule_outputs(port, model, inputs) if port.submodules else {}
-    for name, saved in section(tensors, "submodules/").items():
-        module, call = name.rsplit("/", 1)
-        row = template(
-            port, "float64", "submodules", f"flax {module}" + (f", call {int(call) + 1}" if int(call) else "")
-        )
-        got = recorded.get(module, [])
-        if int(call) >= len(got):
-            rows.append(
-                dataclasses.replace(row, tolerance="-", passed=False, detail=f"flax {module} ran {len(got)} times")
-            )
-            continue
-        rows.append(compare.compare_outputs(row, saved, got[int(call)], float64_relative=True))
-    loss, gradients = flax_runner.flax_gradients(port, model, inputs, labels)
-    row = template(port, "float64", "gradients", f"{len(gradients)} parameters")
-    saved_gradients = section(tensors, "gradients/")
-    row.detail = f"flax loss {loss:.6g}"
-    rows.append(compare.compare_gradients(row, saved_gradients, {n: gradients[n] for n in saved_gradients}))
-    return rows
-
-
 def trajectory_row(
     port: Port, model: Any, start: Weights, tensors: dict[str, np.ndarray], optimizer: Optimizer, mode: str
 ) -> Row:
@@ -262,9 +225,6 @@ def trajectory_row(
     inputs = tuple(array for name, array in sorted(section(tensors, "inputs/").items(), key=lambda kv: int(kv[0])))
     batches, losses = list(tensors["batches"]), tensors["losses"]
     run = flax_runner.flax_steps(port, model, optimizer, inputs, tensors["labels"], batches, set(start))
-    loss_gaps, weight_gaps = [], []
-    for step, (loss, weights) in enumerate(run):
-        loss_gaps.append(abs(loss - float(losses[step])))
-        weight_gaps.append(compare.weight_gap(section(tensors, f"steps/{step}/"), weights))
+    saved = ((float(loss), section(tensors, f"steps/{step}/")) for step, loss in enumerate(losses))
     row = template(port, "float64", "trajectory", f"{optimizer.kind}, {len(batches)} steps (saved)")
-    return compare.compare_trajectories(row, (np.array(loss_gaps), np.array(weight_gaps)), optimizer.learning_rate)
+    return compare.compare_trajectories(row, step_gaps(saved, run), optimizer.learning_rate)

@@ -55,15 +55,16 @@ def lowered_rows(port: Port, lowered: Lowered | None) -> list[Row]:
 
 
 def output_rows(
-    table: Declared,
+    port: Port,
     torch_outputs: list[tuple[str, np.ndarray]],
     flax_outputs: list[tuple[str, np.ndarray]],
     dtype: str,
     lowered: Lowered | None = None,
 ) -> list[Row]:
-    """Each output array against Flax's of the same name (a float64 run computing in float32 is refused; one
-    that torch computed partly in float32 is judged at float32's tolerance)."""
-    port, count = table.port, len(next(iter(torch_outputs))[1]) if torch_outputs else 0
+    """Each output array (torch's in the Flax layout, `TorchResults.outputs`) against Flax's of the same name (a
+    float64 run computing in float32 is refused; one that torch computed partly in float32 is judged at
+    float32's tolerance)."""
+    count = len(next(iter(torch_outputs))[1]) if torch_outputs else 0
     flax_by_name = dict(flax_outputs)
     if [name for name, _ in torch_outputs] != [name for name, _ in flax_outputs]:
         row = dataclasses.replace(template(port, dtype, "outputs", "structure"), tolerance="same arrays", passed=False)
@@ -78,10 +79,9 @@ def output_rows(
                 f"{port.name}: the Flax model computes in {other.dtype} with float64 weights and inputs; "
                 "leave its modules' dtype unset (None) so that float64 runs in float64"
             )
-        reference = transforms.apply(port.output_steps(name), [output], [])[0]
         case = f"{count} inputs" if len(torch_outputs) == 1 and name == "output" else f"{name}, {count} inputs"
         row = template(port, judged_as(dtype, lowered), "outputs", case)
-        rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, lowered))
+        rows.append(as_run(compare.compare_outputs(row, output, other, float64_relative=True), dtype, lowered))
     return rows
 
 
@@ -142,33 +142,32 @@ def weight_rows(table: Declared, weights: Mapping[str, np.ndarray], flax_model: 
 
 def submodule_rows(
     port: Port,
-    torch_calls: list[tuple[str, np.ndarray]],
+    torch_calls: list[tuple[str, str, np.ndarray]],
     flax_calls: dict[str, list[np.ndarray]],
     dtype: str,
     lowered: Lowered | None = None,
 ) -> list[Row]:
-    """Each declared submodule's outputs, in the order PyTorch ran them; in a float64 run, those that finished
-    after torch first computed below float64 are judged at float32's tolerance."""
-    entries = {entry.torch[0]: entry for entry in port.submodule_entries}
+    """Each declared submodule's outputs (torch's as `TorchResults.submodules` holds them: module, Flax path, output
+    in the Flax layout), in the order PyTorch ran them; in a float64 run, those that finished after torch first
+    computed below float64 are judged at float32's tolerance."""
     seen: dict[str, int] = {}
     rows = []
-    for index, (name, output) in enumerate(torch_calls):
+    for index, (name, path, reference) in enumerate(torch_calls):
         after = lowered if lowered and lowered.before is not None and index >= lowered.before else None
-        entry = entries[name]
         call = seen.get(name, 0)
         seen[name] = call + 1
-        flax_outputs = flax_calls.get(entry.flax[0], [])
+        flax_outputs = flax_calls.get(path, [])
         row = template(
             port,
             judged_as(dtype, after),
             "submodules",
-            f"{name} (flax {entry.flax[0]})" + (f", call {call + 1}" if call else ""),
+            f"{name} (flax {path})" + (f", call {call + 1}" if call else ""),
         )
         if call >= len(flax_outputs):
-            ran = f"flax {entry.flax[0]} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
+            ran = f"flax {path} ran {len(flax_outputs)} times, torch {name} at least {call + 1}"
             rows.append(as_run(dataclasses.replace(row, tolerance="-", passed=False, detail=ran), dtype, after))
             continue
-        reference, other = transforms.apply(entry.steps, [output], [])[0], flax_outputs[call]
+        other = flax_outputs[call]
         if reference.shape != other.shape and same_values(reference.shape, other.shape):
             reference = reference.reshape(other.shape)  # [1, T, W] for [T, W]; [B, T, W] for [B, T, heads, head_dim]
         rows.append(as_run(compare.compare_outputs(row, reference, other, float64_relative=True), dtype, after))
@@ -177,3 +176,18 @@ def submodule_rows(
         row = template(port, dtype, "submodules", ", ".join(missing))
         rows.append(dataclasses.replace(row, tolerance="-", passed=False, detail="declared, but torch never ran them"))
     return rows
+
+
+def gradient_row(
+    port: Port,
+    dtype: str,
+    torch_side: tuple[float, Weights],
+    flax_side: tuple[float, Weights],
+    rounding: dict[str, float] | None = None,
+    lowered: Lowered | None = None,
+) -> Row:
+    """Every parameter's gradient of the loss (torch's by Flax path), relative to that tensor's largest."""
+    (loss, gradients), (flax_loss, flax_gradients) = torch_side, flax_side
+    row = template(port, judged_as(dtype, lowered), "gradients", f"{len(flax_gradients)} parameters")
+    row.detail = f"loss {loss:.6g} vs {flax_loss:.6g}"
+    return as_run(compare.compare_gradients(row, gradients, flax_gradients, rounding), dtype, lowered)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,19 +55,38 @@ class StepStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Step through `run`: compare each step with `reference`'s same step (loss gap, largest weight gap),
         and keep it as `record_as`. Returns the per-step gaps (empty without a reference)."""
-        from safetensors.numpy import load_file, save_file
+        from safetensors.numpy import save_file
 
-        loss_gaps, weight_gaps, losses = [], [], []
-        for step, (loss, weights) in enumerate(run):
-            losses.append(loss)
-            if reference is not None:
-                loss_gaps.append(abs(self.losses[reference][step] - loss))
-                weight_gaps.append(compare.weight_gap(load_file(str(self.path(reference, step))), weights))
-            if record_as is not None:
-                save_file(weights, str(self.path(record_as, step)))
+        losses = []
+
+        def recorded() -> Iterator[tuple[float, Weights]]:
+            for step, (loss, weights) in enumerate(run):
+                losses.append(loss)
+                if record_as is not None:
+                    save_file(weights, str(self.path(record_as, step)))
+                yield loss, weights
+
+        if reference is None:
+            for _ in recorded():
+                pass
+            gaps = np.array([]), np.array([])
+        else:
+            gaps = step_gaps(self.replay(reference), recorded())
         if record_as is not None:
             self.losses[record_as] = losses
-        return np.array(loss_gaps), np.array(weight_gaps)
+        return gaps
+
+
+def step_gaps(
+    reference: Iterable[tuple[float, Weights]], run: Iterable[tuple[float, Weights]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: the loss gap and the largest weight gap of `run` from `reference` (recorded steps, on disk or
+    in a reference file): what `compare.compare_trajectories` judges."""
+    loss_gaps, weight_gaps = [], []
+    for (reference_loss, reference_weights), (loss, weights) in zip(reference, run, strict=True):
+        loss_gaps.append(abs(reference_loss - loss))
+        weight_gaps.append(compare.weight_gap(reference_weights, weights))
+    return np.array(loss_gaps), np.array(weight_gaps)
 
 
 def trajectory_rows(
