@@ -25,7 +25,7 @@ from parity import checks, compare, devices
 from parity.checks import SIDES, SUITE_CHECKS
 from parity.compare import Row
 from parity.plots import Curves
-from parity.port import flax_runner, torch_runner
+from parity.port import flax_runner
 from parity.port.declare import Port
 from parity.preset_ports import preset_port, trainer_optimizer
 
@@ -128,12 +128,12 @@ def run_preset(
             rows += checks.compare_hidden_states(hidden, config, states)
     if "gradients" in options.checks:
         images, labels = checks.test_rows(dataset, options.images, "float32")
-        rows += port_checks(port, base, images, labels, ("gradients",), device, options, "every tensor")
+        rows += port_checks(port, base, (images, labels), ("gradients",), device, options, "every tensor")
     if "trajectory" in options.checks:
         config = dataclasses.replace(base, learning_rate=compare.SMALL_LEARNING_RATE)
         pool, labels, batches = train_rows(dataset, config, options.small_lr_steps, pool_steps(options))
         case = f"lr {config.learning_rate:g}"
-        rows += port_checks(port, config, pool, labels, ("trajectory",), device, options, case, batches)
+        rows += port_checks(port, config, (pool, labels), ("trajectory",), device, options, case, batches)
     if "port" in options.checks:
         rows += port_rows(port, dataset, device, options)
     return rows
@@ -142,8 +142,7 @@ def run_preset(
 def port_checks(
     port: Port,
     config: Config,
-    inputs: np.ndarray,
-    labels: np.ndarray,
+    data: tuple[np.ndarray, np.ndarray],
     names: tuple[str, ...],
     device: str,
     options: SuiteOptions,
@@ -154,16 +153,15 @@ def port_checks(
     trainers' own optimizers (`preset_ports.trainer_optimizer`) and steps (the port's), on `batches`."""
     from parity.port.check import check_port
 
-    weights = checks.random_weights(config)
+    weights, optimizer = checks.random_weights(config), trainer_optimizer(config)
     report = check_port(
         port,
-        inputs,
-        labels,
+        *data,
         checks=names,
         dtypes=options.dtypes,
         weights=weights,
         batches=batches,
-        optimizer=trainer_optimizer(config),
+        optimizer=optimizer,
         device=device,
     )
     return [dataclasses.replace(row, case=case) for row in report.rows]
@@ -210,24 +208,17 @@ def trained(
 ) -> tuple[np.ndarray, Weights]:
     """One framework's training run through the port API's runners (the trainer's own step and optimizer, at
     `config`'s learning rate and dtype): each step's loss, and the canonical weights after the last."""
+    from parity.port import trajectory
     from parity.port.table import declared
-    from parity.port.weights import as_dtype, to_torch, torch_start, torch_weights
+    from parity.port.weights import to_torch, torch_start
 
     table = declared(port, torch_start(port), "eval", device)
-    optimizer, dtype = trainer_optimizer(config), config.dtype
-    weights, (pool, labels) = as_dtype(weights, dtype), data
-    inputs = (pool.astype(dtype),)
-    if side == "torch":
-        model = torch_runner.torch_model_holding(port, weights, dtype, "eval", device)
-        run = torch_runner.torch_steps(
-            port, model, table.entries, table.flax_shapes, optimizer, inputs, labels, batches
-        )
-        losses = [loss for loss, _ in run]
-        return np.array(losses), torch_weights(model)
-    with flax_runner.x64(dtype), flax_runner.on_device(device):
-        model = flax_runner.flax_model_holding(port, table.entries, weights, dtype)
-        steps = list(flax_runner.flax_steps(port, model, optimizer, inputs, labels, batches, set()))
-    return np.array([loss for loss, _ in steps]), to_torch(table.entries, steps[-1][1], table.torch_shapes)
+    run = trajectory.torch_steps if side == "torch" else trajectory.flax_steps
+    losses = []
+    with flax_runner.x64(config.dtype):
+        for step in run(table, weights, config.dtype, trainer_optimizer(config), ((data[0],), data[1]), batches):
+            losses.append(step[0])
+    return np.array(losses), to_torch(table.entries, step[1], table.torch_shapes)
 
 
 def recipe_lr_checks(
@@ -249,7 +240,8 @@ def recipe_lr_checks(
     row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)
     if "trajectory" in options.checks:
         torch64, _ = trained("torch", port, f64, weights, (pool, labels), batches, device)
-        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, torch32, jax32, torch64))
+        jax64, _ = trained("jax", port, f64, weights, (pool, labels), batches, device)
+        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, (torch32, jax32), (torch64, jax64)))
         if on_curves:
             on_curves(Curves(preset, device, torch32, jax32, torch64))
     if "cross-eval" not in options.checks:

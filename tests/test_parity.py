@@ -71,15 +71,45 @@ RECIPE_STEPS = 20  # rnn at its recipe's lr: rounding alone parts float32 from f
 
 def recipe_trajectory(mnist):
     config, port = get_preset("rnn"), preset_port("rnn")
+    config64 = dataclasses.replace(config, dtype="float64")
     weights = checks.random_weights(config)
     pool, labels, batches = train_rows(mnist, config, RECIPE_STEPS)
-    torch32, _ = trained("torch", port, config, weights, (pool, labels), batches, "cpu")
-    torch64, _ = trained(
-        "torch", port, dataclasses.replace(config, dtype="float64"), weights, (pool, labels), batches, "cpu"
-    )
-    jax32, _ = trained("jax", port, config, weights, (pool, labels), batches, "cpu")
+    runs = {
+        (side, c.dtype): trained(side, port, c, weights, (pool, labels), batches, "cpu")[0]
+        for side in ("torch", "jax")
+        for c in (config, config64)
+    }
     row = Row("rnn", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
-    return checks.recipe_lr_verdict(row, config.learning_rate, torch32, jax32, torch64)
+    runs32, runs64 = ((runs["torch", dtype], runs["jax", dtype]) for dtype in ("float32", "float64"))
+    return checks.recipe_lr_verdict(row, config.learning_rate, runs32, runs64)
+
+
+def test_the_recipe_lr_envelope_is_the_sooner_of_the_two_frameworks_own_rounding():
+    """Either framework's float32 run parting from its own float64 run is rounding (optax's float32 Adam parts
+    sooner than torch's); the frameworks may part no sooner than half-way to the sooner of the two."""
+    steps = np.arange(1, 61)
+
+    def parting_at(step):  # losses that part (gap over compare.DIVERGENCE) from a baseline at `step`
+        return np.where(steps >= step, 1.0, 0.0)
+
+    base = np.zeros(60)
+    row = Row("x", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
+    for framework_at, passed in ((15, True), (9, False)):
+        jax32 = parting_at(framework_at)  # torch32 is the baseline; each float64 run parts from its float32 one
+        verdict = checks.recipe_lr_verdict(row, 0.01, (base, jax32), (parting_at(40), jax32 + parting_at(20)))
+        assert verdict.figures["rounding_parts_at"] == 20 and verdict.passed is passed, verdict.detail
+        assert "at step 40 (torch), 20 (jax)" in verdict.detail
+
+
+def test_the_suite_leaves_jax_x64_as_it_found_it(mnist):
+    """The float64 checks switch x64 on for their own runs alone: a preset after them trains its float32 JAX
+    model as users run it (with x64 leaking on, optax's float32 Adam computed its bias correction in float64,
+    and the recipe-lr check judged a run nobody makes)."""
+    import jax
+
+    assert not jax.config.jax_enable_x64
+    run_preset("lstm", mnist, "cpu", SuiteOptions(checks=("logits", "gradients"), images=8))
+    assert not jax.config.jax_enable_x64
 
 
 def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist):
@@ -172,8 +202,17 @@ def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, 
     logits = [checks.side_outputs(side, port, config, weights, images)[0] for side in ("torch", "jax")]
     assert np.abs(logits[0] - logits[1]).max() <= compare.ABSOLUTE_FLOAT64
     pool, labels, batches = train_rows(mnist, config, 30)
-    torch_losses, _ = trained("torch", port, config, weights, (pool, labels), batches, "cpu")
     jax_losses, _ = trained("jax", port, config, weights, (pool, labels), batches, "cpu")
+    # PyTorch's model trained as it is, both biases moving (the port API would hold b_hh at zero: the summed
+    # entry's later term, so that torch trains as the one Flax bias does)
+    import torch
+
+    from torch_impl.convert import from_canonical
+    from torch_impl.train import make_optimizer, train_step
+
+    model = from_canonical(weights, config, torch.device("cpu"))
+    optimizer, rows, targets = make_optimizer(model, config), torch.from_numpy(pool), torch.from_numpy(labels)
+    torch_losses = np.array([float(train_step(model, optimizer, rows[b], targets[b])) for b in batches])
     loss_gaps = np.abs(torch_losses - jax_losses)
     assert loss_gaps[0] <= compare.ABSOLUTE_FLOAT64  # step 1's loss is computed before any update
     assert loss_gaps.max() > 1e6 * compare.ABSOLUTE_FLOAT64

@@ -140,10 +140,13 @@ def test_the_suites_arguments_device_weights_and_batches_are_refused_in_one_line
     start = {name: array.detach().numpy() for name, array in TorchRowConv().state_dict().items()}
     with pytest.raises(PortError) as error:
         check_port(PORT, x, y, weights={k: v for k, v in start.items() if k != "norm.bias"}, **FORWARD)
-    one_line(error, "check_port: weights: expected the torch model's state_dict names, missing norm.bias")
+    one_line(error, "check_port: weights: 'norm.bias' is missing; the torch model's state_dict has its shape (16,)")
     with pytest.raises(PortError) as error:
         check_port(PORT, x, y, weights={**start, "conv.bias": np.zeros(3, np.float32)}, **FORWARD)
-    one_line(error, "check_port: weights: 'conv.bias' has shape (3,), the torch model's is (16,)")
+    one_line(error, "check_port: weights: 'conv.bias' has shape (3,); the torch model's state_dict has its shape (16,)")
+    with pytest.raises(PortError) as error:
+        check_port(PORT, x, y, weights={**start, "extra": np.zeros(3, np.float32)}, **FORWARD)
+    one_line(error, "check_port: weights: 'extra' has shape (3,); the torch model's state_dict has no such tensor")
     trajectory = {"checks": ("trajectory",), "dtypes": ("float64",)}
     for batches, expected in [
         ([np.array([0, 8])], "batches[0]: row indices must lie in [0, 8), got 0..8"),

@@ -80,16 +80,14 @@ def given_start(start: Start, weights: Mapping[str, np.ndarray] | None, caller: 
     each of its shape; else PortError naming the first that is not)."""
     if weights is None:
         return start
-    missing, extra = sorted(set(start.weights) - set(weights)), sorted(set(weights) - set(start.weights))
-    if missing or extra:
-        what = f"missing {', '.join(missing[:3])}" if missing else f"not in the torch model: {', '.join(extra[:3])}"
-        raise PortError(f"{caller}: weights: expected the torch model's state_dict names, {what}")
-    for name, array in start.weights.items():
-        if np.shape(weights[name]) != array.shape:
-            raise PortError(
-                f"{caller}: weights: {name!r} has shape {np.shape(weights[name])}, the torch model's is {array.shape}"
-            )
-    return dataclasses.replace(start, weights={name: np.asarray(weights[name]) for name in start.weights})
+    expected = {name: array.shape for name, array in start.weights.items()}
+    given = {name: np.shape(array) for name, array in weights.items()}
+    for name in sorted(expected.keys() | given.keys()):
+        if given.get(name) != expected.get(name):
+            found = f"has shape {given[name]}" if name in given else "is missing"
+            held = f"its shape {expected[name]}" if name in expected else "no such tensor"
+            raise PortError(f"{caller}: weights: {name!r} {found}; the torch model's state_dict has {held}")
+    return dataclasses.replace(start, weights={name: np.asarray(weights[name]) for name in expected})
 
 
 def checked_batches(batches: Sequence[np.ndarray], rows: int, caller: str) -> list[np.ndarray]:

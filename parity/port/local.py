@@ -2,7 +2,7 @@
 so one faulty unit does not spoil the verdicts of the units after it, and one run names every faulty unit,
 not only the first.
 
-One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_unit_calls`). The Flax
+One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_calls`). The Flax
 model then runs once with every declared module handing on torch's output of that call in place of its own
 (`flax_runner.flax_spliced_outputs`): each module runs in its own place in the Flax model, on what the code
 before it makes of torch's exact values, and its own output is compared with torch's. A wrong pairing (torch's

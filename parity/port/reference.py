@@ -27,7 +27,7 @@ import numpy as np
 from common.outputs import write_atomically
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import flax_runner, torch_runner, transforms
+from parity.port import flax_runner, transforms
 from parity.port.check import flax_rows
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.environment import precision_environment, version
@@ -36,9 +36,9 @@ from parity.port.report import Report
 from parity.port.results import TorchResults, torch_results
 from parity.port.rows import template
 from parity.port.table import declared
-from parity.port.trajectory import step_gaps
+from parity.port.trajectory import step_gaps, torch_steps
 from parity.port.trees import flax_cross_entropy, in_dtype
-from parity.port.weights import as_dtype, build, flax_shapes, frozen_terms, load_flax, one_way_start, to_flax
+from parity.port.weights import as_dtype, build, flax_shapes, load_flax, to_flax
 
 FORMAT = "seqmnist-port-reference/2"
 SAVED = ("outputs", "submodules", "gradients")  # what a reference holds of torch's results, besides its steps
@@ -95,10 +95,8 @@ def save_reference(
     saved, described = results.tensors()
     tensors.update(saved)
     batches = [np.arange(step * batch_size, (step + 1) * batch_size) % len(labels) for step in range(steps)]
-    model = torch_runner.torch_model_holding(port, one_way_start(entries, base, shapes), "float64", mode)
-    run = torch_runner.torch_steps(port, model, entries, shapes, optimizer, xs, labels, batches, frozen_terms(entries))
     losses = []
-    for step, (step_loss, weights) in enumerate(run):
+    for step, (step_loss, weights) in enumerate(torch_steps(table, base, "float64", optimizer, (xs, labels), batches)):
         losses.append(step_loss)
         tensors.update({f"steps/{step}/{name}": array for name, array in weights.items()})
     tensors["losses"], tensors["batches"] = np.array(losses), np.stack(batches)

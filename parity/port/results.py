@@ -85,14 +85,15 @@ def torch_results(
             results.outputs = [(n, transforms.apply(port.output_steps(n), [a], [])[0]) for n, a in outputs]
             buffers = torch_weights(model, table.buffers)  # after that pass
             results.buffers = to_flax(table.buffer_entries, buffers, table.flax_shapes)
-        if "submodules" in checks:
+        if "submodules" in checks or "units" in checks:  # one pass for both
+            calls = torch_runner.torch_calls(port, model, inputs, lowered, keep_inputs="units" in checks)
             entries = {entry.torch[0]: entry for entry in port.submodule_entries}
-            results.submodules = [
-                (name, entries[name].flax[0], transforms.apply(entries[name].steps, [output], [])[0])
-                for name, output in torch_runner.torch_submodule_outputs(port, model, inputs, lowered)
-            ]
-        if "units" in checks:
-            results.units = torch_runner.torch_unit_calls(port, model, inputs, lowered)
+            if "submodules" in checks:
+                results.submodules = [
+                    (c.name, entries[c.name].flax[0], transforms.apply(entries[c.name].steps, [c.output], [])[0])
+                    for c in calls
+                ]
+            results.units = calls if "units" in checks else []
         if "gradients" in checks and labels is not None:
             loss_of = torch_runner.port_loss(port, inputs, labels)
             results.loss, gradients = torch_runner.torch_gradients(model, loss_of, lowered)

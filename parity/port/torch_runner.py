@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import Shape
 from parity.port.trees import first_leaf, leaves, take
-from parity.port.weights import build, load_torch, to_flax, torch_ties, torch_weights
+from parity.port.weights import build, frozen_terms, load_torch, to_flax, torch_ties, torch_weights
 
 if TYPE_CHECKING:
     import torch
@@ -88,39 +88,6 @@ def torch_forward(
         return leaves(call(port, model, inputs), to_numpy)
 
 
-def torch_submodule_outputs(
-    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None
-) -> list[tuple[str, np.ndarray]]:
-    """(torch module name, output) for each declared submodule, in the order PyTorch finished them. `lowered`:
-    as `torch_forward`'s, with how many had finished before the first computation below float64."""
-    recorded: list[tuple[str, np.ndarray]] = []
-    handles = []
-    for entry in port.submodule_entries:
-        name = entry.torch[0]
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            known = [n for n, _ in model.named_modules() if n]
-            raise unknown_name("submodules: the torch module", name, known) from None
-
-        def hook(_module: Any, _inputs: Any, output: Any, name: str = name) -> None:
-            recorded.append((name, to_numpy(first_leaf(output))))
-
-        handles.append(module.register_forward_hook(hook))
-
-    def first() -> None:
-        if lowered is not None and lowered.before is None:
-            lowered.before = len(recorded)
-
-    try:
-        with lowered.watching(model, first) if lowered else contextlib.nullcontext():
-            call(port, model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return recorded
-
-
 @dataclasses.dataclass
 class UnitCall:
     """One call of a declared torch submodule: its inputs (arrays, or the values as they were) and its output."""
@@ -130,28 +97,43 @@ class UnitCall:
     output: np.ndarray
 
 
-def torch_unit_calls(
-    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None
+def torch_calls(
+    port: Port, model: Any, inputs: tuple[np.ndarray, ...], lowered: Lowered | None = None, keep_inputs: bool = False
 ) -> list[UnitCall]:
-    """Each declared submodule's calls on `inputs`, in the order PyTorch finished them: what it was given
-    (positional tensors; a call by keyword, its first tensor keyword) and what it returned (its first array)."""
+    """Each declared submodule's calls on `inputs`, in the order PyTorch finished them: what it returned (its first
+    array) and, with `keep_inputs` (the units check), what it was given (positional tensors; a call by keyword,
+    its first tensor keyword). `lowered`: as `torch_forward`'s, with how many calls had finished before the
+    first computation below float64."""
     import torch
 
     calls: list[UnitCall] = []
     handles = []
 
     def value(item: Any) -> Any:
-        return item.detach().cpu().numpy().copy() if isinstance(item, torch.Tensor) else item
+        return to_numpy(item) if isinstance(item, torch.Tensor) else item
 
     for entry in port.submodule_entries:
+        name = entry.torch[0]
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            known = [n for n, _ in model.named_modules() if n]
+            raise unknown_name("submodules: the torch module", name, known) from None
 
-        def hook(_module: Any, args: Any, kwargs: Any, output: Any, name: str = entry.torch[0]) -> None:
+        def hook(_module: Any, args: Any, kwargs: Any, output: Any, name: str = name) -> None:
             given = args or tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))[:1]
-            calls.append(UnitCall(name, tuple(value(item) for item in given), value(first_leaf(output))))
+            calls.append(
+                UnitCall(name, tuple(value(item) for item in given) if keep_inputs else (), value(first_leaf(output)))
+            )
 
-        handles.append(model.get_submodule(entry.torch[0]).register_forward_hook(hook, with_kwargs=True))
+        handles.append(module.register_forward_hook(hook, with_kwargs=True))
+
+    def first() -> None:
+        if lowered is not None and lowered.before is None:
+            lowered.before = len(calls)
+
     try:
-        with lowered.watching(model) if lowered else contextlib.nullcontext():
+        with lowered.watching(model, first) if lowered else contextlib.nullcontext():
             call(port, model, inputs)
     finally:
         for handle in handles:
@@ -274,14 +256,14 @@ def torch_steps(
     inputs: tuple[np.ndarray, ...],
     labels: np.ndarray,
     batches: list[np.ndarray],
-    frozen: Sequence[str] = (),
 ) -> Iterator[tuple[float, Weights]]:
     """torch's optimizer, one step per batch: yields each step's loss and the weights after it (buffers
     included), in the Flax layout (one step's weights at a time: a trajectory of a large model is never held
-    whole). The parameters named in `frozen` are not trained (a summed entry's later terms, held at zero).
-    A port's own `torch_step` takes each step where it declares one (a trainer's step, run as it is)."""
+    whole). A summed entry's later terms are not trained (held at zero, `weights.frozen_terms`). A port's own
+    `torch_step` takes each step where it declares one (a trainer's step, run as it is)."""
+    frozen = set(frozen_terms(entries))
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name not in set(frozen))
+        parameter.requires_grad_(name not in frozen)
     opt = optimizer.torch(model)
     device = device_of(model)
     for batch in batches:

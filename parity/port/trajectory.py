@@ -57,7 +57,7 @@ class StepStore:
         and keep it as `record_as`. Returns the per-step gaps (empty without a reference)."""
         from safetensors.numpy import save_file
 
-        losses = []
+        losses: list[float] = []
 
         def recorded() -> Iterator[tuple[float, Weights]]:
             for step, (loss, weights) in enumerate(run):
@@ -66,27 +66,20 @@ class StepStore:
                     save_file(weights, str(self.path(record_as, step)))
                 yield loss, weights
 
-        if reference is None:
-            for _ in recorded():
-                pass
-            gaps = np.array([]), np.array([])
-        else:
-            gaps = step_gaps(self.replay(reference), recorded())
+        gaps = step_gaps(None if reference is None else self.replay(reference), recorded())
         if record_as is not None:
             self.losses[record_as] = losses
         return gaps
 
 
 def step_gaps(
-    reference: Iterable[tuple[float, Weights]], run: Iterable[tuple[float, Weights]]
+    reference: Iterable[tuple[float, Weights]] | None, run: Iterable[tuple[float, Weights]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: the loss gap and the largest weight gap of `run` from `reference` (recorded steps, on disk or
-    in a reference file): what `compare.compare_trajectories` judges."""
-    loss_gaps, weight_gaps = [], []
-    for (reference_loss, reference_weights), (loss, weights) in zip(reference, run, strict=True):
-        loss_gaps.append(abs(reference_loss - loss))
-        weight_gaps.append(compare.weight_gap(reference_weights, weights))
-    return np.array(loss_gaps), np.array(weight_gaps)
+    """Per step: the loss gap and the largest weight gap of `run` from `reference` (recorded steps, on disk or in
+    a reference file), what `compare.compare_trajectories` judges; without a reference, `run` stepped through."""
+    pairs = zip(reference, run, strict=True) if reference is not None else ((None, step) for step in run)
+    gaps = [(abs(ref[0] - loss), compare.weight_gap(ref[1], weights)) for ref, (loss, weights) in pairs if ref]
+    return np.array([gap for gap, _ in gaps]), np.array([gap for _, gap in gaps])
 
 
 def trajectory_rows(
@@ -100,28 +93,12 @@ def trajectory_rows(
     """One row a dtype: every step's loss and weights (batch statistics included), torch against Flax."""
     port, inputs, labels = table.port, data[0], data[1]
     frozen = frozen_terms(table.entries)
-    mapped = {path for entry in table.entries for path in entry.flax}
 
     def torch_run(dtype: str, lowered: torch_runner.Lowered | None = None) -> Iterator[tuple[float, Weights]]:
-        start = one_way_start(table.entries, as_dtype(base, dtype), table.flax_shapes)  # summed in `dtype`
-        model = torch_runner.torch_model_holding(port, start, dtype, table.mode, table.device)
-        with lowered.watching(model) if lowered else contextlib.nullcontext():
-            yield from torch_runner.torch_steps(
-                port,
-                model,
-                table.entries,
-                table.flax_shapes,
-                optimizer,
-                in_dtype(inputs, dtype),
-                labels,
-                batches,
-                frozen,
-            )
+        return torch_steps(table, base, dtype, optimizer, (inputs, labels), batches, lowered)
 
     def flax_run(dtype: str) -> Iterator[tuple[float, Weights]]:
-        with flax_runner.on_device(table.device):
-            model = flax_runner.flax_model_holding(port, table.entries, as_dtype(base, dtype), dtype, table.mode)
-            yield from flax_runner.flax_steps(port, model, optimizer, in_dtype(inputs, dtype), labels, batches, mapped)
+        return flax_steps(table, base, dtype, optimizer, (inputs, labels), batches)
 
     gaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="parity-trajectory-") as folder:
@@ -154,6 +131,43 @@ def trajectory_rows(
         row.detail += held
         rows.append(as_run(row, dtype, lowered))
     return rows
+
+
+def torch_steps(
+    table: Declared,
+    base: Weights,
+    dtype: str,
+    optimizer: Optimizer,
+    data: tuple[tuple[np.ndarray, ...], np.ndarray],
+    batches: list[np.ndarray],
+    lowered: torch_runner.Lowered | None = None,
+) -> Iterator[tuple[float, Weights]]:
+    """torch's run of `optimizer` steps from `base` (state_dict names) in `dtype`: each step's loss and weights
+    (Flax layout); a summed entry trains as its one Flax parameter does (`weights.one_way_start`)."""
+    port, entries, shapes = table.port, table.entries, table.flax_shapes
+    start = one_way_start(entries, as_dtype(base, dtype), shapes)  # summed in `dtype`
+    model = torch_runner.torch_model_holding(port, start, dtype, table.mode, table.device)
+    with lowered.watching(model) if lowered else contextlib.nullcontext():
+        yield from torch_runner.torch_steps(
+            port, model, entries, shapes, optimizer, in_dtype(data[0], dtype), data[1], batches
+        )
+
+
+def flax_steps(
+    table: Declared,
+    base: Weights,
+    dtype: str,
+    optimizer: Optimizer,
+    data: tuple[tuple[np.ndarray, ...], np.ndarray],
+    batches: list[np.ndarray],
+) -> Iterator[tuple[float, Weights]]:
+    """Flax's run of the same steps (JAX's x64 as the caller set it): each step's loss and mapped variables."""
+    mapped = {path for entry in table.entries for path in entry.flax}
+    with flax_runner.on_device(table.device):
+        model = flax_runner.flax_model_holding(table.port, table.entries, as_dtype(base, dtype), dtype, table.mode)
+        yield from flax_runner.flax_steps(
+            table.port, model, optimizer, in_dtype(data[0], dtype), data[1], batches, mapped
+        )
 
 
 def flax_own_float32(
