@@ -21,7 +21,6 @@ from parity import compare, oracle
 from parity.compare import Row
 from parity.port import flax_runner, torch_runner
 from parity.port.declare import Port
-from parity.preset_ports import layers_port
 
 # The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
 # `parity.accuracy`, run only when named; so is "port": the preset declared as a port (`parity.preset_ports`)
@@ -61,10 +60,12 @@ def side_outputs(
     side: str, port: Port, config: Config, weights: Weights, rows: np.ndarray, device: str = "cpu", layers: bool = False
 ) -> list[np.ndarray]:
     """One side's outputs for canonical `weights` on `rows`, in `config.dtype`, in batches of EVAL_BATCH rows:
-    the logits, or with `layers` every layer's output sequence (`preset_ports.layers_port`). The frameworks
+    the logits, or with `layers` every layer's output sequence (`SequenceClassifier.layer_outputs`, the layers
+    one at a time in both frameworks, as the port's forward). The frameworks
     build, load and run the preset's port through the port API's runners (`parity.port`), on `device`;
     "numpy" is the oracle (`parity.oracle`), on the CPU."""
-    dtype, port = config.dtype, layers_port(port) if layers else port
+    dtype, every_layer = config.dtype, lambda model, rows: model.layer_outputs(rows)
+    port = dataclasses.replace(port, torch_forward=every_layer, flax_forward=every_layer) if layers else port
     if side == "numpy":
         return oracle.hidden_states(config, weights, rows) if layers else [oracle.logits(config, weights, rows)]
     if side == "torch":

@@ -61,16 +61,6 @@ def preset_port(preset: str, backward: str = "auto", device: str = "cpu") -> Por
     )
 
 
-def layers_port(port: Port) -> Port:
-    """`port` answering with every layer's output sequence (`SequenceClassifier.layer_outputs`, the layers one at
-    a time in both frameworks) in place of the logits: the suite's hidden-states check."""
-    return dataclasses.replace(
-        port,
-        torch_forward=lambda model, rows: model.layer_outputs(rows),
-        flax_forward=lambda model, rows: model.layer_outputs(rows),
-    )
-
-
 def trainer_optimizer(config: Config) -> Optimizer:
     """The trainers' own optimizers at `config`'s learning rate (`torch_impl.train.make_optimizer`, fused Adam;
     `jax_impl.train.make_optimizer`, optax's Adam), for the trajectory check. JAX's learning rate is an input of

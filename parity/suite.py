@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from parity.checks import SIDES, SUITE_CHECKS
 from parity.compare import Row
 from parity.plots import Curves
 from parity.port import flax_runner
+from parity.port.arguments import PORT_CHECKS
 from parity.port.declare import Port
 from parity.preset_ports import preset_port, trainer_optimizer
 
@@ -126,35 +128,39 @@ def run_preset(
             states = {side: checks.side_outputs(side, port, config, weights, images, device, True) for side in SIDES}
             hidden = dataclasses.replace(row, check="hidden-states", case="every layer, step and unit")
             rows += checks.compare_hidden_states(hidden, config, states)
+    test = checks.test_rows(dataset, options.images, "float32")  # checks 3 and 7
     if "gradients" in options.checks:
-        images, labels = checks.test_rows(dataset, options.images, "float32")
-        rows += port_checks(port, base, (images, labels), ("gradients",), device, options, "every tensor")
+        rows += [
+            replace(row, case="every tensor") for row in port_checks(port, test, ("gradients",), device, options, base)
+        ]
     if "trajectory" in options.checks:
         config = dataclasses.replace(base, learning_rate=compare.SMALL_LEARNING_RATE)
-        pool, labels, batches = train_rows(dataset, config, options.small_lr_steps, pool_steps(options))
-        case = f"lr {config.learning_rate:g}"
-        rows += port_checks(port, config, (pool, labels), ("trajectory",), device, options, case, batches)
-    if "port" in options.checks:
-        rows += port_rows(port, dataset, device, options)
+        pool, labels, batches = train_rows(dataset, config, options.small_lr_steps)
+        run = port_checks(port, (pool, labels), ("trajectory",), device, options, config, batches)
+        rows += [replace(row, case=f"lr {config.learning_rate:g}") for row in run]
+    if "port" in options.checks:  # not "units": the `rnn` row pairs all of nn.LSTM's layers with Flax's last
+        chained = [check for check in PORT_CHECKS if check != "units"]
+        rows += [replace(row, check=f"port {row.check}") for row in port_checks(port, test, chained, device, options)]
     return rows
 
 
 def port_checks(
     port: Port,
-    config: Config,
     data: tuple[np.ndarray, np.ndarray],
-    names: tuple[str, ...],
+    names: Sequence[str],
     device: str,
     options: SuiteOptions,
-    case: str,
+    config: Config | None = None,
     batches: list[np.ndarray] | None = None,
 ) -> list[Row]:
-    """Checks 3 and 4 through `check_port`: from the suite's start weights (`checks.random_weights`), with the
-    trainers' own optimizers (`preset_ports.trainer_optimizer`) and steps (the port's), on `batches`."""
-    from parity.port.check import check_port
+    """`check_port` on the preset's port: with a `config`, from the suite's start weights (`checks.random_weights`)
+    with the trainers' own optimizers (`preset_ports.trainer_optimizer`) on `batches` (checks 3 and 4); without,
+    from the torch model's own initialisation plus noise with the port API's Adam at lr 1e-4 (check 7)."""
+    from parity.port.check import ADAM, check_port
 
-    weights, optimizer = checks.random_weights(config), trainer_optimizer(config)
-    report = check_port(
+    weights = None if config is None else checks.random_weights(config)
+    optimizer = ADAM if config is None else trainer_optimizer(config)
+    return check_port(
         port,
         *data,
         checks=names,
@@ -163,38 +169,17 @@ def port_checks(
         batches=batches,
         optimizer=optimizer,
         device=device,
-    )
-    return [dataclasses.replace(row, case=case) for row in report.rows]
+    ).rows
 
 
-def port_rows(port: Port, dataset: Dataset, device: str, options: SuiteOptions) -> list[Row]:
-    """Check 7: the preset as a declared port through every check of `check_port`, from the torch model's own
-    initialisation plus noise, with the port API's own optimizer (Adam at lr 1e-4)."""
-    from parity.port.arguments import PORT_CHECKS
-    from parity.port.check import check_port
-
-    images, labels = checks.test_rows(dataset, options.images, "float32")
-    # not "units": a preset's `rnn` row pairs all of nn.LSTM's layers with Flax's last, a chained comparison only
-    chained = tuple(check for check in PORT_CHECKS if check != "units")
-    report = check_port(port, images, labels, checks=chained, dtypes=options.dtypes, device=device)
-    return [dataclasses.replace(row, check=f"port {row.check}") for row in report.rows]
-
-
-def train_rows(
-    dataset: Dataset, config: Config, steps: int, pool_steps: int = 0
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """The first `steps` sampler batches, as indices into a compact pool of the training images that the first
-    `max(steps, pool_steps)` batches touch (every trajectory of a run given one `pool_steps` has one pool)."""
-    batches = checks.training_batches(dataset, config, max(steps, pool_steps))
+def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The first `steps` sampler batches (the trainers' own), as indices into a compact pool of the training
+    images they touch: the pool, its labels, the batches."""
+    batches = checks.training_batches(dataset, config, steps)
     used = np.unique(np.concatenate(batches))
     position = {index: i for i, index in enumerate(used)}
-    local = [np.array([position[i] for i in batch]) for batch in batches[:steps]]
+    local = [np.array([position[i] for i in batch]) for batch in batches]
     return images_to_row_sequences(dataset.train_images[used], config.dtype), dataset.train_labels[used], local
-
-
-def pool_steps(options: SuiteOptions) -> int:
-    """One pool for both trajectories (see `train_rows`)."""
-    return max(options.small_lr_steps, options.recipe_lr_steps)
 
 
 def trained(
@@ -234,7 +219,7 @@ def recipe_lr_checks(
     preset, rows = port.name, []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
     weights = checks.random_weights(f32)
-    pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps, pool_steps(options))
+    pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
     torch32, torch_trained = trained("torch", port, f32, weights, (pool, labels), batches, device)
     jax32, jax_trained = trained("jax", port, f32, weights, (pool, labels), batches, device)
     row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)

@@ -7,7 +7,8 @@ and labels every function takes, refused in one line each before anything runs),
 row applies: exact both ways, but `add`, one-way), `weights` (the two conversions, both models holding the
 same parameters and buffers), `trees` (several inputs, structured outputs), `torch_runner` and `flax_runner`
 (each framework's side, in eval or train mode), `table` (the table checked against both models: `Declared`),
-`check` (`check_port`), `errors` (`PortError`), `rows` and `trajectory` (the
+`check` (`check_port`), `results` (torch's side of a check, one object apart from any comparison),
+`errors` (`PortError`), `rows` and `trajectory` (the
 comparisons, judged by `parity.compare`, the core the preset suite shares), `report` (the `Report` and its
 table), `environment` (the precision settings, threads and versions every report states), `precision` (a failing
 float32 row on a GPU or TPU rerun at full matmul precision, said to be TF32 or not); `units`,

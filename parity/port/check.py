@@ -5,24 +5,13 @@
     assert_port(port, inputs, labels)                  # the same, raising AssertionError with the table
     check_port(port, inputs, labels, mode="train")     # batch statistics, their updates, training with them
 
-Checks (`PORT_CHECKS`), each in float32 and float64 (both frameworks in float64: the math to ~1e-12;
-float32 then shows only rounding), on one set of weights, the torch model's own initialisation plus noise:
-- weights: both conversions through the table, exact round trips both ways (a summed entry one way only);
-- outputs: every output array on `inputs`, each named; in train mode also every module's buffers after
-  that forward pass (rows "buffers": the running statistics' update);
-- submodules: each declared submodule's output, in the order PyTorch ran them; the first over its
-  tolerance is the report's first divergence;
-- gradients: of the loss, for every mapped parameter, relative to that tensor's largest gradient;
-- trajectory: `steps` optimizer steps (torch Adam or SGD against optax's, hyperparameters matched) on the
-  same batches, every step's loss and weights, batch statistics included (`parity.port.trajectory`).
-`mode="train"` runs both models in training mode (batch statistics); dropout must then be off in both.
-Verdicts and tolerances are the comparison core's (`parity.compare`), the same as the preset suite's, with
-two scalings a port needs: float64 outputs are held to 1e-12 x max(1, the largest value) (as float32's are
-to 1e-5 x it), and a float32 gradient to 1e-4 or 10x torch's own float32-vs-float64 gap for that tensor,
-whichever is larger (torch's float64 gradients are kept on disk from the float64 run, which runs first).
-Where JAX computes on a GPU or TPU at less than full float32 matmul precision, a failing float32 row is rerun
-at 'highest' and says whether it was TF32 (`parity.port.precision`). Memory: one framework's model in one dtype
-at a time.
+Checks (`PORT_CHECKS`: weights, outputs, submodules, units, gradients, trajectory), each in float32 and
+float64 (both frameworks in float64: the math to ~1e-12; float32 then shows only rounding), on one set of
+weights; what each compares, its tolerance, what it proves and what it cannot: docs/porting.md, section 4.
+Each dtype runs torch first (`results.torch_results`: one object, its model then dropped), then Flax beside
+it (`flax_rows`, the rows `check_reference` gives too); the trajectory runs each framework's steps in turn
+(`parity.port.trajectory`). Verdicts and tolerances are the comparison core's (`parity.compare`), the same
+as the preset suite's. Memory: one framework's model in one dtype at a time.
 """
 
 from __future__ import annotations
