@@ -15,10 +15,10 @@ from common.data import load_dataset
 from common.errors import ConfigError
 from common.outputs import claim_output_file, claim_output_folder, entry_point, write_atomically
 from common.presets import PRESETS
-from parity.checks import CHECKS, SUITE_CHECKS
 from parity.compare import Row, format_figures
 from parity.devices import devices_to_run, gpu_available
 from parity.suite import SuiteOptions, SuiteResult, run_suite
+from parity.suite_checks import CHECKS, SUITE_CHECKS
 from torch_impl.allocator import tune_glibc_malloc
 
 PROG = "python -m parity"

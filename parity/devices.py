@@ -7,7 +7,7 @@ import dataclasses
 from common.config import DType
 from common.data import Dataset
 from common.presets import get_preset
-from parity import checks
+from parity import suite_checks
 from parity.compare import Row
 from parity.preset_ports import preset_port
 
@@ -78,13 +78,15 @@ def cross_device_rows(
     device = "+".join(sorted({name.split("-")[-1] for name in sides}))
     for dtype in dtypes:
         config = dataclasses.replace(get_preset(preset), dtype=dtype)
-        weights = checks.random_weights(config)
-        rows_in, _ = checks.test_rows(dataset, images, dtype)
+        weights = suite_checks.random_weights(config)
+        rows_in, _ = suite_checks.test_rows(dataset, images, dtype)
         results = {
-            name: checks.side_outputs(side, preset_port(preset, device=where), config, weights, rows_in, where)[0]
+            name: suite_checks.side_outputs(side, preset_port(preset, device=where), config, weights, rows_in, where)[0]
             for name, (side, where) in sides.items()
         }
-        rows += checks.compare_logits(Row(preset, "logits", "across devices", device, dtype, "", {}, "", None), results)
+        rows += suite_checks.compare_logits(
+            Row(preset, "logits", "across devices", device, dtype, "", {}, "", None), results
+        )
     return rows
 
 

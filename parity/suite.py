@@ -1,10 +1,10 @@
 """The preset suite: the data and the order of the checks, for each preset on each device.
 
-Checks (`checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval; "port" puts the
+Checks (`suite_checks.SUITE_CHECKS`): logits, hidden-states, gradients, trajectory, cross-eval; "port" puts the
 preset through every check of the port API. Only trajectory and cross-eval train. Each preset is a port
 (`parity.preset_ports`: the trainers' models, the JAX trainer's recurrence gradient, their own training
 steps and optimizers), built, run and stepped through the port API's runners; gradients and the lr-1e-4
-trajectory are `check_port` calls; what only the suite has stays here and in `parity.checks`: the NumPy
+trajectory are `check_port` calls; what only the suite has stays here and in `parity.suite_checks`: the NumPy
 oracle as a third side, the first state over, the recipe-lr envelope, cross-evaluation, devices and TF32.
 Every verdict is the comparison core's (`parity.compare`). (accuracy, full trainings over seeds, is
 `parity.accuracy`: hours on a CPU.)
@@ -22,14 +22,14 @@ from common.config import Config, DType
 from common.data import Dataset, images_to_row_sequences
 from common.presets import get_preset
 from common.weights import Weights
-from parity import checks, compare, devices
-from parity.checks import SIDES, SUITE_CHECKS
+from parity import compare, devices, suite_checks
 from parity.compare import Row
 from parity.plots import Curves
 from parity.port import flax_runner
 from parity.port.arguments import PORT_CHECKS
 from parity.port.declare import Port
 from parity.preset_ports import preset_port, trainer_optimizer
+from parity.suite_checks import SIDES, SUITE_CHECKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,19 +116,21 @@ def run_preset(
         rows += recipe_lr_checks(port, base, device, dataset, options, on_curves)
     for dtype in options.dtypes:
         config = dataclasses.replace(base, dtype=dtype)
-        weights = checks.random_weights(config)
-        images, _ = checks.test_rows(dataset, options.images, dtype)
+        weights = suite_checks.random_weights(config)
+        images, _ = suite_checks.test_rows(dataset, options.images, dtype)
         row = Row(preset, "", "", device, dtype, "torch vs jax", {}, "", None)
         if "logits" in options.checks:
-            logits = {side: checks.side_outputs(side, port, config, weights, images, device)[0] for side in SIDES}
-            rows += checks.compare_logits(dataclasses.replace(row, check="logits", case="random weights"), logits)
+            logits = {side: suite_checks.side_outputs(side, port, config, weights, images, device)[0] for side in SIDES}
+            rows += suite_checks.compare_logits(dataclasses.replace(row, check="logits", case="random weights"), logits)
             if on_logit_gaps and dtype == "float32":
                 on_logit_gaps(preset, (logits["torch"] - logits["jax"]).ravel())
         if "hidden-states" in options.checks:
-            states = {side: checks.side_outputs(side, port, config, weights, images, device, True) for side in SIDES}
+            states = {
+                side: suite_checks.side_outputs(side, port, config, weights, images, device, True) for side in SIDES
+            }
             hidden = dataclasses.replace(row, check="hidden-states", case="every layer, step and unit")
-            rows += checks.compare_hidden_states(hidden, config, states)
-    test = checks.test_rows(dataset, options.images, "float32")  # checks 3 and 7
+            rows += suite_checks.compare_hidden_states(hidden, config, states)
+    test = suite_checks.test_rows(dataset, options.images, "float32")  # checks 3 and 7
     if "gradients" in options.checks:
         rows += [
             replace(row, case="every tensor") for row in port_checks(port, test, ("gradients",), device, options, base)
@@ -153,12 +155,13 @@ def port_checks(
     config: Config | None = None,
     batches: list[np.ndarray] | None = None,
 ) -> list[Row]:
-    """`check_port` on the preset's port: with a `config`, from the suite's start weights (`checks.random_weights`)
-    with the trainers' own optimizers (`preset_ports.trainer_optimizer`) on `batches` (checks 3 and 4); without,
-    from the torch model's own initialisation plus noise with the port API's Adam at lr 1e-4 (check 7)."""
+    """`check_port` on the preset's port: with a `config`, from the suite's start weights
+    (`suite_checks.random_weights`) with the trainers' own optimizers (`preset_ports.trainer_optimizer`) on
+    `batches` (checks 3 and 4); without, from the torch model's own initialisation plus noise with the port
+    API's Adam at lr 1e-4 (check 7)."""
     from parity.port.check import ADAM, check_port
 
-    weights = None if config is None else checks.random_weights(config)
+    weights = None if config is None else suite_checks.random_weights(config)
     optimizer = ADAM if config is None else trainer_optimizer(config)
     return check_port(
         port,
@@ -175,7 +178,7 @@ def port_checks(
 def train_rows(dataset: Dataset, config: Config, steps: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """The first `steps` sampler batches (the trainers' own), as indices into a compact pool of the training
     images they touch: the pool, its labels, the batches."""
-    batches = checks.training_batches(dataset, config, steps)
+    batches = suite_checks.training_batches(dataset, config, steps)
     used = np.unique(np.concatenate(batches))
     position = {index: i for i, index in enumerate(used)}
     local = [np.array([position[i] for i in batch]) for batch in batches]
@@ -218,7 +221,7 @@ def recipe_lr_checks(
     runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
     preset, rows = port.name, []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
-    weights = checks.random_weights(f32)
+    weights = suite_checks.random_weights(f32)
     pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
     torch32, torch_trained = trained("torch", port, f32, weights, (pool, labels), batches, device)
     jax32, jax_trained = trained("jax", port, f32, weights, (pool, labels), batches, device)
@@ -226,20 +229,20 @@ def recipe_lr_checks(
     if "trajectory" in options.checks:
         torch64, _ = trained("torch", port, f64, weights, (pool, labels), batches, device)
         jax64, _ = trained("jax", port, f64, weights, (pool, labels), batches, device)
-        rows.append(checks.recipe_lr_verdict(row, base.learning_rate, (torch32, jax32), (torch64, jax64)))
+        rows.append(suite_checks.recipe_lr_verdict(row, base.learning_rate, (torch32, jax32), (torch64, jax64)))
         if on_curves:
             on_curves(Curves(preset, device, torch32, jax32, torch64))
     if "cross-eval" not in options.checks:
         return rows
-    images, labels_test = checks.test_rows(dataset, options.eval_images, "float32")
+    images, labels_test = suite_checks.test_rows(dataset, options.eval_images, "float32")
     for trained_by, after in (("torch", torch_trained), ("jax", jax_trained)):
         subset = images[: options.images]
-        results = {side: checks.side_outputs(side, port, f32, after, subset, device)[0] for side in SIDES}
+        results = {side: suite_checks.side_outputs(side, port, f32, after, subset, device)[0] for side in SIDES}
         cross = dataclasses.replace(row, check="cross-eval", case=f"logits, trained by {trained_by}")
-        rows += checks.compare_logits(cross, results)
+        rows += suite_checks.compare_logits(cross, results)
         predictions = dataclasses.replace(cross, case=f"predictions, trained by {trained_by}", compared="torch vs jax")
         torch_logits, jax_logits = (
-            checks.side_outputs(side, port, f32, after, images, device)[0] for side in SIDES[:2]
+            suite_checks.side_outputs(side, port, f32, after, images, device)[0] for side in SIDES[:2]
         )
-        rows.append(checks.compare_predictions(predictions, torch_logits, jax_logits, labels_test))
+        rows.append(suite_checks.compare_predictions(predictions, torch_logits, jax_logits, labels_test))
     return rows

@@ -16,7 +16,7 @@ from jax_impl import backward
 from jax_impl.convert import from_canonical, to_canonical
 from jax_impl.model import build_model
 from jax_impl.train import loss_fn, resolve_backward
-from parity.checks import random_weights
+from parity.suite_checks import random_weights
 
 RELATIVE = 1e-12  # float64: the two gradients differ only by summation order
 

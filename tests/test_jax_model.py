@@ -15,8 +15,8 @@ from common.weights import canonical_shapes, initial_weights
 from jax_impl.convert import cells, from_canonical, to_canonical
 from jax_impl.model import build_model
 from parity import oracle
-from parity.checks import random_weights
 from parity.compare import output_tolerance
+from parity.suite_checks import random_weights
 
 GRU = dataclasses.replace(get_preset("bilstm"), cell="gru", num_layers=2)
 

@@ -123,7 +123,7 @@ PRESET_MODULES = (
     "torch_impl",
     "jax_impl",
     "parity.oracle",
-    "parity.checks",
+    "parity.suite_checks",
     "parity.suite",
     "parity.devices",
     "parity.preset_ports",

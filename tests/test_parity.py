@@ -11,7 +11,7 @@ from flax import nnx
 
 import jax_impl.model
 from common.presets import PRESETS, get_preset
-from parity import checks, compare
+from parity import compare, suite_checks
 from parity.compare import Row
 from parity.port import flax_runner, torch_runner
 from parity.port.transforms import add, reorder_blocks
@@ -46,7 +46,7 @@ def test_every_check_passes_for_every_preset(mnist, preset):
     assert {row.dtype for row in rows if row.check == "gradients"} == {"float32", "float64"}
     for row in rows:
         assert set(row.figures) == set(
-            checks.FIGURES[
+            suite_checks.FIGURES[
                 "trajectory-recipe"
                 if row.case == "recipe lr"
                 else "logits"
@@ -72,7 +72,7 @@ RECIPE_STEPS = 20  # rnn at its recipe's lr: rounding alone parts float32 from f
 def recipe_trajectory(mnist):
     config, port = get_preset("rnn"), preset_port("rnn")
     config64 = dataclasses.replace(config, dtype="float64")
-    weights = checks.random_weights(config)
+    weights = suite_checks.random_weights(config)
     pool, labels, batches = train_rows(mnist, config, RECIPE_STEPS)
     runs = {
         (side, c.dtype): trained(side, port, c, weights, (pool, labels), batches, "cpu")[0]
@@ -81,7 +81,7 @@ def recipe_trajectory(mnist):
     }
     row = Row("rnn", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
     runs32, runs64 = ((runs["torch", dtype], runs["jax", dtype]) for dtype in ("float32", "float64"))
-    return checks.recipe_lr_verdict(row, config.learning_rate, runs32, runs64)
+    return suite_checks.recipe_lr_verdict(row, config.learning_rate, runs32, runs64)
 
 
 def test_the_recipe_lr_envelope_is_the_sooner_of_the_two_frameworks_own_rounding():
@@ -96,7 +96,7 @@ def test_the_recipe_lr_envelope_is_the_sooner_of_the_two_frameworks_own_rounding
     row = Row("x", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
     for framework_at, passed in ((15, True), (9, False)):
         jax32 = parting_at(framework_at)  # torch32 is the baseline; each float64 run parts from its float32 one
-        verdict = checks.recipe_lr_verdict(row, 0.01, (base, jax32), (parting_at(40), jax32 + parting_at(20)))
+        verdict = suite_checks.recipe_lr_verdict(row, 0.01, (base, jax32), (parting_at(40), jax32 + parting_at(20)))
         assert verdict.figures["rounding_parts_at"] == 20 and verdict.passed is passed, verdict.detail
         assert "at step 40 (torch), 20 (jax)" in verdict.detail
 
@@ -132,7 +132,7 @@ def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_p
     )
     row = recipe_trajectory(mnist)
     assert not row.passed, row.detail
-    assert row.figures["framework_parts_at"] < checks.ENVELOPE_SHARE * row.figures["rounding_parts_at"]
+    assert row.figures["framework_parts_at"] < suite_checks.ENVELOPE_SHARE * row.figures["rounding_parts_at"]
 
 
 def with_table(preset, change, not_ported=(), backward="auto"):
@@ -197,9 +197,9 @@ def test_a_one_bias_port_computes_the_same_logits_but_trains_differently(mnist, 
     monkeypatch.setattr(jax_impl.model, "TorchLSTMCell", one_bias_lstm)
     config = dataclasses.replace(get_preset("lstm"), learning_rate=compare.SMALL_LEARNING_RATE, dtype="float64")
     port = with_table("lstm", summed, backward="autodiff")  # the hand-written backward has PyTorch's two biases
-    weights = checks.random_weights(config)
-    images, _ = checks.test_rows(mnist, 16, "float64")
-    logits = [checks.side_outputs(side, port, config, weights, images)[0] for side in ("torch", "jax")]
+    weights = suite_checks.random_weights(config)
+    images, _ = suite_checks.test_rows(mnist, 16, "float64")
+    logits = [suite_checks.side_outputs(side, port, config, weights, images)[0] for side in ("torch", "jax")]
     assert np.abs(logits[0] - logits[1]).max() <= compare.ABSOLUTE_FLOAT64
     pool, labels, batches = train_rows(mnist, config, 30)
     jax_losses, _ = trained("jax", port, config, weights, (pool, labels), batches, "cpu")

@@ -9,11 +9,11 @@ import pytest
 
 from common.presets import PRESETS, get_preset
 from jax_impl.convert import from_canonical
-from parity.checks import random_weights
 from parity.port.flax_runner import flax_model_holding
 from parity.port.weights import flax_weights
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset
+from parity.suite_checks import random_weights
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -78,7 +78,7 @@ def test_check_port_on_a_preset_proves_the_hand_written_backward(mnist, monkeypa
 
 
 def checks_rows(mnist, count=16):
-    from parity.checks import test_rows
+    from parity.suite_checks import test_rows
 
     return test_rows(mnist, count, "float32")
 

@@ -17,8 +17,8 @@ from common.weights import layer_input_size
 from jax_impl.convert import from_canonical
 from jax_impl.model import RECURRENCES, build_model
 from jax_impl.recurrence import pack_lstm, unpack_lstm
-from parity.checks import random_weights
 from parity.compare import ABSOLUTE_FLOAT64
+from parity.suite_checks import random_weights
 from tests.conftest import matmul_flops
 
 CONFIGS = {  # small float64 versions of the presets' shapes: stacked, bidirectional, tanh RNN

@@ -13,8 +13,8 @@ from common.errors import SeqMnistError
 from common.presets import PRESETS, get_preset
 from common.weights import canonical_shapes
 from parity import oracle
-from parity.checks import random_weights
 from parity.compare import ABSOLUTE_FLOAT64, output_tolerance
+from parity.suite_checks import random_weights
 from tests.conftest import assert_one_line_error, run_cli
 from torch_impl.convert import (
     from_canonical,
