@@ -107,9 +107,13 @@ def test_the_suite_leaves_jax_x64_as_it_found_it(mnist):
     and the recipe-lr check judged a run nobody makes)."""
     import jax
 
-    assert not jax.config.jax_enable_x64
-    run_preset("lstm", mnist, "cpu", SuiteOptions(checks=("logits", "gradients"), images=8))
-    assert not jax.config.jax_enable_x64
+    before = jax.config.jax_enable_x64  # an earlier test may have switched it on for the process
+    jax.config.update("jax_enable_x64", False)
+    try:
+        run_preset("lstm", mnist, "cpu", SuiteOptions(checks=("logits", "gradients"), images=8))
+        assert not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist):
