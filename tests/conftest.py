@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import os
@@ -18,10 +19,12 @@ import pytest
 
 from common.data import images_to_row_sequences, load_dataset
 from common.idx import IMAGES_MAGIC, LABELS_MAGIC
+from common.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_KEY = pytest.StashKey[str]()
 STARTED_KEY = pytest.StashKey[float]()
+SESSION_CACHE = "SEQMNIST_TEST_SESSION_CACHE"  # the session's cache folder, for pytest-xdist's workers
 _durations: dict[str, float] = {}  # test id -> seconds, for the summary at the end
 
 
@@ -30,17 +33,61 @@ def pytest_configure(config):
     every process the tests start compiles each program once, and no test reads a user's own cache. Set
     before any test module imports JAX, which reads these variables as it starts."""
     config.stash[STARTED_KEY] = time.monotonic()
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(SESSION_CACHE):
+        # a pytest-xdist worker: it shares the controller's folder (inherited), which the controller removes
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[SESSION_CACHE]
+        share_the_cores(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        return
     folder = tempfile.mkdtemp(prefix="seqmnist-test-jax-cache-")
     config.stash[CACHE_KEY] = folder
+    os.environ[SESSION_CACHE] = folder
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"  # jax_impl.cache.MIN_COMPILE_SECONDS
     os.environ.pop("SEQMNIST_JAX_CACHE", None)
 
 
+def share_the_cores(workers: int) -> None:
+    """Each worker's share of the cores for torch's and XLA's thread pools, for it and the processes it starts.
+    Two workers on two cores each with a pool of two wait on each other's threads; the suite's models are small,
+    and one thread runs them about as fast as two."""
+    threads = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = " ".join(
+            [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false"]
+        ).strip()
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the default, pyproject.toml): one worker per core, at most four (each holds torch and JAX)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+# The longest files first, so that pytest-xdist (`--dist loadfile`: a file's tests stay in one process and share
+# its fixtures) does not start one of them last, while the other worker idles.
+LONGEST_FIRST = (
+    "test_parity",
+    "test_train",
+    "test_backward",
+    "test_stock_ports",
+    "test_preset_ports",
+    "test_resume",
+    "test_infer",
+    "test_zoo",
+    "test_bench",
+    "test_tools",
+)
+
+
 def pytest_unconfigure(config):
-    shutil.rmtree(config.stash.get(CACHE_KEY, ""), ignore_errors=True)
-    if CACHE_KEY in config.stash:
-        shutil.rmtree(config.stash[CACHE_KEY] + "-mnist", ignore_errors=True)  # small_mnist_dir's
+    if CACHE_KEY not in config.stash:  # a worker: the controller owns the folders
+        return
+    shutil.rmtree(config.stash[CACHE_KEY], ignore_errors=True)
+    for folder in Path(config.stash[CACHE_KEY]).parent.glob(Path(config.stash[CACHE_KEY]).name + "-mnist*"):
+        shutil.rmtree(folder, ignore_errors=True)  # small_mnist_dir's, one per worker
 
 
 def pytest_runtest_logreport(report):
@@ -66,12 +113,25 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.stem
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file and among the rest is kept
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: pass --run-slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def shrunk(monkeypatch, preset: str, hidden_size: int = 32) -> str:
+    """`preset` at `hidden_size` for one test (`common.presets.PRESETS` patched, so every command and check that
+    reads the preset sees it): its shape (cell, layers, directions) and recipe kept. For a default-tier test whose
+    assertion does not need the width; the preset at its own size runs under `--run-slow`."""
+    monkeypatch.setitem(PRESETS, preset, dataclasses.replace(PRESETS[preset], hidden_size=hidden_size))
+    return preset
 
 
 def idx_bytes(array: np.ndarray, kind: str) -> bytes:
@@ -116,7 +176,7 @@ def small_mnist_dir() -> Path:
     tests whose assertion is about the process (resume, determinism), not the data: each run then loads and
     evaluates a fraction of the set."""
     dataset = load_dataset("mnist")
-    folder = Path(os.environ["JAX_COMPILATION_CACHE_DIR"] + "-mnist")
+    folder = Path(os.environ[SESSION_CACHE] + "-mnist-" + os.environ.get("PYTEST_XDIST_WORKER", "main"))
     return write_idx_dir(
         folder,
         (dataset.train_images[:4000], dataset.train_labels[:4000]),
