@@ -81,16 +81,26 @@ def test_asking_for_logits_alone_trains_nothing(mnist, monkeypatch):
 RECIPE_STEPS = 20  # rnn at its recipe's lr: rounding alone parts float32 from float64 within these steps
 
 
-def recipe_trajectory(mnist):
+def recipe_runs(mnist, sides):
     config, port = get_preset("rnn"), preset_port("rnn")
-    config64 = dataclasses.replace(config, dtype="float64")
     weights = suite_checks.random_weights(config)
     pool, labels, batches = train_rows(mnist, config, RECIPE_STEPS)
-    runs = {
+    return {
         (side, c.dtype): trained(side, port, c, weights, (pool, labels), batches, "cpu")[0]
-        for side in ("torch", "jax")
-        for c in (config, config64)
+        for side in sides
+        for c in (config, dataclasses.replace(config, dtype="float64"))
     }
+
+
+@pytest.fixture(scope="module")
+def torch_recipe_runs(mnist):
+    """torch's float32 and float64 losses of the rnn recipe: the same in both tests below (only JAX's side changes)."""
+    return recipe_runs(mnist, ("torch",))
+
+
+def recipe_trajectory(mnist, torch_runs):
+    config = get_preset("rnn")
+    runs = {**torch_runs, **recipe_runs(mnist, ("jax",))}
     row = Row("rnn", "trajectory", "recipe lr", "cpu", "float32", "torch vs jax vs rounding", {}, "", None)
     runs32, runs64 = ((runs["torch", dtype], runs["jax", dtype]) for dtype in ("float32", "float64"))
     return suite_checks.recipe_lr_verdict(row, config.learning_rate, runs32, runs64)
@@ -128,13 +138,15 @@ def test_the_suite_leaves_jax_x64_as_it_found_it(mnist):
         jax.config.update("jax_enable_x64", before)
 
 
-def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist):
-    row = recipe_trajectory(mnist)
+def test_the_recipe_lr_trajectory_is_judged_against_rounding_that_did_part(mnist, torch_recipe_runs):
+    row = recipe_trajectory(mnist, torch_recipe_runs)
     assert row.figures["rounding_parts_at"] is not None, "rounding never parted: the check judged nothing"
     assert row.passed, row.detail
 
 
-def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_percent_off(mnist, monkeypatch):
+def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_percent_off(
+    mnist, monkeypatch, torch_recipe_runs
+):
     import optax
 
     import jax_impl.train
@@ -146,7 +158,7 @@ def test_the_recipe_lr_trajectory_fails_a_port_whose_adam_learning_rate_is_one_p
             (config.learning_rate if learning_rate is None else learning_rate) * 1.01, b1=0.9, b2=0.999, eps=1e-8
         ),
     )
-    row = recipe_trajectory(mnist)
+    row = recipe_trajectory(mnist, torch_recipe_runs)
     assert not row.passed, row.detail
     assert row.figures["framework_parts_at"] < suite_checks.ENVELOPE_SHARE * row.figures["rounding_parts_at"]
 
