@@ -46,11 +46,16 @@ def pytest_configure(config):
     os.environ.pop("SEQMNIST_JAX_CACHE", None)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the platform says, as on Linux; all of them otherwise)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def share_the_cores(workers: int) -> None:
     """Each worker's share of the cores for torch's and XLA's thread pools, for it and the processes it starts.
     Two workers on two cores each with a pool of two wait on each other's threads; the suite's models are small,
     and one thread runs them about as fast as two."""
-    threads = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+    threads = max(1, usable_cores() // max(1, workers))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     if threads == 1:
@@ -63,7 +68,7 @@ def share_the_cores(workers: int) -> None:
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (the default, pyproject.toml): one worker per core, at most four (each holds torch and JAX)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    return max(1, min(usable_cores(), 4))
 
 
 # The longest files first, so that pytest-xdist (`--dist loadfile`: a file's tests stay in one process and share
