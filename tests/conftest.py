@@ -139,6 +139,18 @@ def shrunk(monkeypatch, preset: str, hidden_size: int = 32) -> str:
     return preset
 
 
+def preset_tiers(narrow: dict[str, int], presets=PRESETS, slow_only: tuple[str, ...] = ()) -> list:
+    """Parameters `(preset, hidden)`: in the default tier each of `presets` (not in `slow_only`), those in `narrow`
+    at that hidden size (`[rnn-hidden32]`, hidden None: its own); under --run-slow `slow_only` and the narrow ones
+    at their own size. A test taking them calls `shrunk` when hidden is not None."""
+    default = [
+        pytest.param(p, narrow.get(p), id=f"{p}-hidden{narrow[p]}" if p in narrow else p)
+        for p in presets
+        if p not in slow_only
+    ]
+    return default + [pytest.param(p, None, id=p, marks=pytest.mark.slow) for p in (*slow_only, *narrow)]
+
+
 def idx_bytes(array: np.ndarray, kind: str) -> bytes:
     """An IDX file's bytes for uint8 images `[N, 28, 28]` or labels `[N]`."""
     magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC

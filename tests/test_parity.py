@@ -10,14 +10,14 @@ import pytest
 from flax import nnx
 
 import jax_impl.model
-from common.presets import PRESETS, get_preset
+from common.presets import get_preset
 from parity import compare, suite_checks
 from parity.compare import Row
 from parity.port import flax_runner, torch_runner
 from parity.port.transforms import add, reorder_blocks
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset, train_rows, trained
-from tests.conftest import run_cli, run_module, shrunk
+from tests.conftest import preset_tiers, run_cli, run_module, shrunk
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -30,15 +30,7 @@ FAST = SuiteOptions(images=16, small_lr_steps=8, recipe_lr_steps=12, eval_images
 NARROW = {"rnn": 32, "bilstm2x128": 32}
 
 
-@pytest.mark.parametrize(
-    "preset, hidden",
-    [
-        pytest.param(p, NARROW.get(p), id=f"{p}-hidden{NARROW[p]}" if p in NARROW else p)
-        for p in PRESETS
-        if p != "lstm2x128"
-    ]
-    + [pytest.param(p, None, id=p, marks=pytest.mark.slow) for p in ("lstm2x128", *NARROW)],
-)
+@pytest.mark.parametrize("preset, hidden", preset_tiers(NARROW, slow_only=("lstm2x128",)))
 def test_every_check_passes_for_every_preset(mnist, preset, hidden, monkeypatch):
     if hidden is not None:
         shrunk(monkeypatch, preset, hidden)

@@ -14,7 +14,7 @@ from parity.port.weights import flax_weights
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset
 from parity.suite_checks import random_weights
-from tests.conftest import shrunk
+from tests.conftest import preset_tiers, shrunk
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -28,12 +28,8 @@ def test_the_preset_ports_table_loads_what_the_trainers_conversion_loads(preset)
 
 
 @pytest.mark.trains  # the port's training check runs Adam: left out of the inner loop
-@pytest.mark.parametrize(
-    "preset, hidden",  # at hidden 32 (their shapes) in the default tier, at their own size under --run-slow
-    [("bilstm2x128", 32), ("rnn", 32)]
-    + [pytest.param(p, None, marks=pytest.mark.slow) for p in ("bilstm2x128", "rnn")],
-    ids=["bilstm2x128-hidden32", "rnn-hidden32", "bilstm2x128", "rnn"],
-)
+# at hidden 32 (their shapes) in the default tier, at their own size under --run-slow
+@pytest.mark.parametrize("preset, hidden", preset_tiers({"bilstm2x128": 32, "rnn": 32}, ("bilstm2x128", "rnn")))
 def test_the_suites_port_check_passes_every_row_on_the_cpu(preset, hidden, mnist, monkeypatch):
     if hidden is not None:
         shrunk(monkeypatch, preset, hidden)

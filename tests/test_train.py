@@ -10,7 +10,15 @@ import pytest
 
 from common.presets import PRESETS
 from common.weights import initial_weights, load_weights
-from tests.conftest import assert_one_line, assert_one_line_error, run_cli, run_main, shrunk, small_mnist_dir
+from tests.conftest import (
+    assert_one_line,
+    assert_one_line_error,
+    preset_tiers,
+    run_cli,
+    run_main,
+    shrunk,
+    small_mnist_dir,
+)
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -40,15 +48,7 @@ def train(framework, out, *args):
 NARROW = {"bilstm2x128": 32}
 
 
-@pytest.mark.parametrize(
-    "preset, hidden",
-    [
-        pytest.param(p, NARROW.get(p), id=f"{p}-hidden{NARROW[p]}" if p in NARROW else p)
-        for p in PRESETS
-        if p != "lstm2x128"
-    ]
-    + [pytest.param(p, None, id=p, marks=pytest.mark.slow) for p in ("lstm2x128", *NARROW)],
-)
+@pytest.mark.parametrize("preset, hidden", preset_tiers(NARROW, slow_only=("lstm2x128",)))
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_every_preset_trains_50_steps_and_writes_the_run_files(
     tmp_path, framework, preset, hidden, capsys, monkeypatch
