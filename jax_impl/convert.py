@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 from flax import nnx
 
@@ -79,7 +79,8 @@ def from_canonical(weights: Weights, config: Config, **model_options) -> Sequenc
     model = nnx.eval_shape(lambda: build_model(config, **model_options))  # structure only: values set below
     for name, (parameter, transposed) in parameters(model).items():
         array = weights[name].T if transposed else weights[name]
-        parameter.set_value(jnp.asarray(np.ascontiguousarray(array), dtype=DTYPES[config.dtype]))
+        # a transfer: jnp.asarray would run a staged copy that XLA compiles for each new shape and dtype
+        parameter.set_value(jax.device_put(np.ascontiguousarray(array, dtype=DTYPES[config.dtype])))
     return model
 
 

@@ -174,7 +174,7 @@ class JaxTrainer:
             return jax.device_put(value, self.placement)
 
         self.params = put(params)
-        self.opt_state = put(self.optimizer.init(self.params))
+        self.opt_state = put(jax.jit(self.optimizer.init)(self.params))  # one program, not an op per shape
         self.train_rows = put(images_to_row_sequences(dataset.train_images, config.dtype))
         self.train_labels = put(dataset.train_labels.astype(np.int32))
         self.test_rows = put(images_to_row_sequences(dataset.test_images, config.dtype))
@@ -253,7 +253,7 @@ class JaxTrainer:
             return jax.device_put(nnx.split(from_canonical(weights, self.config))[1], self.placement)
 
         adam = self.opt_state[0]._replace(
-            count=jnp.asarray(int(state["adam.step"][0]), dtype=jnp.int32),
+            count=jax.device_put(np.int32(state["adam.step"][0]), self.placement),
             mu=moments("exp_avg"),
             nu=moments("exp_avg_sq"),
         )

@@ -17,7 +17,7 @@ from parity.compare import Weights
 from parity.port import transforms
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.trees import called, first_leaf, leaves, same_values, take
+from parity.port.trees import called, first_leaf, leaves, same_values, take, to_jax
 from parity.port.weights import Widening, built_to_fill, load_flax_entries, path_name
 
 P = ParamSpec("P")
@@ -89,10 +89,8 @@ def iter_modules(model: Any) -> list[tuple[str, Any]]:
 
 def flax_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
     """PyTorch-layout inputs turned into the Flax model's, through the port's `inputs` steps, as JAX arrays."""
-    import jax.numpy as jnp
-
     steps = port.input_steps(len(inputs))
-    return tuple(jnp.asarray(transforms.apply(s, [x], [])[0]) for s, x in zip(steps, inputs, strict=True))
+    return tuple(to_jax(transforms.apply(s, [x], [])[0]) for s, x in zip(steps, inputs, strict=True))
 
 
 def flax_forward(
@@ -163,11 +161,9 @@ def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...
 
 def spliced(output: Any, torch_output: np.ndarray | None) -> Any:
     """torch's output in place of a Flax module's array output of the same values (else the module's own)."""
-    import jax.numpy as jnp
-
     if torch_output is None or not hasattr(output, "shape") or not same_values(torch_output.shape, output.shape):
         return output
-    return jnp.asarray(torch_output.reshape(output.shape), dtype=output.dtype)
+    return to_jax(torch_output.reshape(output.shape), output.dtype)
 
 
 @contextlib.contextmanager
@@ -260,7 +256,6 @@ def flax_steps(
     donated to the step: a large model is held once, not twice). A port's own `flax_step` takes each step
     where it declares one (a trainer's step, compiled as it is)."""
     import jax
-    import jax.numpy as jnp
     import optax
     from flax import nnx
 
@@ -275,7 +270,8 @@ def flax_steps(
         own, params = nnx.split(nnx.merge(graphdef, params, rest))  # the graphdef of the parameters alone
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params: Any, state: Any, rest: Any, x: Any, y: Any) -> Any:
+    def step(params: Any, state: Any, rest: Any, arrays: Any, targets: Any, batch: Any) -> Any:
+        x, y = take(arrays, batch), targets[batch]  # the batch taken inside the program, not op by op
         if port.flax_step is not None:
             params, state, loss = port.flax_step(own, transformation, params, state, *x, y)
             return params, state, rest, loss
@@ -283,10 +279,10 @@ def flax_steps(
         updates, state = transformation.update(grads, state, params)
         return optax.apply_updates(params, updates), state, rest, loss
 
-    state = transformation.init(params)
-    arrays = flax_inputs(port, inputs)  # on the device once; each step's batch is taken there
+    state = jax.jit(transformation.init)(params)  # one program, not a zeros op per parameter shape
+    arrays, targets = flax_inputs(port, inputs), to_jax(labels)  # on the device once; each batch taken there
     for batch in batches:
-        params, state, rest, loss = step(params, state, rest, take(arrays, batch), jnp.asarray(labels[batch]))
+        params, state, rest, loss = step(params, state, rest, arrays, targets, to_jax(batch))
         values = by_path(params)
         values.update(mapped_values(rest, mapped))
         yield float(loss), values

@@ -29,7 +29,7 @@ from parity.port.declare import Port, PortError, parse_entry
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, faulty_units, pair_units
 from parity.port.trees import called
 from parity.port.units import Unit, flax_units, torch_units
-from parity.port.weights import build, flax_shapes, flax_types
+from parity.port.weights import build, built_abstractly, flax_shapes, flax_types
 
 
 @dataclasses.dataclass
@@ -153,7 +153,7 @@ def infer_port(
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     built = build(factories[0], "float32")
-    flax_built = build(factories[1], "float32")
+    flax_built = built_abstractly(factories[1], "float32")  # its layers' shapes and kinds: no value read
     targets = flax_units(flax_built, flax_shapes(flax_built), flax_types(flax_built))
     sources = torch_units(built, split_attention=any(unit.family == "attention" for unit in targets))
     with refusal("torch", xs, "infer_port"):  # the first forward pass: a model that refuses is one line

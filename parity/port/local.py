@@ -27,7 +27,7 @@ from parity.port.declare import Entry, Port, module_of
 from parity.port.flax_runner import flax_inputs, iter_modules, recording_calls
 from parity.port.rows import as_run, judged_as, template
 from parity.port.transforms import permute, reshape
-from parity.port.trees import first_leaf, same_values
+from parity.port.trees import first_leaf, same_values, to_jax
 
 if TYPE_CHECKING:
     from parity.port.torch_runner import Lowered, UnitCall
@@ -122,15 +122,13 @@ def input_steps(port: Port, entry: Entry, rank: int) -> tuple[tuple[Any, ...], i
 
 def converted(steps: tuple[Any, ...], arg: Any, rank: int | None, dtype: str) -> Any:
     """A torch input in the Flax layout: a float array of the output's rank through the row's steps, in `dtype`."""
-    import jax.numpy as jnp
-
     if not isinstance(arg, np.ndarray):
         return arg
     if np.issubdtype(arg.dtype, np.floating):
         arg = arg.astype(dtype)
         if rank is None or arg.ndim == rank:
             arg = transforms.apply(steps, [arg], [])[0]
-    return jnp.asarray(arg)
+    return to_jax(arg)
 
 
 def between_units(rows: list[Row], dtype: str) -> list[Row]:

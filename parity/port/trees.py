@@ -56,6 +56,18 @@ def in_dtype(inputs: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ..
     return tuple(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in inputs)
 
 
+def to_jax(array: np.ndarray, dtype: Any = None) -> Any:
+    """A NumPy array on JAX's default device, in `dtype` (or its own) as JAX holds it (float64 is float32 while
+    x64 is off). A transfer (`jax.device_put`), where `jnp.asarray` would run a staged copy that XLA compiles
+    once for each new shape and dtype: a port's every weight and input paid a compile on the way in."""
+    import jax
+
+    array = np.asarray(array)
+    return jax.device_put(
+        array.astype(jax.dtypes.canonicalize_dtype(array.dtype if dtype is None else dtype), copy=False)
+    )
+
+
 def take(inputs: tuple[Any, ...], batch: np.ndarray) -> tuple[Any, ...]:
     """Every input's rows `batch` (NumPy or JAX arrays)."""
     return tuple(x[batch] for x in inputs)

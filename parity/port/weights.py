@@ -18,6 +18,7 @@ from parity.compare import Weights, noisy_weights
 from parity.port import transforms
 from parity.port.declare import Entry, Port
 from parity.port.transforms import Shape
+from parity.port.trees import to_jax
 
 if TYPE_CHECKING:
     import torch
@@ -144,25 +145,21 @@ def load_flax_entries(
     """`model` holding `weights` (PyTorch layout) converted through the table one entry at a time: no second
     copy of the whole model on the way in. `narrow`: a float64 result that float32 holds exactly is kept in
     float32 (a streaming run: a summed bias stays float64, every other weight float32)."""
-    import jax.numpy as jnp
-
     variables, shapes = flax_variables(model), flax_shapes(model)
     for entry in entries:
         for path, array in to_flax([entry], weights, shapes).items():
             if narrow and array.dtype == np.float64 and np.array_equal(small := array.astype(np.float32), array):
                 array = small
-            variables[path].set_value(jnp.asarray(array))
+            variables[path].set_value(to_jax(array))
     return model
 
 
 def load_flax(model: nnx.Module, weights: Weights) -> nnx.Module:
     """`model` holding `weights` (Flax paths), each set in its own dtype; a variable not in `weights` (declared
     not ported) keeps its own value."""
-    import jax.numpy as jnp
-
     for path, variable in flax_variables(model).items():
         if path in weights:
-            variable.set_value(jnp.asarray(weights[path]))
+            variable.set_value(to_jax(weights[path]))
     return model
 
 
@@ -173,6 +170,18 @@ def build(factory: Callable[..., Any], dtype: str) -> Any:
     if isinstance(factory, type):
         target = next(vars(cls)["__init__"] for cls in factory.__mro__ if "__init__" in vars(cls))
     return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
+
+
+def built_abstractly(factory: Callable[..., Any], dtype: str) -> Any:
+    """`build(factory, dtype)`'s structure (`nnx.eval_shape`: every variable's shape and type, no initialiser
+    run: each of a model's initialisers is a program XLA compiles for each new shape); built for real when the
+    factory computes on values (its own error raised there)."""
+    from flax import nnx
+
+    try:
+        return nnx.eval_shape(lambda: build(factory, dtype))
+    except Exception:
+        return build(factory, dtype)
 
 
 def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[str]) -> Any:
