@@ -172,16 +172,21 @@ def build(factory: Callable[..., Any], dtype: str) -> Any:
     return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
 
 
-def built_abstractly(factory: Callable[..., Any], dtype: str) -> Any:
-    """`build(factory, dtype)`'s structure (`nnx.eval_shape`: every variable's shape and type, no initialiser
-    run: each of a model's initialisers is a program XLA compiles for each new shape); built for real when the
-    factory computes on values (its own error raised there)."""
+def structure(factory: Callable[..., Any], dtype: str) -> Any | None:
+    """`build(factory, dtype)` built abstractly (`nnx.eval_shape`: every variable's shape and type, no
+    initialiser run: each of a model's initialisers is a program XLA compiles for each new shape), or None
+    when the factory computes on values."""
     from flax import nnx
 
     try:
         return nnx.eval_shape(lambda: build(factory, dtype))
     except Exception:
-        return build(factory, dtype)
+        return None
+
+
+def built_abstractly(factory: Callable[..., Any], dtype: str) -> Any:
+    """`structure(factory, dtype)`, built for real when the factory computes on values (its own error raised there)."""
+    return build(factory, dtype) if (model := structure(factory, dtype)) is None else model
 
 
 def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[str]) -> Any:
@@ -191,12 +196,10 @@ def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[st
     value, and random-number state needs real keys). A large model's initialisers are most of its build."""
     from flax import nnx
 
-    try:
-        model = nnx.eval_shape(lambda: build(factory, dtype))
-    except Exception:  # a factory that computes on values: built for real, its own error raised there
-        return build(factory, dtype)
-    paths = {path_name(path) for path, _ in nnx.to_flat_state(nnx.state(model))}
-    return model if paths <= set(filled) else build(factory, dtype)
+    model = structure(factory, dtype)
+    if model is None or not {path_name(p) for p, _ in nnx.to_flat_state(nnx.state(model))} <= set(filled):
+        return build(factory, dtype)  # it computes on values (its own error raised there), or holds state unfilled
+    return model
 
 
 def torch_dropouts(model: Any) -> list[str]:
