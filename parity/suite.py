@@ -112,8 +112,14 @@ def run_preset(
     port = port or preset_port(preset, options.backward, device)
     rows: list[Row] = []
     base = get_preset(preset)
+    # one pool of training images for both learning rates' runs: one input shape, so each dtype's compiled
+    # Flax step serves both (the recipe lr's and lr 1e-4's batches are the sampler's first ones)
+    trains = None
     if "trajectory" in options.checks or "cross-eval" in options.checks:
-        rows += recipe_lr_checks(port, base, device, dataset, options, on_curves)
+        steps = max(options.recipe_lr_steps, options.small_lr_steps if "trajectory" in options.checks else 0)
+        trains = train_rows(dataset, base, steps)
+        training = (trains[0], trains[1], trains[2][: options.recipe_lr_steps])
+        rows += recipe_lr_checks(port, base, device, dataset, training, options, on_curves)
     for dtype in options.dtypes:
         config = dataclasses.replace(base, dtype=dtype)
         weights = suite_checks.random_weights(config)
@@ -137,8 +143,11 @@ def run_preset(
         ]
     if "trajectory" in options.checks:
         config = dataclasses.replace(base, learning_rate=compare.SMALL_LEARNING_RATE)
-        pool, labels, batches = train_rows(dataset, config, options.small_lr_steps)
-        run = port_checks(port, (pool, labels), ("trajectory",), device, options, config, batches)
+        assert trains is not None
+        pool, labels, batches = trains
+        run = port_checks(
+            port, (pool, labels), ("trajectory",), device, options, config, batches[: options.small_lr_steps]
+        )
         rows += [replace(row, case=f"lr {config.learning_rate:g}") for row in run]
     if "port" in options.checks:  # not "units": the `rnn` row pairs all of nn.LSTM's layers with Flax's last
         chained = [check for check in PORT_CHECKS if check != "units"]
@@ -214,15 +223,17 @@ def recipe_lr_checks(
     base: Config,
     device: str,
     dataset: Dataset,
+    training: tuple[np.ndarray, np.ndarray, list[np.ndarray]],
     options: SuiteOptions,
     on_curves: Callable[[Curves], None] | None,
 ) -> list[Row]:
     """The trajectory at the recipe's lr (drift against rounding's own), and cross-eval of the weights those
-    runs trained: logits by all three sides, and predictions on the test set by both frameworks."""
+    runs trained: logits by all three sides, and predictions on the test set by both frameworks. `training`:
+    the pool of training images, its labels and the recipe lr's batches into it (`train_rows`)."""
     preset, rows = port.name, []
     f32, f64 = base, dataclasses.replace(base, dtype="float64")
     weights = suite_checks.random_weights(f32)
-    pool, labels, batches = train_rows(dataset, f32, options.recipe_lr_steps)
+    pool, labels, batches = training
     torch32, torch_trained = trained("torch", port, f32, weights, (pool, labels), batches, device)
     jax32, jax_trained = trained("jax", port, f32, weights, (pool, labels), batches, device)
     row = Row(preset, "trajectory", "recipe lr", device, "float32", "torch vs jax vs rounding", {}, "", None)

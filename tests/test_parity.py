@@ -17,28 +17,48 @@ from parity.port import flax_runner, torch_runner
 from parity.port.transforms import add, reorder_blocks
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset, train_rows, trained
-from tests.conftest import preset_tiers, run_cli, run_module, shrunk
+from tests.conftest import run_cli, run_module, shrunk
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
 FAST = SuiteOptions(images=16, small_lr_steps=8, recipe_lr_steps=12, eval_images=500)
 
 
-# The default tier holds every shape (cell, layers, directions): lstm2x128 is lstm2's shape at hidden 128, and
-# rnn and bilstm2x128 run at hidden 32 (their float64 trainings at 150 and 128 are most of this test's time);
-# --run-slow adds the three at their own size. test_a_broken_table_fails... plants a bug in each narrow one.
+# The default tier holds every shape (cell, layers, directions) and every check: lstm2x128 is lstm2's shape at
+# hidden 128, and rnn and bilstm2x128 run at hidden 32 (their float64 trainings at 150 and 128 were most of this
+# test's time); every check on the simplest shape (lstm) and the fullest (bilstm2x128: two layers, both
+# directions), the checks that depend on the shape (logits, hidden states, gradients through the trainer's own
+# backward) on the others. The trainings' step and optimizer are the same code for every shape; they are also
+# proved on rnn by test_preset_ports.py (a doubled update fails) and the recipe-lr tests below. --run-slow runs
+# every check on every preset at its own size. test_a_broken_table_fails... plants a bug in each narrow one.
 NARROW = {"rnn": 32, "bilstm2x128": 32}
+SHAPE_CHECKS = ("logits", "hidden-states", "gradients")
+DEFAULT_TIER = [  # (preset, hidden size or None for its own, checks or None for every one)
+    ("lstm", None, None),
+    ("bilstm", None, SHAPE_CHECKS),
+    ("rnn", NARROW["rnn"], SHAPE_CHECKS),
+    ("lstm2", None, SHAPE_CHECKS),
+    ("bilstm2x128", NARROW["bilstm2x128"], None),
+]
+EVERY_CHECK_TIERS = [
+    *(pytest.param(p, h, checks, id=f"{p}-hidden{h}" if h else p) for p, h, checks in DEFAULT_TIER),
+    *(
+        pytest.param(p, None, None, id=f"{p}-every-check", marks=pytest.mark.slow)
+        for p in ("bilstm", "lstm2", "lstm2x128", "rnn", "bilstm2x128")
+    ),
+]
 
 
-@pytest.mark.parametrize("preset, hidden", preset_tiers(NARROW, slow_only=("lstm2x128",)))
-def test_every_check_passes_for_every_preset(mnist, preset, hidden, monkeypatch):
+@pytest.mark.parametrize("preset, hidden, checks", EVERY_CHECK_TIERS)
+def test_every_check_passes_for_every_preset(mnist, preset, hidden, checks, monkeypatch):
     if hidden is not None:
         shrunk(monkeypatch, preset, hidden)
-    rows = run_preset(preset, mnist, "cpu", FAST)
+    options = FAST if checks is None else dataclasses.replace(FAST, checks=checks)
+    rows = run_preset(preset, mnist, "cpu", options)
     failed = [(row.check, row.case, row.dtype, row.compared, row.figures, row.detail) for row in rows if not row.passed]
     assert not failed
     kinds = {(row.check, row.case) for row in rows}
-    assert {
+    expected = {
         ("logits", "random weights"),
         ("hidden-states", "every layer, step and unit"),
         ("gradients", "every tensor"),
@@ -46,7 +66,8 @@ def test_every_check_passes_for_every_preset(mnist, preset, hidden, monkeypatch)
         ("trajectory", "recipe lr"),
         ("cross-eval", "logits, trained by torch"),
         ("cross-eval", "predictions, trained by jax"),
-    } <= kinds
+    }
+    assert {kind for kind in expected if checks is None or kind[0] in checks} <= kinds
     assert {row.dtype for row in rows if row.check == "gradients"} == {"float32", "float64"}
     for row in rows:
         assert set(row.figures) == set(

@@ -8,6 +8,9 @@ The bug planted in an entry, the first that applies:
 - transposed, for a square matrix (a Linear kernel of as many inputs as outputs);
 - its window transposed, for a convolution kernel with a square window larger than one;
 - not loaded (the Flax model's own initial value), for anything else: a bias, a norm's scale, a statistic.
+  The initial values are drawn by the model's own initialisers from JAX's `unsafe_rbg` generator (`initial_values`):
+  the same distributions and constants as a build with the default threefry keys, without compiling threefry
+  for every parameter shape (most of a real build's time on a CPU).
 Every planted Flax model runs once, in float64, on the inputs; an entry is covered when an output or a
 submodule (in train mode, also a buffer after the forward pass: the running statistics show only there)
 then differs beyond its tolerance. The submodules' recording pass runs only for a bug the outputs (and
@@ -59,6 +62,15 @@ def planted_bug(entry: Entry, weights: Weights, flax: Weights, shapes: dict[str,
     return "not loaded (the Flax model's initial value)", lambda _w, _f: {}
 
 
+def initial_values(table: Declared) -> Weights:
+    """The Flax model's own initial values (float64 build, `table.mode`), its keys made by `unsafe_rbg`: what an
+    entry left unloaded holds. Which generator drew them does not change what the planted bug is."""
+    import jax
+
+    with jax.default_prng_impl("unsafe_rbg"):
+        return flax_weights(flax_runner.flax_model_holding(table.port, [], {}, "float64", table.mode))
+
+
 def through(entry: Entry, weights: Weights, shapes: dict[str, Any]) -> Plant:
     return lambda _w, _f: to_flax([entry], weights, shapes)
 
@@ -72,7 +84,7 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
     lowered = torch_side.lowered
     flax_model = flax_runner.flax_model_holding(port, table.entries, weights, "float64", table.mode)
     start = to_flax(table.entries, weights, table.flax_shapes)
-    initial = flax_weights(flax_runner.flax_model_holding(port, [], weights, "float64", table.mode))
+    initial = initial_values(table)
     results = []
     for entry in table.entries:
         bug, plant = planted_bug(entry, weights, start, table.flax_shapes)
