@@ -251,10 +251,12 @@ def flax_steps(
     batches: list[np.ndarray],
     mapped: set[str],
 ) -> Iterator[tuple[float, Weights]]:
-    """optax's optimizer, one jitted step per batch: yields each step's loss and the `mapped` variables after
-    it (parameters, and batch statistics carried from step to step; parameters and optimizer state are
-    donated to the step: a large model is held once, not twice). A port's own `flax_step` takes each step
-    where it declares one (a trainer's step, compiled as it is)."""
+    """optax's optimizer, one step per batch: yields each step's loss and the `mapped` variables after it
+    (parameters, and batch statistics carried from step to step). Each step is the gradients check's compiled
+    program (`flax_value_and_grad`, the same program for a batch of as many rows as that check's inputs, which
+    the compilation cache then holds), then a compiled update to which parameters and optimizer state are
+    donated (a large model is held once, not twice). A port's own `flax_step` takes each step where it
+    declares one (a trainer's step, compiled as it is, each batch taken inside it)."""
     import jax
     import optax
     from flax import nnx
@@ -262,30 +264,33 @@ def flax_steps(
     transformation = optimizer.optax()
     graphdef, params, rest = split_params(model)
     del model
-    value_and_grad = flax_value_and_grad(port, graphdef)
-    own = graphdef
-    if port.flax_step is not None:  # the port's own step: on a model whose state is all parameters
+    init = jax.jit(transformation.init)  # one program, not a zeros op per parameter shape
+    if (flax_step := port.flax_step) is not None:  # the port's own step: on a model whose state is all parameters
         if held := list(by_path(rest)):
             raise PortError(f"{port.name}: flax_step takes a model of parameters alone; this one holds {held[0]}")
         own, params = nnx.split(nnx.merge(graphdef, params, rest))  # the graphdef of the parameters alone
+        arrays, targets = flax_inputs(port, inputs), to_jax(labels)  # on the device once; each batch taken there
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def own_step(params: Any, state: Any, arrays: Any, targets: Any, batch: Any) -> Any:
+            return flax_step(own, transformation, params, state, *take(arrays, batch), targets[batch])
+
+        state = init(params)
+        for batch in batches:
+            params, state, loss = own_step(params, state, arrays, targets, to_jax(batch))
+            yield float(loss), by_path(params)
+        return
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params: Any, state: Any, rest: Any, arrays: Any, targets: Any, batch: Any) -> Any:
-        x, y = take(arrays, batch), targets[batch]  # the batch taken inside the program, not op by op
-        if port.flax_step is not None:
-            params, state, loss = port.flax_step(own, transformation, params, state, *x, y)
-            return params, state, rest, loss
-        (loss, rest), grads = value_and_grad(params, rest, x, y)
+    def update(params: Any, state: Any, grads: Any) -> Any:
         updates, state = transformation.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, rest, loss
+        return optax.apply_updates(params, updates), state
 
-    state = jax.jit(transformation.init)(params)  # one program, not a zeros op per parameter shape
-    arrays, targets = flax_inputs(port, inputs), to_jax(labels)  # on the device once; each batch taken there
+    gradient, state = jax.jit(flax_value_and_grad(port, graphdef)), init(params)
     for batch in batches:
-        params, state, rest, loss = step(params, state, rest, arrays, targets, to_jax(batch))
-        values = by_path(params)
-        values.update(mapped_values(rest, mapped))
-        yield float(loss), values
+        (loss, rest), grads = gradient(params, rest, flax_inputs(port, take(inputs, batch)), to_jax(labels[batch]))
+        params, state = update(params, state, grads)
+        yield float(loss), by_path(params) | mapped_values(rest, mapped)
 
 
 def mapped_values(state: Any, mapped: set[str]) -> Weights:
