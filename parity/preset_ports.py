@@ -16,7 +16,7 @@ from common.presets import get_preset
 from parity.port.declare import Port
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import transpose
-from parity.port.weights import path_name
+from parity.port.trees import path_name
 
 
 def preset_port(preset: str, backward: str = "auto", device: str = "cpu") -> Port:

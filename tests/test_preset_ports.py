@@ -47,7 +47,7 @@ def test_each_presets_port_builds_the_flax_side_with_the_trainers_cpu_backward(p
     from flax import nnx
 
     from jax_impl.train import resolve_backward
-    from parity.port.weights import build
+    from parity.port.building import build
 
     def built(port, dtype):  # abstractly: shapes, no initialisers run
         return nnx.eval_shape(lambda: build(port.flax_model, dtype))

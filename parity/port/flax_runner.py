@@ -15,10 +15,11 @@ import numpy as np
 
 from parity.compare import Weights
 from parity.port import transforms
+from parity.port.building import built_to_fill
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
-from parity.port.trees import called, first_leaf, leaves, same_values, take, to_jax
-from parity.port.weights import Widening, built_to_fill, load_flax_entries, path_name
+from parity.port.trees import called, first_leaf, leaves, path_name, same_values, take, to_jax
+from parity.port.weights import Widening, load_flax_entries
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -261,8 +262,7 @@ def flax_steps(
     import optax
     from flax import nnx
 
-    transformation = optimizer.optax()
-    graphdef, params, rest = split_params(model)
+    transformation, (graphdef, params, rest) = optimizer.optax(), split_params(model)
     del model
     init = jax.jit(transformation.init)  # one program, not a zeros op per parameter shape
     if (flax_step := port.flax_step) is not None:  # the port's own step: on a model whose state is all parameters

@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from parity.port.building import build, built_abstractly
 from parity.port.conventions import notes
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, faulty_units, pair_units
 from parity.port.trees import called
 from parity.port.units import Unit, flax_units, torch_units
-from parity.port.weights import build, built_abstractly, flax_shapes, flax_types
+from parity.port.weights import flax_shapes, flax_types
 
 
 @dataclasses.dataclass

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from parity.port.building import build
 from parity.port.declare import Port, PortError
-from parity.port.weights import build
 
 GIB = 1024**3
 FIXED = int(1.0 * GIB)

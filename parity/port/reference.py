@@ -28,6 +28,7 @@ from common.outputs import write_atomically
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, transforms
+from parity.port.building import build
 from parity.port.check import flax_rows
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.environment import precision_environment, version
@@ -38,7 +39,7 @@ from parity.port.rows import template
 from parity.port.table import declared
 from parity.port.trajectory import step_gaps, torch_steps
 from parity.port.trees import flax_cross_entropy, in_dtype
-from parity.port.weights import as_dtype, build, flax_shapes, load_flax, to_flax
+from parity.port.weights import as_dtype, flax_shapes, load_flax, to_flax
 
 FORMAT = "seqmnist-port-reference/2"
 SAVED = ("outputs", "submodules", "gradients")  # what a reference holds of torch's results, besides its steps

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from parity.port.building import build
 from parity.port.declare import Entry, Port, PortError, check_declaration
 from parity.port.transforms import Shape
-from parity.port.weights import Start, build, flax_dropouts, flax_shapes, flax_types
+from parity.port.weights import Start, flax_dropouts, flax_shapes, flax_types
 
 
 @dataclasses.dataclass(frozen=True)

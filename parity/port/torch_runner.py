@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.compare import Weights
+from parity.port.building import build
 from parity.port.declare import Entry, Port, PortError, unknown_name
 from parity.port.optimizer import Optimizer
 from parity.port.transforms import Shape
 from parity.port.trees import first_leaf, leaves, take
-from parity.port.weights import build, frozen_terms, load_torch, to_flax, torch_ties, torch_weights
+from parity.port.weights import frozen_terms, load_torch, to_flax, torch_ties, torch_weights
 
 if TYPE_CHECKING:
     import torch

@@ -8,7 +8,7 @@ dtype, integer arrays (token ids, masks) are kept as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +17,11 @@ from parity.port.errors import PortError
 
 if TYPE_CHECKING:
     import torch
+
+
+def path_name(path: Sequence[Any]) -> str:
+    """A Flax variable's path as one dotted name ("layers.0.kernel")."""
+    return ".".join(str(part) for part in path)
 
 
 def called(forward: Callable[..., Any] | None, model: Any, *inputs: Any) -> Any:

@@ -16,7 +16,8 @@ import re
 from typing import Any
 
 from parity.port.transforms import Shape
-from parity.port.weights import path_name, torch_ties
+from parity.port.trees import path_name
+from parity.port.weights import torch_ties
 
 TableRow = tuple[Any, ...]
 

@@ -8,7 +8,6 @@ copies in both dtypes at once would double the memory a check needs); a streamin
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,17 +15,14 @@ import numpy as np
 
 from parity.compare import Weights, noisy_weights
 from parity.port import transforms
+from parity.port.building import build
 from parity.port.declare import Entry, Port
 from parity.port.transforms import Shape
-from parity.port.trees import to_jax
+from parity.port.trees import path_name, to_jax
 
 if TYPE_CHECKING:
     import torch
     from flax import nnx
-
-
-def path_name(path: Sequence[Any]) -> str:
-    return ".".join(str(part) for part in path)
 
 
 def flax_variables(model: nnx.Module) -> dict[str, Any]:
@@ -160,45 +156,6 @@ def load_flax(model: nnx.Module, weights: Weights) -> nnx.Module:
     for path, variable in flax_variables(model).items():
         if path in weights:
             variable.set_value(to_jax(weights[path]))
-    return model
-
-
-def build(factory: Callable[..., Any], dtype: str) -> Any:
-    """`factory()`, or `factory(dtype=...)` when it takes a `dtype` (a model whose state has one, e.g. an RNN's h0)."""
-    # a class is asked through its __init__ (an nnx.Module class's own signature is its metaclass's)
-    target = factory
-    if isinstance(factory, type):
-        target = next(vars(cls)["__init__"] for cls in factory.__mro__ if "__init__" in vars(cls))
-    return factory(dtype=dtype) if "dtype" in inspect.signature(target).parameters else factory()
-
-
-def structure(factory: Callable[..., Any], dtype: str) -> Any | None:
-    """`build(factory, dtype)` built abstractly (`nnx.eval_shape`: every variable's shape and type, no
-    initialiser run: each of a model's initialisers is a program XLA compiles for each new shape), or None
-    when the factory computes on values."""
-    from flax import nnx
-
-    try:
-        return nnx.eval_shape(lambda: build(factory, dtype))
-    except Exception:
-        return None
-
-
-def built_abstractly(factory: Callable[..., Any], dtype: str) -> Any:
-    """`structure(factory, dtype)`, built for real when the factory computes on values (its own error raised there)."""
-    return build(factory, dtype) if (model := structure(factory, dtype)) is None else model
-
-
-def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[str]) -> Any:
-    """`build(factory, dtype)` for a caller that then sets every variable in `filled`: built abstractly
-    (`nnx.eval_shape`: the structure, no initialiser run, as `jax_impl.convert.from_canonical` builds) when
-    `filled` covers the model's whole state, for real otherwise (a variable left unported keeps its initial
-    value, and random-number state needs real keys). A large model's initialisers are most of its build."""
-    from flax import nnx
-
-    model = structure(factory, dtype)
-    if model is None or not {path_name(p) for p, _ in nnx.to_flat_state(nnx.state(model))} <= set(filled):
-        return build(factory, dtype)  # it computes on values (its own error raised there), or holds state unfilled
     return model
 
 
