@@ -49,7 +49,8 @@ def table_of(weights) -> set[tuple[str, ...]]:
 @pytest.mark.trains
 @pytest.mark.parametrize("name", ["vit", "gpt2"])
 def test_each_zoo_example_passes_every_check_from_its_command_line(name, capsys):
-    result = run_module(f"examples.{name}.port", ["--images", "8"], capsys)
+    # 16 images: a trajectory batch's rows (check_port's batch_size), so its steps reuse the gradients program
+    result = run_module(f"examples.{name}.port", ["--images", "16"], capsys)
     assert result.returncode == 0, result.stdout[-3000:]
     assert result.stdout.startswith(f"port {name}: passed")
     for check in ("weights", "outputs", "submodules", "gradients", "trajectory"):

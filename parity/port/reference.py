@@ -28,7 +28,7 @@ from common.outputs import write_atomically
 from parity import compare
 from parity.compare import Row, Weights
 from parity.port import flax_runner, transforms
-from parity.port.building import build
+from parity.port.building import built_to_fill
 from parity.port.check import flax_rows
 from parity.port.declare import Port, PortError, parse_entry
 from parity.port.environment import precision_environment, version
@@ -185,7 +185,7 @@ def check_reference(
 
     enable_compilation_cache()  # JAX's programs kept on disk across runs (jax_impl/cache.py)
     start = section(tensors, "weights/")
-    model = build(flax_model, "float64")
+    model = built_to_fill(flax_model, "float64", start)  # abstractly: the saved weights fill it
     shapes = flax_shapes(model)
     for name, array in start.items():
         if name not in shapes or shapes[name] != array.shape:
@@ -202,7 +202,9 @@ def check_reference(
     rows = flax_rows(port, results, model, inputs, tensors["labels"], SAVED, caller="check_reference")
     rows = [dataclasses.replace(row, compared="torch (saved) vs jax") for row in rows]
     optimizer = Optimizer(**json.loads(metadata["optimizer"]))
-    rows.append(trajectory_row(port, build(flax_model, "float64"), start, tensors, optimizer, metadata["mode"]))
+    rows.append(
+        trajectory_row(port, built_to_fill(flax_model, "float64", start), start, tensors, optimizer, metadata["mode"])
+    )
     saved = f"{path} (port {metadata['port']}, saved {metadata['saved']} with {metadata['versions']})"
     divergence = compare.first_divergence(rows, locating=("submodules",))
     values = sum(array.size for array in start.values())
