@@ -252,12 +252,11 @@ def flax_steps(
     batches: list[np.ndarray],
     mapped: set[str],
 ) -> Iterator[tuple[float, Weights]]:
-    """optax's optimizer, one step per batch: yields each step's loss and the `mapped` variables after it
-    (parameters, and batch statistics carried from step to step). Each step is the gradients check's compiled
-    program (`flax_value_and_grad`, the same program for a batch of as many rows as that check's inputs, which
-    the compilation cache then holds), then a compiled update to which parameters and optimizer state are
-    donated (a large model is held once, not twice). A port's own `flax_step` takes each step where it
-    declares one (a trainer's step, compiled as it is, each batch taken inside it)."""
+    """optax's optimizer, one step per batch (taken from the inputs put on the device once): yields each step's
+    loss and the `mapped` variables after it (parameters; batch statistics carried from step to step). A step is
+    the gradients check's compiled program (the compilation cache holds it for a batch of as many rows as that
+    check's inputs), then a compiled update, parameters and optimizer state donated (a large model held once).
+    A port's own `flax_step` takes each step where it declares one (a trainer's step, compiled as it is)."""
     import jax
     import optax
     from flax import nnx
@@ -265,11 +264,11 @@ def flax_steps(
     transformation, (graphdef, params, rest) = optimizer.optax(), split_params(model)
     del model
     init = jax.jit(transformation.init)  # one program, not a zeros op per parameter shape
+    arrays, targets = flax_inputs(port, inputs), to_jax(labels)  # on the device once; each batch taken there
     if (flax_step := port.flax_step) is not None:  # the port's own step: on a model whose state is all parameters
         if held := list(by_path(rest)):
             raise PortError(f"{port.name}: flax_step takes a model of parameters alone; this one holds {held[0]}")
         own, params = nnx.split(nnx.merge(graphdef, params, rest))  # the graphdef of the parameters alone
-        arrays, targets = flax_inputs(port, inputs), to_jax(labels)  # on the device once; each batch taken there
 
         @functools.partial(jax.jit, donate_argnums=(0, 1))
         def own_step(params: Any, state: Any, arrays: Any, targets: Any, batch: Any) -> Any:
@@ -287,8 +286,9 @@ def flax_steps(
         return optax.apply_updates(params, updates), state
 
     gradient, state = jax.jit(flax_value_and_grad(port, graphdef)), init(params)
+    pick = jax.jit(lambda arrays, targets, batch: (take(arrays, batch), targets[batch]))  # one small program
     for batch in batches:
-        (loss, rest), grads = gradient(params, rest, flax_inputs(port, take(inputs, batch)), to_jax(labels[batch]))
+        (loss, rest), grads = gradient(params, rest, *pick(arrays, targets, to_jax(batch)))
         params, state = update(params, state, grads)
         yield float(loss), by_path(params) | mapped_values(rest, mapped)
 
