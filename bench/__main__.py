@@ -7,7 +7,8 @@
 The tutorial loop runs in fresh processes of its own, as a user's script runs: once with glibc malloc as
 a process starts (the `x tutorial` baseline) and once set up as the torch commands set it up
 (torch_impl/allocator.py). Each row: training images/s (median, min-max), the ratio to the tutorial loop,
-warm-up and compile seconds, evaluation images/s (10,000 test images in batches of 2000), memory (resident memory the
+warm-up and compile seconds, evaluation images/s (10,000 test images in batches of 2000; not in a batch sweep,
+whose training batch does not change it), memory (resident memory the
 runner's setup added on a CPU; peak allocated on a GPU), and the share of a bound that the model's training
 FLOPs reach (3x the forward matmuls): the better of torch's and JAX's float32 matmul throughput measured on
 the spot (1024x1024, best of 7 timings). One bound for both, since each framework's own matmul is no bound

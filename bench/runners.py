@@ -155,10 +155,12 @@ def bench_preset(
     bound: float | None = None,
     config=None,
     tutorial: bool = True,
+    evaluate: bool = True,
 ) -> list[dict]:
     """Time every runner round-robin on `preset` (or `config`); one row per runner and one for the process.
 
-    `bound` is the matmul throughput (GFLOP/s) each row's training FLOPs are compared with.
+    `bound` is the matmul throughput (GFLOP/s) each row's training FLOPs are compared with. `evaluate`: also
+    time each trainer's evaluation (the `eval_images_per_s` figure; None without it).
     """
     config = config or get_preset(preset)
     began = time.perf_counter()
@@ -195,7 +197,7 @@ def bench_preset(
                 "max": max(rates),
                 "warmup_s": runner.warmup_s,
                 "compile_s": getattr(trainer, "compile_seconds", 0.0) if runner.compile_s is None else runner.compile_s,
-                "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None else None,
+                "eval_images_per_s": eval_images_per_s(trainer) if trainer is not None and evaluate else None,
                 "vs_tutorial": median / baseline if baseline else None,
                 "memory_mb": runner.memory_mb,
                 "malloc": runner.malloc,

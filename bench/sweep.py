@@ -24,7 +24,9 @@ def sweep(
     bound: float | None,
     sizes: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Both trainers (no tutorial loop) at each size: `images` training images per timed repetition."""
+    """Both trainers (no tutorial loop) at each size: `images` training images per timed repetition. A batch
+    sweep leaves evaluation out: it runs in batches of its own (`common.trainer.EVAL_BATCH`) whatever the
+    training batch, so its figure would be the main table's again; a hidden sweep times it at each size."""
     base = get_preset(preset)
     rows = []
     for size in progress(sizes or SWEEPS[kind], f"sweep {kind}"):
@@ -33,7 +35,10 @@ def sweep(
         else:
             config = dataclasses.replace(base, hidden_size=size)
         steps = max(2, images // config.batch_size)
-        for row in bench_preset(preset, dataset, steps, reps, device, bound=bound, config=config, tutorial=False):
+        rows_of_size = bench_preset(
+            preset, dataset, steps, reps, device, bound=bound, config=config, tutorial=False, evaluate=kind != "batch"
+        )
+        for row in rows_of_size:
             if row["runner"] != "(process)":
                 rows.append({**row, "sweep": kind, "size": size})
     return rows

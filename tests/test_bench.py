@@ -89,6 +89,8 @@ def test_bench_times_steps_every_runner_really_took_and_builds_levers_and_sweeps
         (128, "jax trainer", 128),
     ]
     assert all(row["steps_taken"] == (reps + 1) * (256 // row["batch_size"]) for row in rows if "sweep" in row)
+    # evaluation runs in its own batches whatever the training batch: a batch sweep does not time it again
+    assert all(row["eval_images_per_s"] is None for row in rows if "sweep" in row)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "% of matmul bound" in result.stdout and all(f"{lever}:" in result.stdout for lever in levers)
 

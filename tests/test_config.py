@@ -11,7 +11,7 @@ from common.config import Config
 from common.errors import ConfigError
 from common.presets import PRESETS, get_preset
 from jax_impl.train import main as jax_main
-from tests.conftest import assert_one_line, assert_one_line_error, run_cli, run_main
+from tests.conftest import assert_one_line, assert_one_line_error, run_cli, run_main, run_module
 from torch_impl.train import main as torch_main
 
 # The tutorials' recipes (DEVELOPERS.md table): cell, hidden, layers, bidirectional, lr, batch, epochs, recurrent init.
@@ -83,8 +83,8 @@ def test_from_dict_refuses_unknown_fields():
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_print_config_prints_the_resolved_preset_as_json(framework):
-    result = run_cli(f"{framework}_impl.train", "--preset", "bilstm", "--print-config")
+def test_print_config_prints_the_resolved_preset_as_json(framework, capsys):
+    result = run_module(f"{framework}_impl.train", ["--preset", "bilstm", "--print-config"], capsys)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed == get_preset("bilstm").to_dict()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_one_line, run_cli, run_main
+from tests.conftest import ROOT, assert_one_line, run_main, run_module
 
 pytestmark = pytest.mark.trains  # the trainer refusals below start real commands
 
@@ -49,12 +49,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, flag,
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_a_run_that_fails_before_its_first_step_leaves_no_folder(framework, tmp_path):
-    bad_data = run_cli(f"{framework}_impl.train", "--out", str(tmp_path / "a" / "run"), "--data-dir", str(tmp_path))
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(framework, tmp_path, capsys):
+    train = f"{framework}_impl.train"
+    bad_data = run_module(train, ["--out", str(tmp_path / "a" / "run"), "--data-dir", str(tmp_path)], capsys)
     assert bad_data.returncode == 1 and not (tmp_path / "a").exists(), bad_data.stderr
     (tmp_path / "garbage.safetensors").write_bytes(b"no weights here")
-    bad_init = run_cli(
-        f"{framework}_impl.train", "--out", str(tmp_path / "b"), "--init-weights", str(tmp_path / "garbage.safetensors")
+    bad_init = run_module(
+        train, ["--out", str(tmp_path / "b"), "--init-weights", str(tmp_path / "garbage.safetensors")], capsys
     )
     assert bad_init.returncode != 0 and not (tmp_path / "b").exists(), bad_init.stderr
 

@@ -17,7 +17,7 @@ from parity.port import flax_runner, torch_runner
 from parity.port.transforms import add, reorder_blocks
 from parity.preset_ports import preset_port
 from parity.suite import SuiteOptions, run_preset, train_rows, trained
-from tests.conftest import run_cli, run_module, shrunk
+from tests.conftest import run_module, shrunk
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -291,8 +291,8 @@ def test_parity_command_prints_a_table_and_json(tmp_path, capsys):
         assert all(row["detail"].startswith("not run: no GPU") for row in gpu)
 
 
-def test_parity_command_refuses_bad_flags():
-    result = run_cli("parity", "--presets", "nope")
+def test_parity_command_refuses_bad_flags(capsys):
+    result = run_module("parity.__main__", ["--presets", "nope"], capsys)
     assert result.returncode == 2 and "unknown preset 'nope'" in result.stderr and len(result.stderr.splitlines()) == 1
 
 

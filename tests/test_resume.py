@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from common.checkpoint import checkpoint_paths, load_checkpoint
-from tests.conftest import ROOT, assert_one_line_error, run_cli, small_mnist_dir
+from tests.conftest import ROOT, assert_one_line_error, run_cli, run_module, small_mnist_dir
 
 pytestmark = pytest.mark.trains  # trains models: left out of the inner loop (-m "not trains and not tfds")
 
@@ -54,16 +55,16 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
 
     @functools.cache
-    def weights(framework: str) -> bytes:
-        result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(root / framework))
-        assert result.returncode == 0, result.stderr[-2000:]
+    def weights(framework: str) -> bytes:  # the command's `main` in this process (its output left to pytest)
+        assert importlib.import_module(f"{framework}_impl.train").main([*COMMAND, "--out", str(root / framework)]) == 0
         return (root / framework / "model.safetensors").read_bytes()
 
     return weights
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterrupted):
+def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterrupted, capsys):
+    """The killed run is the command's process; the resume, `main` in this process, reads what it left."""
     process = start(framework, tmp_path / "killed")
     wait_for_checkpoint(tmp_path / "killed", process, minimum_step=40)
     process.send_signal(signal.SIGKILL)
@@ -72,7 +73,7 @@ def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterr
     killed_at = load_checkpoint(checkpoint_paths(tmp_path / "killed")[-1]).step
     assert 40 <= killed_at < 120 and len(checkpoint_paths(tmp_path / "killed")) <= 2
 
-    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "killed"), "--resume")
+    result = run_module(f"{framework}_impl.train", [*COMMAND, "--out", str(tmp_path / "killed"), "--resume"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "killed" / "model.safetensors").read_bytes() == uninterrupted(framework)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
@@ -92,32 +93,39 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_says_how_to_resume(tmp_path,
     assert f"stopped at step {stopped_at}" in last
 
 
-def test_resume_refuses_other_flags_and_a_folder_without_checkpoints(tmp_path):
+def test_resume_refuses_other_flags_and_a_folder_without_checkpoints(tmp_path, capsys):
+    """The command's `main` in this process: these refusals are its own lines, not the process's (the SIGKILL
+    and Ctrl-C tests above run the command as a process)."""
     out = tmp_path / "run"
-    result = run_cli("torch_impl.train", *COMMAND, "--max-steps", "20", "--out", str(out))
+    result = run_module("torch_impl.train", [*COMMAND, "--max-steps", "20", "--out", str(out)], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run_cli("torch_impl.train", *COMMAND, "--hidden-size", "32", "--out", str(out), "--resume")
+    result = run_module("torch_impl.train", [*COMMAND, "--hidden-size", "32", "--out", str(out), "--resume"], capsys)
     assert_one_line_error(result, 1, "--resume", "hidden_size=64", "32")
-    result = run_cli("torch_impl.train", "--out", str(tmp_path / "empty"), "--resume")
+    result = run_module("torch_impl.train", ["--out", str(tmp_path / "empty"), "--resume"], capsys)
     assert_one_line_error(result, 1, "no run to resume there")
 
 
-def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    result = run_cli(
+    result = run_module(
         "torch_impl.train",
-        "--preset",
-        "rnn",
-        "--learning-rate",
-        "1e30",
-        "--checkpoint-every",
-        "1",
-        "--log-every",
-        "1",
-        "--max-steps",
-        "50",
-        "--out",
-        str(out),
+        [
+            "--preset",
+            "rnn",
+            "--learning-rate",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+            "--max-steps",
+            "50",
+            "--data-dir",
+            str(small_mnist_dir()),
+            "--out",
+            str(out),
+        ],
+        capsys,
     )
     assert_one_line_error(result, 1, "step", "try a lower --learning-rate")
     assert "loss became" in result.stderr or "weights became NaN or inf" in result.stderr
@@ -129,15 +137,17 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends_byte_identical(
-    tmp_path, framework, uninterrupted
+    tmp_path, framework, uninterrupted, capsys
 ):
-    partial = run_cli(f"{framework}_impl.train", *COMMAND[:3], "40", *COMMAND[4:], "--out", str(tmp_path / "run"))
+    """The command's `main` in this process, resuming to the bytes of the uninterrupted run's process."""
+    train = f"{framework}_impl.train"
+    partial = run_module(train, [*COMMAND[:3], "40", *COMMAND[4:], "--out", str(tmp_path / "run")], capsys)
     assert partial.returncode == 0, partial.stderr[-2000:]  # checkpoints at steps 20 and 40
     for name in ("model.safetensors", "summary.json"):  # as if killed after its step-40 checkpoint
         (tmp_path / "run" / name).unlink()
     newest = checkpoint_paths(tmp_path / "run")[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # a write cut short
-    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--resume")
+    result = run_module(train, [*COMMAND, "--out", str(tmp_path / "run"), "--resume"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     notes = [line for line in result.stderr.splitlines() if line.startswith("--resume:")]
     assert len(notes) == 1 and "step-00000040.safetensors is unreadable" in notes[0]
@@ -148,13 +158,13 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == uninterrupted(framework)
 
 
-def test_no_readable_checkpoint_is_one_clear_line(tmp_path):
-    result = run_cli("torch_impl.train", *COMMAND[:3], "20", *COMMAND[4:], "--out", str(tmp_path / "run"))
+def test_no_readable_checkpoint_is_one_clear_line(tmp_path, capsys):
+    result = run_module("torch_impl.train", [*COMMAND[:3], "20", *COMMAND[4:], "--out", str(tmp_path / "run")], capsys)
     assert result.returncode == 0
     (tmp_path / "run" / "model.safetensors").unlink()
     for path in checkpoint_paths(tmp_path / "run"):
         path.write_bytes(b"\0" * 64)
-    refused = run_cli("torch_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--resume")
+    refused = run_module("torch_impl.train", [*COMMAND, "--out", str(tmp_path / "run"), "--resume"], capsys)
     assert_one_line_error(refused, 1, "--resume: no readable checkpoint in", "step-00000020.safetensors is unreadable")
 
 

@@ -17,23 +17,29 @@ from common.presets import get_preset
 from common.sampler import BatchSampler
 from common.weights import initial_weights
 from jax_impl.train import JaxTrainer
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_module, small_mnist_dir
 
 pytestmark = pytest.mark.trains
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_the_run_files_share_one_permission_and_summary_json_holds_the_documented_fields(framework, tmp_path):
-    result = run_cli(
+def test_the_run_files_share_one_permission_and_summary_json_holds_the_documented_fields(framework, tmp_path, capsys):
+    """The command's `main` in this process, which writes its files under the process's umask."""
+    result = run_module(
         f"{framework}_impl.train",
-        "--max-steps",
-        "12",
-        "--log-every",
-        "5",
-        "--checkpoint-every",
-        "6",
-        "--out",
-        str(tmp_path / "run"),
+        [
+            "--max-steps",
+            "12",
+            "--log-every",
+            "5",
+            "--checkpoint-every",
+            "6",
+            "--data-dir",
+            str(small_mnist_dir()),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capsys,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     files = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]

@@ -102,9 +102,9 @@ def test_check6_trains_every_run_compares_means_and_reuses_finished_runs(tmp_pat
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_check6_refuses_bad_seeds_and_runs(tmp_path):
-    assert_one_line_error(run_cli("parity.accuracy", "--seeds", "0"), 2, "--seeds")
-    assert_one_line_error(run_cli("parity.accuracy", "--runs", "torch,mxnet"), 2, "--runs")
+def test_check6_refuses_bad_seeds_and_runs(tmp_path, capsys):
+    assert_one_line_error(run_module("parity.accuracy", ["--seeds", "0"], capsys), 2, "--seeds")
+    assert_one_line_error(run_module("parity.accuracy", ["--runs", "torch,mxnet"], capsys), 2, "--runs")
 
 
 def test_check6_seeds_are_a_count_a_list_or_a_range():
@@ -133,15 +133,15 @@ def test_check6_mean_gap_pairs_seeds_when_a_run_is_missing():
     assert abs(row["mean_gap_standard_error_pp"] - 0.75) < 1e-12  # stdev(1.0, -0.5) / sqrt(2)
 
 
-def test_check6_report_only_refuses_a_folder_without_runs(tmp_path):
+def test_check6_report_only_refuses_a_folder_without_runs(tmp_path, capsys):
     assert_one_line_error(
-        run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path / "none")),
+        run_module("parity.accuracy", ["--report-only", "--work", str(tmp_path / "none")], capsys),
         2,
         "--report-only",
         "is not a folder",
     )
     assert_one_line_error(
-        run_cli("parity.accuracy", "--report-only", "--work", str(tmp_path)), 1, "no finished check-6 run"
+        run_module("parity.accuracy", ["--report-only", "--work", str(tmp_path)], capsys), 1, "no finished check-6 run"
     )
 
 
@@ -187,10 +187,12 @@ def test_check6_full_training_of_lstm_over_five_seeds_agrees_within_half_a_point
     assert min(summary["torch"] + summary["jax"]) > 94.0  # every seed learned the task
 
 
-def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path):
-    # named: the suite hands --seeds to check 6, whose one-line refusal shows it got there
+def test_parity_runs_check6_only_when_named_and_hands_it_its_flags(tmp_path, capsys):
+    # named: the suite hands --seeds to check 6, whose one-line refusal shows it got there (`main` in this
+    # process; the refusal below is the real command line's)
+    flags = ["--presets", "lstm", "--checks", "6", "--seeds", "0", "--work", str(tmp_path)]
     assert_one_line_error(
-        run_cli("parity", "--presets", "lstm", "--checks", "6", "--seeds", "0", "--work", str(tmp_path)),
+        run_module("parity.__main__", flags, capsys),
         2,
         "python -m parity",
         "--seeds",

@@ -15,7 +15,7 @@ from common.weights import canonical_shapes
 from parity import oracle
 from parity.compare import ABSOLUTE_FLOAT64, output_tolerance
 from parity.suite_checks import random_weights
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_module
 from torch_impl.convert import (
     from_canonical,
     read_tutorial_checkpoint,
@@ -115,7 +115,9 @@ class TutorialRNN(torch.nn.Module):
         ("lstm", "out", "bilstm", True),
     ],
 )
-def test_tutorial_checkpoints_convert_for_each_naming_variant(tmp_path, recurrent_name, head_name, preset, batch_first):
+def test_tutorial_checkpoints_convert_for_each_naming_variant(
+    tmp_path, recurrent_name, head_name, preset, batch_first, capsys
+):
     config = get_preset(preset)
     tutorial = TutorialRNN(recurrent_name, head_name, config, batch_first)
     path = tmp_path / "rnn.pkl"
@@ -126,7 +128,9 @@ def test_tutorial_checkpoints_convert_for_each_naming_variant(tmp_path, recurren
     np.testing.assert_array_equal(weights["out.bias"], getattr(tutorial, head_name).bias.detach().numpy())
     out = tmp_path / "converted.safetensors"
     result = (
-        run_cli("torch_impl.convert", str(path), "--preset", preset, "--out", str(out)) if preset == "lstm" else None
+        run_module("torch_impl.convert", [str(path), "--preset", preset, "--out", str(out)], capsys)
+        if preset == "lstm"
+        else None
     )
     if result is not None:
         assert result.returncode == 0, result.stderr
