@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
 import signal
@@ -55,16 +54,16 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
 
     @functools.cache
-    def weights(framework: str) -> bytes:  # the command's `main` in this process (its output left to pytest)
-        assert importlib.import_module(f"{framework}_impl.train").main([*COMMAND, "--out", str(root / framework)]) == 0
+    def weights(framework: str) -> bytes:
+        result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(root / framework))
+        assert result.returncode == 0, result.stderr[-2000:]
         return (root / framework / "model.safetensors").read_bytes()
 
     return weights
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterrupted, capsys):
-    """The killed run is the command's process; the resume, `main` in this process, reads what it left."""
+def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterrupted):
     process = start(framework, tmp_path / "killed")
     wait_for_checkpoint(tmp_path / "killed", process, minimum_step=40)
     process.send_signal(signal.SIGKILL)
@@ -73,7 +72,7 @@ def test_a_sigkilled_run_resumes_to_the_same_bytes(tmp_path, framework, uninterr
     killed_at = load_checkpoint(checkpoint_paths(tmp_path / "killed")[-1]).step
     assert 40 <= killed_at < 120 and len(checkpoint_paths(tmp_path / "killed")) <= 2
 
-    result = run_module(f"{framework}_impl.train", [*COMMAND, "--out", str(tmp_path / "killed"), "--resume"], capsys)
+    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "killed"), "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "killed" / "model.safetensors").read_bytes() == uninterrupted(framework)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
@@ -137,17 +136,15 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before_and_still_ends_byte_identical(
-    tmp_path, framework, uninterrupted, capsys
+    tmp_path, framework, uninterrupted
 ):
-    """The command's `main` in this process, resuming to the bytes of the uninterrupted run's process."""
-    train = f"{framework}_impl.train"
-    partial = run_module(train, [*COMMAND[:3], "40", *COMMAND[4:], "--out", str(tmp_path / "run")], capsys)
+    partial = run_cli(f"{framework}_impl.train", *COMMAND[:3], "40", *COMMAND[4:], "--out", str(tmp_path / "run"))
     assert partial.returncode == 0, partial.stderr[-2000:]  # checkpoints at steps 20 and 40
     for name in ("model.safetensors", "summary.json"):  # as if killed after its step-40 checkpoint
         (tmp_path / "run" / name).unlink()
     newest = checkpoint_paths(tmp_path / "run")[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # a write cut short
-    result = run_module(train, [*COMMAND, "--out", str(tmp_path / "run"), "--resume"], capsys)
+    result = run_cli(f"{framework}_impl.train", *COMMAND, "--out", str(tmp_path / "run"), "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
     notes = [line for line in result.stderr.splitlines() if line.startswith("--resume:")]
     assert len(notes) == 1 and "step-00000040.safetensors is unreadable" in notes[0]
