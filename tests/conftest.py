@@ -72,27 +72,33 @@ def pytest_xdist_auto_num_workers(config):
 
 
 # The longest files first, so that pytest-xdist (`--dist loadfile`: a file's tests stay in one process and share
-# its fixtures) does not start one of them last, while the other worker idles. In the order of their time in a
-# default-tier run (docs/performance.md, issue 38's sixth round); the rest keep their order.
+# its fixtures) does not start one of them last, while the other worker idles. pyproject.toml's
+# `--no-loadscope-reorder` keeps this order (pytest-xdist's own puts the files with the most tests first). In
+# the order of their worker-seconds in a default-tier run (docs/performance.md, issue 38's seventh round); the
+# rest keep their order.
 LONGEST_FIRST = (
     "test_parity",
+    "test_bench",
+    "test_zoo",
     "test_resume",
+    "test_backward",
     "test_train",
     "test_stock_ports",
-    "test_backward",
-    "test_zoo",
-    "test_bench",
-    "test_infer",
     "test_preset_ports",
-    "test_tools",
+    "test_infer",
     "test_examples",
-    "test_jax_model",
-    "test_tfds",
+    "test_tools",
     "test_cache",
-    "test_recurrence",
+    "test_jax_model",
     "test_coverage",
+    "test_recurrence",
+    "test_gpu_report",
     "test_streaming",
     "test_units",
+    "test_tfds",
+    "test_forwards",
+    "test_precision",
+    "test_zoo_traps",
 )
 
 
