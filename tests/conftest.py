@@ -216,19 +216,6 @@ def small_mnist_dir() -> Path:
     )
 
 
-@pytest.fixture(autouse=True)
-def jax_x64_as_the_session_had_it():
-    """Each test leaves JAX's x64 switch as it found it. A float64 model or trainer made in this process turns it
-    on for the process (`jax_impl.model.enable_dtype`), as a command does for its one run; left on, it changes
-    what a later test's float32 program computes in this worker (its integer and weak-typed constants are
-    64-bit), which a test comparing bytes with a command's own process would see."""
-    jax = sys.modules.get("jax")
-    before = jax.config.read("jax_enable_x64") if jax is not None else None
-    yield
-    if before is not None and sys.modules["jax"].config.read("jax_enable_x64") != before:
-        sys.modules["jax"].config.update("jax_enable_x64", before)
-
-
 @pytest.fixture(scope="session")
 def mnist():
     return load_dataset("mnist")

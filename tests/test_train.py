@@ -103,7 +103,7 @@ def test_both_frameworks_start_from_the_same_canonical_weights(tmp_path, capsys)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short-trained model from each framework (50 steps of `lstm`, on the cut MNIST), by its command's `main`
-    in this process (its output left to pytest; the command as a process is the test above's)."""
+    in this process (its output left to pytest; the command as a process: the same-command-twice test)."""
     root = tmp_path_factory.mktemp("trained")
     for framework in FRAMEWORKS:
         flags = ["--out", str(root / framework), "--preset", "lstm", "--max-steps", "50", "--data-dir", SMALL]
