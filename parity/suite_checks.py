@@ -19,7 +19,7 @@ from common.sampler import BatchSampler
 from common.weights import Weights, initial_weights
 from parity import compare, oracle
 from parity.compare import Row
-from parity.port import flax_runner, torch_runner
+from parity.port import flax_passes, flax_runner, torch_runner
 from parity.port.declare import Port
 
 # The checks by name, with the numbers the CLI also accepts. "accuracy" (full trainings over seeds) is
@@ -78,7 +78,7 @@ def side_outputs(
         with flax_runner.x64(dtype), flax_runner.on_device(device):
             model = flax_runner.flax_model_holding(port, port.entries, weights, dtype)
             parts = [
-                flax_runner.flax_forward(port, model, (rows[i : i + EVAL_BATCH],), compiled=True)
+                flax_passes.flax_forward(port, model, (rows[i : i + EVAL_BATCH],))
                 for i in range(0, len(rows), EVAL_BATCH)
             ]
     return [np.concatenate([part[leaf][1] for part in parts]) for leaf in range(len(parts[0]))]

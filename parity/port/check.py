@@ -28,7 +28,7 @@ from safetensors.numpy import save_file
 
 from parity import compare
 from parity.compare import Row, Weights
-from parity.port import arguments, flax_runner, memory
+from parity.port import arguments, flax_passes, flax_runner, memory
 from parity.port.conventions import check_gru_biases
 from parity.port.coverage import coverage_rows
 from parity.port.declare import Port
@@ -158,7 +158,8 @@ def dtype_rows(
     wide = Widening(weights, dtype) if (held or dtype) != dtype else weights  # streaming: converted in float64
     flax_model = flax_runner.flax_model_holding(table.port, table.entries, wide, dtype, table.mode)
     rows = weight_rows(table, wide, flax_model, dtype) if "weights" in checks else []
-    return rows + flax_rows(table.port, results, flax_model, inputs, labels, checks, table, rounding)
+    compiled = wide is weights  # a streaming run's passes eager: one weight's float64 copy at a time
+    return rows + flax_rows(table.port, results, flax_model, inputs, labels, checks, table, rounding, compiled=compiled)
 
 
 def flax_rows(
@@ -171,25 +172,29 @@ def flax_rows(
     table: Declared | None = None,
     rounding: dict[str, float] | None = None,
     caller: str = "check_port",
+    compiled: bool = True,
 ) -> list[Row]:
     """Flax's results beside torch's (`results`, computed now or read from a reference file): outputs (and in train
     mode, with a `table`, the buffers after them), units, submodules, gradients. One copy of these rows, which
-    `check_port` and `check_reference` both give."""
+    `check_port` and `check_reference` both give. `compiled`: each forward pass one compiled program
+    (`flax_passes`); a streaming run's are eager (float64 copies made one weight at a time)."""
     dtype, lowered = results.dtype, results.lowered
     rows = lowered_rows(port, lowered)
     refused = functools.partial(arguments.refusal, "Flax", inputs, caller)  # a fresh context each time
-    if "outputs" in checks:
+    submodules = "submodules" in checks and bool(port.submodules)
+    if "outputs" in checks or submodules:  # one pass for both
         with refused():
-            flax_outputs = flax_runner.flax_forward(port, flax_model, inputs)
+            flax_outputs, recorded = flax_passes.flax_pass(
+                port, flax_model, inputs, record=submodules, compiled=compiled
+            )
+    if "outputs" in checks:
         rows += output_rows(port, results.outputs, flax_outputs, dtype, lowered)
         if table is not None and table.mode == "train":
             rows += buffer_rows(table, results.buffers, flax_weights(flax_model), dtype)
     if results.units:
         with refused():
-            rows += unit_rows(port, results.units, flax_model, dtype, inputs, lowered)
-    if "submodules" in checks and port.submodules:
-        with refused():
-            recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
+            rows += unit_rows(port, results.units, flax_model, dtype, inputs, lowered, compiled)
+    if submodules:
         rows += submodule_rows(port, results.submodules, recorded, dtype, lowered)
     if "gradients" in checks and results.gradients is not None and results.loss is not None:
         with refused():

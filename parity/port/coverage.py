@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.compare import Row, Weights
-from parity.port import flax_runner, transforms
+from parity.port import flax_passes, flax_runner, transforms
 from parity.port.declare import Entry
 from parity.port.results import torch_results
 from parity.port.rows import buffer_rows, output_rows, submodule_rows, template
@@ -92,12 +92,12 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         planted = {path: initial[path].astype(start[path].dtype) for path in entry.flax} | plant(weights, start)
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
-        outputs = flax_runner.flax_forward(port, flax_model, inputs, compiled=True)  # one program for every entry
+        outputs = flax_passes.flax_forward(port, flax_model, inputs)  # one program for every entry
         rows = output_rows(port, torch_side.outputs, outputs, "float64", lowered)
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
             rows += buffer_rows(table, torch_side.buffers, flax_weights(flax_model), "float64")
         if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
-            recorded = flax_runner.flax_submodule_outputs(port, flax_model, inputs)
+            recorded = flax_passes.flax_submodule_outputs(port, flax_model, inputs)
             rows += submodule_rows(port, torch_side.submodules, recorded, "float64", lowered)
         load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})
         caught = next((row for row in rows if row.passed is False), None)
@@ -160,9 +160,9 @@ def cannot_affect(table: Declared, model: Any, entry: Entry, start: Weights, inp
         scale = max(1.0, float(np.abs(start[path]).max(initial=0.0)))
         moved[path] = start[path] + scale * rng.standard_normal(start[path].shape).astype(start[path].dtype)
     for xs in (inputs, random_like(inputs)):
-        before = flax_runner.flax_forward(port, model, xs, compiled=True)
+        before = flax_passes.flax_forward(port, model, xs)
         load_flax(model, moved)
-        after = flax_runner.flax_forward(port, model, xs, compiled=True)
+        after = flax_passes.flax_forward(port, model, xs)
         load_flax(model, {path: start[path] for path in entry.flax})
         rows = output_rows(port, before, after, "float64")
         if any(row.passed is False for row in rows):

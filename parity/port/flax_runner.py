@@ -1,7 +1,7 @@
 """The Flax NNX side of a port check: the model built holding given weights, run in float32 or float64.
 
-The mirror of `torch_runner`: outputs, each declared submodule's outputs, the loss gradients and a run of
-optax steps, as NumPy arrays keyed by Flax path.
+The mirror of `torch_runner`: the loss gradients and a run of optax steps, as NumPy arrays keyed by Flax path;
+the forward passes (outputs, each declared submodule's outputs) are `parity.port.flax_passes`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from parity.compare import Weights
-from parity.port import transforms
 from parity.port.building import built_to_fill
-from parity.port.declare import Entry, Port, PortError, unknown_name
+from parity.port.declare import Entry, Port, PortError
+from parity.port.flax_passes import flax_inputs, iter_modules
 from parity.port.optimizer import Optimizer
-from parity.port.trees import called, first_leaf, leaves, path_name, same_values, take, to_jax
+from parity.port.trees import path_name, take, to_jax
 from parity.port.weights import Widening, load_flax_entries
 
 P = ParamSpec("P")
@@ -80,127 +80,6 @@ def flax_model_holding(
     load_flax_entries(model, entries, weights, narrow=isinstance(weights, Widening))
     model.train() if mode == "train" else model.eval()
     return model
-
-
-def iter_modules(model: Any) -> list[tuple[str, Any]]:
-    from flax import nnx
-
-    return [(path_name(path), module) for path, module in nnx.iter_modules(model)]
-
-
-def flax_inputs(port: Port, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
-    """PyTorch-layout inputs turned into the Flax model's, through the port's `inputs` steps, as JAX arrays."""
-    steps = port.input_steps(len(inputs))
-    return tuple(to_jax(transforms.apply(s, [x], [])[0]) for s, x in zip(steps, inputs, strict=True))
-
-
-def flax_forward(
-    port: Port, model: Any, inputs: tuple[np.ndarray, ...], compiled: bool = False
-) -> list[tuple[str, np.ndarray]]:
-    """The model's outputs on `inputs`, every array named as `torch_runner.torch_forward` names them.
-
-    `compiled`: one compiled program per model structure and input shapes, for a caller that runs the same
-    structure many times (coverage: once per entry). An eager call compiles each loop and primitive apart,
-    every call, but compiles nothing whole: for a single pass it is the quicker (a float64 ResNet's whole
-    forward takes XLA:CPU longer to compile than to run eagerly). The state the forward pass changes (batch
-    statistics in train mode, RNG streams) is written back into `model`; a model whose forward pass cannot
-    be traced (Python control flow on values) runs eagerly."""
-    import jax
-    from flax import nnx
-
-    xs = flax_inputs(port, inputs)
-    if not compiled:
-        return leaves(port.run_flax(model, *xs), np.asarray)
-    graphdef, state = nnx.split(model)
-    try:
-        outputs, after = compiled_forward(port.flax_forward, graphdef, state, xs)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return leaves(port.run_flax(model, *xs), np.asarray)
-    nnx.update(model, after)
-    return leaves(outputs, np.asarray)
-
-
-def _forward(run: Callable[..., Any] | None, graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
-    from flax import nnx
-
-    model = nnx.merge(graphdef, state)
-    outputs = called(run, model, *xs)
-    return outputs, nnx.state(model)
-
-
-@functools.cache
-def _jitted_forward() -> Any:
-    import jax
-
-    return jax.jit(_forward, static_argnums=(0, 1))
-
-
-def compiled_forward(run: Callable[..., Any] | None, graphdef: Any, state: Any, xs: tuple[Any, ...]) -> tuple[Any, Any]:
-    """`_forward` compiled, once per (way of calling, structure, input shapes); `run` is `Port.flax_forward`."""
-    return _jitted_forward()(run, graphdef, state, xs)  # type: ignore[no-any-return]
-
-
-def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...]) -> dict[str, list[np.ndarray]]:
-    """Flax module path -> the outputs of its `__call__`, in call order.
-
-    Only the declared modules are recorded, by identity: each one's class gets a recording `__call__` for
-    the length of one eager forward pass. (`nnx.capture(method_outputs=...)` records every module, and a
-    module called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared
-    module that runs only inside a JAX transform is a copy there, so it records nothing.
-    """
-    modules = dict(iter_modules(model))
-    wanted: dict[int, str] = {}
-    for entry in port.submodule_entries:
-        if entry.flax[0] not in modules:
-            raise unknown_name("submodules: the Flax module", entry.flax[0], [n for n in modules if n])
-        wanted[id(modules[entry.flax[0]])] = entry.flax[0]
-    outputs: dict[str, list[np.ndarray]] = {}
-    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs):
-        port.run_flax(model, *flax_inputs(port, inputs))
-    return outputs
-
-
-def spliced(output: Any, torch_output: np.ndarray | None) -> Any:
-    """torch's output in place of a Flax module's array output of the same values (else the module's own)."""
-    if torch_output is None or not hasattr(output, "shape") or not same_values(torch_output.shape, output.shape):
-        return output
-    return to_jax(torch_output.reshape(output.shape), output.dtype)
-
-
-@contextlib.contextmanager
-def recording_calls(
-    classes: set[type],
-    wanted: dict[int, str],
-    outputs: dict[str, list[np.ndarray]],
-    replacing: dict[str, list[np.ndarray]] | None = None,
-) -> Iterator[None]:
-    """Within the block, a call of any instance in `wanted` (by id) appends its output to outputs[its name]
-    (and with `replacing`, returns replacing[its name]'s next array instead, where it holds the same values)."""
-    patched = []
-    for cls in classes:
-        original = cls.__call__
-
-        def recorder(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            output = __original(self, *args, **kwargs)
-            name = wanted.get(id(self))
-            if name is not None:
-                outputs.setdefault(name, []).append(np.asarray(first_leaf(output)))
-                if replacing is not None:
-                    given = replacing.get(name, [])
-                    call = len(outputs[name]) - 1
-                    return spliced(output, given[call] if call < len(given) else None)
-            return output
-
-        patched.append((cls, "__call__" in cls.__dict__, original))
-        setattr(cls, "__call__", recorder)  # noqa: B010 (mypy refuses assigning to a method)
-    try:
-        yield
-    finally:
-        for cls, own, original in patched:
-            if own:
-                setattr(cls, "__call__", original)  # noqa: B010
-            else:
-                delattr(cls, "__call__")
 
 
 def split_params(model: Any) -> tuple[Any, Any, Any]:

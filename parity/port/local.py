@@ -4,7 +4,7 @@ not only the first.
 
 One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_calls`). The Flax
 model then runs once with every declared module handing on torch's output of that call in place of its own
-(`flax_runner.flax_spliced_outputs`): each module runs in its own place in the Flax model, on what the code
+(`flax_spliced_outputs`, one compiled pass): each module runs in its own place in the Flax model, on what the code
 before it makes of torch's exact values, and its own output is compared with torch's. A wrong pairing (torch's
 `a` onto the Flax layer that runs third) fails there, as a faulty layer does; a faulty one fails alone. A unit
 that fails is called once more alone, on torch's inputs to it (each float array of the output's rank through
@@ -24,7 +24,7 @@ from parity import compare
 from parity.compare import Row
 from parity.port import transforms
 from parity.port.declare import Entry, Port, module_of
-from parity.port.flax_runner import flax_inputs, iter_modules, recording_calls
+from parity.port.flax_passes import flax_pass, iter_modules
 from parity.port.rows import as_run, judged_as, template
 from parity.port.transforms import permute, reshape
 from parity.port.trees import first_leaf, same_values, to_jax
@@ -40,6 +40,7 @@ def unit_rows(
     dtype: str,
     inputs: tuple[np.ndarray, ...],
     lowered: Lowered | None = None,
+    compiled: bool = True,
 ) -> list[Row]:
     """One row per call of each declared submodule: the Flax module in its own place in the model, its inputs
     made exact by handing on torch's output in place of every declared module's own, against torch's output."""
@@ -48,7 +49,7 @@ def unit_rows(
     for call in calls:
         entry = entries[call.name]
         given.setdefault(entry.flax[0], []).append(transforms.apply(entry.steps, [call.output.astype(dtype)], [])[0])
-    recorded = flax_spliced_outputs(port, model, inputs, given)
+    recorded = flax_spliced_outputs(port, model, inputs, given, compiled)
     seen: dict[str, int] = {}
     rows = []
     for call in calls:
@@ -77,17 +78,16 @@ def unit_rows(
 
 
 def flax_spliced_outputs(
-    port: Port, model: Any, inputs: tuple[np.ndarray, ...], torch_outputs: dict[str, list[np.ndarray]]
+    port: Port,
+    model: Any,
+    inputs: tuple[np.ndarray, ...],
+    torch_outputs: dict[str, list[np.ndarray]],
+    compiled: bool = True,
 ) -> dict[str, list[np.ndarray]]:
     """As `flax_submodule_outputs`, but each declared module's call hands on torch's output of that call
     (`torch_outputs`: Flax path -> torch's outputs in the Flax layout) in place of its own: every module then
     runs on inputs as exact as torch's, whatever the modules before it did, in its own place in the model."""
-    modules = dict(iter_modules(model))
-    wanted = {id(modules[entry.flax[0]]): entry.flax[0] for entry in port.submodule_entries}
-    outputs: dict[str, list[np.ndarray]] = {}
-    with recording_calls({type(modules[path]) for path in wanted.values()}, wanted, outputs, torch_outputs):
-        port.run_flax(model, *flax_inputs(port, inputs))
-    return outputs
+    return flax_pass(port, model, inputs, replacing=torch_outputs, compiled=compiled)[1]
 
 
 def alone_passes(port: Port, entry: Entry, call: UnitCall, model: Any, dtype: str, reference: np.ndarray) -> bool:
