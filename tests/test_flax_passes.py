@@ -1,8 +1,10 @@
-"""The Flax forward passes of a check (`parity.port.flax_passes`): one compiled program each, recording and
-splicing what an eager pass would, and an eager pass for a model that cannot be traced."""
+"""The Flax side's passes and builds: each forward pass of a check one compiled program (`parity.port.flax_passes`),
+recording and splicing what an eager pass would, an eager pass for a model that cannot be traced; and a model
+built again from the kept structure (`building.built_to_fill`) holding its own variables and buffers."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from examples.lstm import port as lstm
 from examples.mnist import mnist_test_inputs
 from parity import Port, check_port, transpose
 from parity.port import flax_passes, flax_runner
+from parity.port.building import built_to_fill
 from parity.port.declare import Port as PortClass
 from parity.port.table import declared
 from parity.port.weights import as_dtype, torch_start
@@ -90,3 +93,16 @@ def test_a_model_that_cannot_be_traced_runs_eagerly_and_passes(eager_calls):
     assert report.passed, report.table()
     assert {row.check for row in report.rows} >= set(FORWARD)
     assert eager_calls == ["gated"] * 4  # outputs with submodules, then units, in each dtype
+
+
+def test_a_model_built_again_holds_its_own_variables_and_buffers():
+    factory = lstm.make_port().flax_model
+    filled = {path for entry in lstm.make_port().entries for path in entry.flax} - {"head.bias"}  # the bias left
+    first, second = (built_to_fill(factory, "float32", filled) for _ in range(2))
+    assert first is not second and first.head.kernel is not second.head.kernel
+    first.head.kernel.set_value(jax.numpy.ones(first.head.kernel.shape))
+    assert isinstance(second.head.kernel.get_value(), jax.ShapeDtypeStruct)  # filled by its caller, not by first's
+    np.testing.assert_array_equal(first.head.bias.get_value(), second.head.bias.get_value())  # the initial value
+    first.head.bias.get_value().delete()  # as a trajectory step's donation deletes it
+    third = built_to_fill(factory, "float32", filled)
+    np.testing.assert_array_equal(np.asarray(third.head.bias.get_value()), np.asarray(second.head.bias.get_value()))

@@ -5,6 +5,7 @@ initialisers once per parameter shape, which is most of a real build's time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Collection
 from typing import Any
@@ -43,13 +44,40 @@ def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[st
     (`nnx.eval_shape`: the structure, no initialiser run, as `jax_impl.convert.from_canonical` builds), and the
     state `filled` leaves (a variable left unported keeps its initial value; random-number state needs real
     keys) computed by one compiled build that returns it alone: XLA drops the initialisers of the rest, which
-    are most of a large model's build. Built for real when the factory computes on values."""
+    are most of a large model's build. Both are kept for the next build of the same factory, dtype and entries
+    (a check builds each side's model several times: each dtype, the trajectory's runs): that build is the
+    kept structure made anew (`nnx.merge`), its own variables. Built for real when the factory computes on
+    values."""
+    import jax
+    from flax import nnx
+
+    switches = (bool(jax.config.jax_enable_x64), str(jax.config.jax_default_device))  # type: ignore[attr-defined]
+    kept = _blueprint(factory, dtype, frozenset(filled), *switches)
+    if kept is None:
+        return build(factory, dtype)  # it computes on values (its own error raised there)
+    graphdef, abstract, values = kept
+    model = nnx.merge(graphdef, abstract, copy=True)  # its own variables, none shared with the kept structure
+    values = jax.device_put(values, may_alias=False)  # its own buffers: a trajectory step donates its parameters
+    for path, variable in nnx.to_flat_state(nnx.state(model)):
+        if path_name(path) in values:
+            variable.set_value(values[path_name(path)])
+    return model
+
+
+@functools.lru_cache(maxsize=16)
+def _blueprint(
+    factory: Callable[..., Any], dtype: str, filled: frozenset[str], x64: bool, device: str
+) -> tuple[Any, Any, dict[str, Any]] | None:
+    """(graphdef, abstract state, the values of the state `filled` leaves) of `build(factory, dtype)`, or None
+    when the factory computes on values. `x64` and `device`: JAX's switches as the build saw them."""
     import jax
     from flax import nnx
 
     if (model := structure(factory, dtype)) is None:
-        return build(factory, dtype)  # it computes on values (its own error raised there)
-    left = {path_name(p): v for p, v in nnx.to_flat_state(nnx.state(model)) if path_name(p) not in filled}
+        return None
+    graphdef, abstract = nnx.split(model)
+    left = {path_name(p) for p, _ in nnx.to_flat_state(abstract) if path_name(p) not in filled}
+    values: dict[str, Any] = {}
     if left:
         values = jax.jit(
             lambda: {
@@ -58,6 +86,4 @@ def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[st
                 if path_name(p) in left
             }
         )()
-        for path, variable in left.items():
-            variable.set_value(values[path])
-    return model
+    return graphdef, abstract, values

@@ -18,7 +18,7 @@ from parity.port.building import built_to_fill
 from parity.port.declare import Entry, Port, PortError
 from parity.port.flax_passes import flax_inputs, iter_modules
 from parity.port.optimizer import Optimizer
-from parity.port.trees import path_name, take, to_jax
+from parity.port.trees import called, path_name, take, to_jax
 from parity.port.weights import Widening, load_flax_entries
 
 P = ParamSpec("P")
@@ -91,18 +91,26 @@ def split_params(model: Any) -> tuple[Any, Any, Any]:
 
 
 def flax_value_and_grad(port: Port, graphdef: Any) -> Any:
-    """`(params, rest, inputs, labels) -> ((loss, rest after the forward), gradients)` for the model's structure
-    (in train mode the forward updates the batch statistics in `rest`). `nnx.value_and_grad` on the merged
-    model, not `jax.value_and_grad` on its state: a module holding an RNG stream (`nnx.RNN`'s) advances it in
-    the forward pass, which only NNX's own transform allows."""
+    """`(params, rest, inputs, labels) -> ((loss, rest after the forward), gradients)` for the model's structure,
+    compiled (in train mode the forward updates the batch statistics in `rest`). `nnx.value_and_grad` on the
+    merged model, not `jax.value_and_grad` on its state: a module holding an RNG stream (`nnx.RNN`'s) advances
+    it in the forward pass, which only NNX's own transform allows. One program object per (way of calling,
+    loss, structure): the gradients check and the trajectory's steps on a batch of as many rows share one trace
+    and one compilation."""
+    return _gradient_program(port.flax_forward, port.flax_loss, graphdef)
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_program(forward: Callable[..., Any] | None, loss: Callable[..., Any], graphdef: Any) -> Any:
+    import jax
     from flax import nnx
 
     def value_and_grad(params: Any, rest: Any, inputs: Any, labels: Any) -> Any:
         model = nnx.merge(graphdef, params, rest)
-        loss, grads = nnx.value_and_grad(lambda model: port.flax_loss(port.run_flax(model, *inputs), labels))(model)
-        return (loss, nnx.state(model, nnx.Not(nnx.Param))), grads
+        value, grads = nnx.value_and_grad(lambda model: loss(called(forward, model, *inputs), labels))(model)
+        return (value, nnx.state(model, nnx.Not(nnx.Param))), grads
 
-    return value_and_grad
+    return jax.jit(value_and_grad)
 
 
 def by_path(state: Any) -> Weights:
@@ -114,11 +122,8 @@ def by_path(state: Any) -> Weights:
 
 def flax_gradients(port: Port, model: Any, inputs: tuple[np.ndarray, ...], labels: np.ndarray) -> tuple[float, Weights]:
     """The loss and its gradient for every Flax parameter, by path."""
-    import jax
-
     graphdef, params, rest = split_params(model)
-    value_and_grad = jax.jit(flax_value_and_grad(port, graphdef))
-    (loss, _), grads = value_and_grad(params, rest, flax_inputs(port, inputs), labels)
+    (loss, _), grads = flax_value_and_grad(port, graphdef)(params, rest, flax_inputs(port, inputs), labels)
     return float(loss), by_path(grads)
 
 
@@ -133,8 +138,8 @@ def flax_steps(
 ) -> Iterator[tuple[float, Weights]]:
     """optax's optimizer, one step per batch (taken from the inputs put on the device once): yields each step's
     loss and the `mapped` variables after it (parameters; batch statistics carried from step to step). A step is
-    the gradients check's compiled program (the compilation cache holds it for a batch of as many rows as that
-    check's inputs), then a compiled update, parameters and optimizer state donated (a large model held once).
+    the gradients check's compiled program (`flax_value_and_grad`: compiled once for a batch of as many rows as
+    that check's inputs), then a compiled update, parameters and optimizer state donated (a large model held once).
     A port's own `flax_step` takes each step where it declares one (a trainer's step, compiled as it is)."""
     import jax
     import optax
@@ -164,7 +169,7 @@ def flax_steps(
         updates, state = transformation.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    gradient, state = jax.jit(flax_value_and_grad(port, graphdef)), init(params)
+    gradient, state = flax_value_and_grad(port, graphdef), init(params)
     pick = jax.jit(lambda arrays, targets, batch: (take(arrays, batch), targets[batch]))  # one small program
     for batch in batches:
         (loss, rest), grads = gradient(params, rest, *pick(arrays, targets, to_jax(batch)))
