@@ -28,6 +28,7 @@ from parity.plots import Curves
 from parity.port import flax_runner
 from parity.port.arguments import PORT_CHECKS
 from parity.port.declare import Port
+from parity.port.scope import in_one_check
 from parity.preset_ports import preset_port, trainer_optimizer
 from parity.suite_checks import SIDES, SUITE_CHECKS
 
@@ -53,6 +54,7 @@ class SuiteResult:
     logit_gaps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+@in_one_check
 def run_suite(
     presets: Sequence[str],
     dataset: Dataset,
@@ -97,6 +99,7 @@ def run_suite(
     return result
 
 
+@in_one_check
 def run_preset(
     preset: str,
     dataset: Dataset,

@@ -106,3 +106,36 @@ def test_a_model_built_again_holds_its_own_variables_and_buffers():
     first.head.bias.get_value().delete()  # as a trajectory step's donation deletes it
     third = built_to_fill(factory, "float32", filled)
     np.testing.assert_array_equal(np.asarray(third.head.bias.get_value()), np.asarray(second.head.bias.get_value()))
+
+
+ACTIVATION = {"flax": nnx.relu}  # what FlaxActivated applies, read at each call
+
+
+class Activated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class FlaxActivated(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
+        self.a, self.b = nnx.Linear(4, 3, rngs=rngs), nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(ACTIVATION["flax"](self.a(x)))
+
+
+def test_each_check_proves_the_code_as_it_is_then_not_a_program_kept_from_an_earlier_check(monkeypatch):
+    weights = [(f"{m}.weight", f"{m}.kernel", transpose()) for m in "ab"] + [(f"{m}.bias", f"{m}.bias") for m in "ab"]
+    port = Port("activated", Activated, FlaxActivated, weights, submodules=[("a", "a"), ("b", "b")])
+    inputs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    labels = np.arange(6) % 2
+    checks = ("outputs", "submodules", "gradients", "trajectory")
+    assert check_port(port, inputs, labels, checks=checks, steps=2).passed
+    monkeypatch.setitem(ACTIVATION, "flax", nnx.gelu)  # the same port, its Flax code changed since
+    failed = {row.check for row in check_port(port, inputs, labels, checks=checks, steps=2).failures()}
+    assert failed == {"outputs", "submodules", "gradients", "trajectory"}

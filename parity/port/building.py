@@ -5,11 +5,11 @@ initialisers once per parameter shape, which is most of a real build's time.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Collection
 from typing import Any
 
+from parity.port.scope import kept
 from parity.port.trees import path_name
 
 
@@ -44,18 +44,19 @@ def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[st
     (`nnx.eval_shape`: the structure, no initialiser run, as `jax_impl.convert.from_canonical` builds), and the
     state `filled` leaves (a variable left unported keeps its initial value; random-number state needs real
     keys) computed by one compiled build that returns it alone: XLA drops the initialisers of the rest, which
-    are most of a large model's build. Both are kept for the next build of the same factory, dtype and entries
-    (a check builds each side's model several times: each dtype, the trajectory's runs): that build is the
-    kept structure made anew (`nnx.merge`), its own variables. Built for real when the factory computes on
-    values."""
+    are most of a large model's build. Both are kept, for the rest of the check (`scope.kept`), for the next
+    build of the same factory, dtype and entries, under JAX's same x64 switch and default device: that build
+    is the kept structure made anew (`nnx.merge`), its own variables and buffers. Built for real when the
+    factory computes on values."""
     import jax
     from flax import nnx
 
     switches = (bool(jax.config.jax_enable_x64), str(jax.config.jax_default_device))  # type: ignore[attr-defined]
-    kept = _blueprint(factory, dtype, frozenset(filled), *switches)
-    if kept is None:
+    key = ("blueprint", factory, dtype, frozenset(filled), *switches)
+    blueprint = kept(key, lambda: _blueprint(factory, dtype, filled))
+    if blueprint is None:
         return build(factory, dtype)  # it computes on values (its own error raised there)
-    graphdef, abstract, values = kept
+    graphdef, abstract, values = blueprint
     model = nnx.merge(graphdef, abstract, copy=True)  # its own variables, none shared with the kept structure
     values = jax.device_put(values, may_alias=False)  # its own buffers: a trajectory step donates its parameters
     for path, variable in nnx.to_flat_state(nnx.state(model)):
@@ -64,12 +65,11 @@ def built_to_fill(factory: Callable[..., Any], dtype: str, filled: Collection[st
     return model
 
 
-@functools.lru_cache(maxsize=16)
 def _blueprint(
-    factory: Callable[..., Any], dtype: str, filled: frozenset[str], x64: bool, device: str
+    factory: Callable[..., Any], dtype: str, filled: Collection[str]
 ) -> tuple[Any, Any, dict[str, Any]] | None:
     """(graphdef, abstract state, the values of the state `filled` leaves) of `build(factory, dtype)`, or None
-    when the factory computes on values. `x64` and `device`: JAX's switches as the build saw them."""
+    when the factory computes on values."""
     import jax
     from flax import nnx
 

@@ -39,6 +39,7 @@ from parity.port.precision import diagnose_tf32
 from parity.port.report import Report
 from parity.port.results import TorchResults, torch_results
 from parity.port.rows import buffer_rows, gradient_row, lowered_rows, output_rows, submodule_rows, weight_rows
+from parity.port.scope import in_one_check
 from parity.port.table import Declared, declared
 from parity.port.trajectory import trajectory_rows
 from parity.port.trees import in_dtype
@@ -53,6 +54,7 @@ RERUN = {"buffers": "outputs"}  # a failing row's check -> the check that comput
 ADAM = Optimizer()  # Adam at lr 1e-4, PyTorch's defaults otherwise
 
 
+@in_one_check
 def check_port(
     port: Port,
     inputs: np.ndarray | Sequence[np.ndarray],

@@ -1,23 +1,23 @@
 """The Flax model's forward passes: its outputs, each declared submodule's outputs, and the units check's pass
 with torch's outputs handed on in place of each declared module's own, one compiled program each.
 
-A pass is compiled (`jax.jit`, once per way of calling, model structure, recorded modules and input shapes),
-not run op by op: an eager call compiles every loop (an `nnx.RNN`'s scan) and every new primitive shape apart,
-each call, and a compiled pass takes a fraction of that for every model of the examples and the zoo (measured
-in docs/performance.md). A declared module is recorded by a recording `__call__` on its class for the length of
-the trace; what it records are the traced arrays, which the program returns. (`nnx.capture(method_outputs=...)`
-records every module, and a module called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's
-carry.) A declared module that runs only inside a JAX transform (`nnx.scan`, `nnx.remat`) is a copy there, so it
-records nothing, compiled or eager. The state a pass changes (batch statistics in train mode, RNG streams) is
-written back into the model. A model whose forward pass cannot be traced (Python control flow on values, a
-module recorded inside a loop of its own), or that returns what a program cannot, runs eagerly, as does a pass
-asked for so (`compiled=False`: a streaming run, whose float64 copies are made one weight at a time).
+A pass is compiled (`jax.jit`, once per way of calling, model structure, recorded modules and input shapes,
+kept for the length of one check: `parity.port.scope`), not run op by op: an eager call compiles every loop
+(an `nnx.RNN`'s scan) and every new primitive shape apart, each call, and a compiled pass takes a fraction of
+that for every model of the examples and the zoo (measured in docs/performance.md). A declared module is
+recorded by a recording `__call__` on its class for the length of the trace; what it records are the traced
+arrays, which the program returns. (`nnx.capture(method_outputs=...)` records every module, and a module
+called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared module that runs
+only inside a JAX transform (`nnx.scan`, `nnx.remat`) is a copy there, so it records nothing, compiled or
+eager. The state a pass changes (batch statistics in train mode, RNG streams) is written back into the model.
+A model whose forward pass cannot be traced (Python control flow on values, a module recorded inside a loop of
+its own), or that returns what a program cannot, runs eagerly, as does a pass asked for so (`compiled=False`:
+a streaming run, whose float64 copies are made one weight at a time).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from parity.port import transforms
 from parity.port.declare import Port, PortError, unknown_name
+from parity.port.scope import kept
 from parity.port.trees import called, first_leaf, leaves, path_name, same_values, to_jax
 
 Outputs = list[tuple[str, np.ndarray]]  # (name, array) for every array of the model's output, in order
@@ -80,7 +81,8 @@ def flax_pass(
         given = {path: [to_jax(array) for array in arrays] for path, arrays in (replacing or {}).items()}
         graphdef, state = nnx.split(model)
         try:
-            named, traced, after = _jitted()(port.flax_forward, graphdef, paths, state, xs, given)
+            program = kept("pass", _pass_program)
+            named, traced, after = program(port.flax_forward, graphdef, paths, state, xs, given)
         except PortError:
             raise
         except Exception:  # not traceable, or refused: the eager pass runs it, or says why not
@@ -119,11 +121,15 @@ def _traced_pass(
     return named, recorded, nnx.state(model)
 
 
-@functools.cache
-def _jitted() -> Any:
+def _pass_program() -> Any:
+    """`_traced_pass` compiled, through a function of its own: JAX keeps a function's traces for as long as the
+    function lives, so a program made for one check must not trace `_traced_pass` itself."""
     import jax
 
-    return jax.jit(_traced_pass, static_argnums=(0, 1, 2))
+    def traced(*args: Any) -> Any:
+        return _traced_pass(*args)
+
+    return jax.jit(traced, static_argnums=(0, 1, 2))
 
 
 def spliced(output: Any, given: Any) -> Any:

@@ -18,6 +18,7 @@ from parity.port.building import built_to_fill
 from parity.port.declare import Entry, Port, PortError
 from parity.port.flax_passes import flax_inputs, iter_modules
 from parity.port.optimizer import Optimizer
+from parity.port.scope import kept
 from parity.port.trees import called, path_name, take, to_jax
 from parity.port.weights import Widening, load_flax_entries
 
@@ -96,11 +97,11 @@ def flax_value_and_grad(port: Port, graphdef: Any) -> Any:
     merged model, not `jax.value_and_grad` on its state: a module holding an RNG stream (`nnx.RNN`'s) advances
     it in the forward pass, which only NNX's own transform allows. One program object per (way of calling,
     loss, structure): the gradients check and the trajectory's steps on a batch of as many rows share one trace
-    and one compilation."""
-    return _gradient_program(port.flax_forward, port.flax_loss, graphdef)
+    and one compilation, for the rest of the check (`scope.kept`)."""
+    key = ("gradient", port.flax_forward, port.flax_loss, graphdef)
+    return kept(key, lambda: _gradient_program(port.flax_forward, port.flax_loss, graphdef))
 
 
-@functools.lru_cache(maxsize=32)
 def _gradient_program(forward: Callable[..., Any] | None, loss: Callable[..., Any], graphdef: Any) -> Any:
     import jax
     from flax import nnx

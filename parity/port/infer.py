@@ -27,6 +27,7 @@ import numpy as np
 from parity.port.building import build, built_abstractly
 from parity.port.conventions import notes
 from parity.port.declare import Port, PortError, parse_entry
+from parity.port.scope import in_one_check
 from parity.port.search import MAX_TRIALS, Candidate, Pair, Search, faulty_units, pair_units
 from parity.port.trees import called
 from parity.port.units import Unit, flax_units, torch_units
@@ -128,6 +129,7 @@ def layouts(inputs: tuple[np.ndarray, ...]) -> list[tuple[Any, ...]]:
     return candidates
 
 
+@in_one_check
 def infer_port(
     torch_model: Any,
     flax_model: Any,

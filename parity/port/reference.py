@@ -36,6 +36,7 @@ from parity.port.optimizer import Optimizer
 from parity.port.report import Report
 from parity.port.results import TorchResults, torch_results
 from parity.port.rows import template
+from parity.port.scope import in_one_check
 from parity.port.table import declared
 from parity.port.trajectory import step_gaps, torch_steps
 from parity.port.trees import flax_cross_entropy, in_dtype
@@ -160,6 +161,7 @@ def refuse_mismatch(path: Path, metadata: dict[str, str], weights: Sequence[Sequ
 
 
 @flax_runner.in_x64
+@in_one_check
 def check_reference(
     path: str | Path,
     flax_model: Callable[..., Any],
