@@ -3,8 +3,9 @@ with torch's outputs handed on in place of each declared module's own, one compi
 
 A pass is compiled (`jax.jit`, once per way of calling, model structure, recorded modules and input shapes,
 kept for the length of one check: `parity.port.scope`), not run op by op: an eager call compiles every loop
-(an `nnx.RNN`'s scan) and every new primitive shape apart, each call, and a compiled pass takes a fraction of
-that for every model of the examples and the zoo (measured in docs/performance.md). A declared module is
+(an `nnx.RNN`'s scan) and every new primitive shape apart, each call; without JAX's compilation cache a
+compiled pass takes a fraction of that for the examples and the zoo, with it about as long (docs/performance.md,
+issue 38's eighth round). A declared module is
 recorded by a recording `__call__` on its class for the length of the trace; what it records are the traced
 arrays, which the program returns. (`nnx.capture(method_outputs=...)` records every module, and a module
 called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared module that runs
