@@ -1,19 +1,18 @@
 """The Flax model's forward passes: its outputs, each declared submodule's outputs, and the units check's pass
 with torch's outputs handed on in place of each declared module's own, one compiled program each.
 
-A pass is compiled (`jax.jit`, once per way of calling, model structure, recorded modules and input shapes,
-kept for the length of one check: `parity.port.scope`), not run op by op: an eager call compiles every loop
-(an `nnx.RNN`'s scan) and every new primitive shape apart, each call; without JAX's compilation cache a
-compiled pass takes a fraction of that for the examples and the zoo, with it about as long (docs/performance.md,
-issue 38's eighth round). A declared module is
-recorded by a recording `__call__` on its class for the length of the trace; what it records are the traced
-arrays, which the program returns. (`nnx.capture(method_outputs=...)` records every module, and a module
-called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared module that runs
-only inside a JAX transform (`nnx.scan`, `nnx.remat`) is a copy there, so it records nothing, compiled or
-eager. The state a pass changes (batch statistics in train mode, RNG streams) is written back into the model.
-A model whose forward pass cannot be traced (Python control flow on values, a module recorded inside a loop of
-its own), or that returns what a program cannot, runs eagerly, as does a pass asked for so (`compiled=False`:
-a streaming run, whose float64 copies are made one weight at a time).
+A pass is compiled (`jax.jit`, once per way of calling, model structure, recorded modules and input shapes, kept for
+the length of one check: `parity.port.scope`), not run op by op: an eager call compiles every loop (an `nnx.RNN`'s
+scan) and every new primitive shape apart, each call; without JAX's compilation cache a compiled pass takes a
+fraction of that for the examples and the zoo, with it about as long (docs/performance.md, issue 38's eighth round).
+A declared module is recorded by a recording `__call__` on its class for the length of the trace; what it records
+are the traced arrays, which the program returns. (`nnx.capture(method_outputs=...)` records every module, and a
+module called inside `nnx.scan`, such as a recurrent cell, then breaks the scan's carry.) A declared module that
+runs only inside a JAX transform (`nnx.scan`, `nnx.remat`) is a copy there, so it records nothing, compiled or
+eager. The state a pass changes (batch statistics in train mode, RNG streams) is written back into the model. A
+model whose forward pass cannot be traced (Python control flow on values, a module recorded inside a loop of its
+own), or that returns what a program cannot, runs eagerly, as does a pass asked for so (`compiled=False`: a
+streaming run, whose float64 copies are made one weight at a time).
 """
 
 from __future__ import annotations
