@@ -184,3 +184,49 @@ def test_bench_wall_interleaves_rounds_and_gives_medians_of_cold_and_warm_runs(t
     args = bench.wall.build_parser().parse_args(["--max-steps", "1", "--data-dir", str(idx_dir)])
     real = bench.wall.one_run("torch", "lstm", tmp_path / "run", tmp_path / "cache", args)
     assert real["wall_seconds"] > 0 and 0 <= real["test_accuracy"] <= 1 and real["compile_seconds"] == 0.0
+
+
+TWO_DEVICES = """
+import json, sys
+import jax
+import numpy as np
+jax.config.update("jax_num_cpu_devices", 2)  # before JAX starts its CPU client, as the benchmark sets it
+from bench.runners import make_trainer
+from common.data import load_dataset
+from common.presets import get_preset
+from common.sampler import BatchSampler
+
+config, dataset = get_preset("lstm"), load_dataset("mnist")
+batches = BatchSampler(len(dataset.train_labels), 64, 0).batches(0)[:3]
+runs = {}
+for name in ("jax trainer", "jax: 2 CPU devices"):
+    trainer = make_trainer(name, config, dataset, "cpu")
+    losses = trainer.train_steps(batches)
+    weights = trainer.canonical_weights()
+    runs[name] = {
+        "losses": np.asarray(losses).tolist(),
+        "weights": {k: np.asarray(v).tolist() for k, v in weights.items()},
+        "data_devices": len(trainer.train_rows.sharding.device_set),
+        "batch_split": str(getattr(trainer.index_placement, "spec", None)),
+    }
+json.dump(runs, sys.stdout)
+"""
+
+
+def test_the_two_cpu_devices_lever_trains_as_one_device_does():
+    """The `jax: 2 CPU devices` lever (each batch split over two CPU devices, GSPMD) in a process of its own, as the
+    benchmark runs it: three Adam steps give one device's losses and weights. (The bench's every-part test runs
+    the lever itself under --run-slow.)"""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", TWO_DEVICES], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout)
+    one, two = runs["jax trainer"], runs["jax: 2 CPU devices"]
+    assert len(one["losses"]) == 3
+    assert (one["data_devices"], two["data_devices"]) == (1, 2) and "data" in two["batch_split"]  # split, not one
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    step = get_preset("lstm").learning_rate  # Adam moves a weight by about this much a step
+    for name, value in one["weights"].items():  # float32 sums split in two: a tenth of one step apart at most
+        np.testing.assert_allclose(two["weights"][name], value, rtol=0, atol=step / 10)
