@@ -92,12 +92,12 @@ def coverage_rows(table: Declared, base: Weights, inputs: tuple[np.ndarray, ...]
         planted = {path: initial[path].astype(start[path].dtype) for path in entry.flax} | plant(weights, start)
         load_flax(flax_model, planted)
         state = None if table.mode == "eval" else flax_weights(flax_model)
-        outputs = flax_passes.flax_forward(port, flax_model, inputs)  # one program for every entry
+        # one pass, one program for every entry: the outputs and the declared submodules' outputs
+        outputs, recorded = flax_passes.flax_pass(port, flax_model, inputs, record=bool(port.submodules))
         rows = output_rows(port, torch_side.outputs, outputs, "float64", lowered)
         if table.mode == "train":  # the outputs use batch statistics: the running ones show only in their update
             rows += buffer_rows(table, torch_side.buffers, flax_weights(flax_model), "float64")
-        if port.submodules and all(row.passed is not False for row in rows):  # caught already: no second pass
-            recorded = flax_passes.flax_submodule_outputs(port, flax_model, inputs)
+        if port.submodules and all(row.passed is not False for row in rows):  # the submodules, where not caught
             rows += submodule_rows(port, torch_side.submodules, recorded, "float64", lowered)
         load_flax(flax_model, (state or {}) | {path: start[path] for path in entry.flax})
         caught = next((row for row in rows if row.passed is False), None)

@@ -50,11 +50,6 @@ def flax_forward(port: Port, model: Any, inputs: tuple[np.ndarray, ...], compile
     return flax_pass(port, model, inputs, compiled=compiled)[0]
 
 
-def flax_submodule_outputs(port: Port, model: Any, inputs: tuple[np.ndarray, ...], compiled: bool = True) -> Recorded:
-    """Flax module path -> the outputs of its `__call__`, in call order, for each declared submodule."""
-    return flax_pass(port, model, inputs, record=True, compiled=compiled)[1]
-
-
 def flax_pass(
     port: Port,
     model: Any,

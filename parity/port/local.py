@@ -2,15 +2,16 @@
 so one faulty unit does not spoil the verdicts of the units after it, and one run names every faulty unit,
 not only the first.
 
-One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_calls`). The Flax
-model then runs once with every declared module handing on torch's output of that call in place of its own
-(`flax_spliced_outputs`, one compiled pass): each module runs in its own place in the Flax model, on what the code
-before it makes of torch's exact values, and its own output is compared with torch's. A wrong pairing (torch's
-`a` onto the Flax layer that runs third) fails there, as a faulty layer does; a faulty one fails alone. A unit
-that fails is called once more alone, on torch's inputs to it (each float array of the output's rank through
-the row's steps; a Linear reading a flattened NCHW map, through that flatten; `Port(unit_inputs=)` where
-neither fits): if it passes so, the fault lies before it, in its parent's own code (an activation, a residual),
-and the row says so. When every unit passes but the outputs do not, a row puts the fault between the units.
+One torch run records each declared submodule's inputs and outputs (`torch_runner.torch_calls`). The Flax model
+then runs once with every declared module handing on torch's output of that call in place of its own
+(`flax_passes.flax_pass` with `replacing`, one compiled pass): each module runs in its own place in the Flax
+model, on what the code before it makes of torch's exact values, and its own output is compared with torch's. A
+wrong pairing (torch's `a` onto the Flax layer that runs third) fails there, as a faulty layer does; a faulty one
+fails alone. A unit that fails is called once more alone, on torch's inputs to it (each float array of the
+output's rank through the row's steps; a Linear reading a flattened NCHW map, through that flatten;
+`Port(unit_inputs=)` where neither fits): if it passes so, the fault lies before it, in its parent's own code (an
+activation, a residual), and the row says so. When every unit passes but the outputs do not, a row puts the fault
+between the units.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def unit_rows(
     for call in calls:
         entry = entries[call.name]
         given.setdefault(entry.flax[0], []).append(transforms.apply(entry.steps, [call.output.astype(dtype)], [])[0])
-    recorded = flax_spliced_outputs(port, model, inputs, given, compiled)
+    recorded = flax_pass(port, model, inputs, replacing=given, compiled=compiled)[1]
     seen: dict[str, int] = {}
     rows = []
     for call in calls:
@@ -75,19 +76,6 @@ def unit_rows(
             row.detail += f"; alone on torch's inputs to it, it passes: the fault lies before it, in {where}"
         rows.append(row)
     return rows
-
-
-def flax_spliced_outputs(
-    port: Port,
-    model: Any,
-    inputs: tuple[np.ndarray, ...],
-    torch_outputs: dict[str, list[np.ndarray]],
-    compiled: bool = True,
-) -> dict[str, list[np.ndarray]]:
-    """As `flax_submodule_outputs`, but each declared module's call hands on torch's output of that call
-    (`torch_outputs`: Flax path -> torch's outputs in the Flax layout) in place of its own: every module then
-    runs on inputs as exact as torch's, whatever the modules before it did, in its own place in the model."""
-    return flax_pass(port, model, inputs, replacing=torch_outputs, compiled=compiled)[1]
 
 
 def alone_passes(port: Port, entry: Entry, call: UnitCall, model: Any, dtype: str, reference: np.ndarray) -> bool:
